@@ -1,0 +1,60 @@
+"""evalloss: the exact per-item loss of PyTorch checkpoints over a whole data set.
+
+``import evalloss`` is cheap: torch, pyarrow and numpy load only when a function that needs
+them is first used (PEP 562 ``__getattr__``).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CheckpointError,
+    DataError,
+    EvallossError,
+    EvallossWarning,
+    LossError,
+    ModelError,
+    OptionError,
+)
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "EvallossError",
+    "EvallossWarning",
+    "LossError",
+    "ModelError",
+    "OptionError",
+    "Report",
+    "Result",
+    "__version__",
+    "compare",
+    "evaluate",
+    "save",
+]
+
+_LAZY = {
+    "compare": "api",
+    "evaluate": "engine",
+    "save": "checkpoints",
+    "Report": "report",
+    "Result": "report",
+}
+
+if TYPE_CHECKING:
+    from .api import compare
+    from .checkpoints import save
+    from .engine import evaluate
+    from .report import Report, Result
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'evalloss' has no attribute {name!r}")

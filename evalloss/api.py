@@ -1,0 +1,235 @@
+"""The library API: `compare` wires checkpoints, data, losses and the engine into a `Report`.
+
+The data is read once: every block is split into batches, and every model evaluates each
+batch before the next is read, so K models cost one pass over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .checkpoints import Checkpoint, open_checkpoint
+from .data import Dataset, open_data
+from .engine import Accumulator, BadTarget, prepare
+from .errors import ModelError, OptionError
+from .losses import Loss
+from .losses import get as get_loss
+from .models import from_spec, load_strict, parse_kwargs
+from .report import DataInfo, ModelResult, Report
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+PathLike = str | os.PathLike[str]
+DEFAULT_BATCH_SIZE = 4096
+PRECISIONS = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything resolved before any evaluation starts."""
+
+    checkpoints: tuple[Checkpoint, ...]
+    loss: Loss
+    dataset: Dataset
+    device: torch.device
+    dtype: torch.dtype
+
+
+def compare(
+    checkpoints: Sequence[PathLike],
+    *,
+    data: PathLike,
+    model: str | None = None,
+    model_kwargs: str | dict[str, Any] | None = None,
+    loss: str | None = None,
+    target: Sequence[str] = (),
+    feature: Sequence[str] = (),
+    no_header: bool = False,
+    batch_size: int | None = None,
+    device: str = "auto",
+    precision: str = "float32",
+) -> Report:
+    """Evaluate every checkpoint over the whole data set and rank them by exact loss per item."""
+    batch_size = _check_batch_size(batch_size)
+    plan = _plan(checkpoints, data, loss, target, feature, no_header, device, precision)
+    kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
+    accumulators = [
+        Accumulator(
+            prepare(_build(c, model, kwargs or {}), plan.device, plan.dtype),
+            plan.loss,
+            plan.device,
+            c.path,
+        )
+        for c in plan.checkpoints
+    ]
+    items = 0
+    for block in plan.dataset.blocks(plan.dtype):
+        for start in range(0, len(block.features), batch_size):
+            x = block.features[start : start + batch_size]
+            y = block.targets[start : start + batch_size]
+            for acc in accumulators:
+                try:
+                    acc.feed(x, y, row=block.row + start)
+                except BadTarget as bad:
+                    row = block.row + start + bad.row
+                    raise plan.dataset.cell(row, plan.dataset.targets[bad.column], bad.why) from None
+        items += len(block.features)
+    return _report(plan, accumulators, items, batch_size)
+
+
+def _check_batch_size(batch_size: int | None) -> int:
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE
+    if batch_size < 1:
+        raise OptionError(f"must be a positive integer, got {batch_size}", key="--batch-size")
+    return batch_size
+
+
+def _plan(
+    paths: Sequence[PathLike],
+    data: PathLike,
+    loss: str | None,
+    target: Sequence[str],
+    feature: Sequence[str],
+    no_header: bool,
+    device: str,
+    precision: str,
+) -> _Plan:
+    import torch
+
+    if not paths:
+        raise OptionError("give at least one checkpoint", key="CHECKPOINT")
+    if precision not in PRECISIONS:
+        raise OptionError(f"must be one of {', '.join(PRECISIONS)}", key="--precision")
+    checkpoints = tuple(open_checkpoint(p) for p in paths)
+    return _Plan(
+        checkpoints=checkpoints,
+        loss=get_loss(_agreed(checkpoints, "evalloss.loss", loss, "--loss")),
+        dataset=open_data(
+            data,
+            target=target or _targets_from_metadata(checkpoints),
+            feature=feature,
+            no_header=no_header,
+        ),
+        device=_device(device),
+        dtype=torch.float64 if precision == "float64" else torch.float32,
+    )
+
+
+def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, option: str) -> str:
+    """``given`` if set, else the one value every checkpoint's metadata names for ``key``."""
+    if given is not None:
+        return given
+    named = {c.path: c.metadata[key] for c in checkpoints if key in c.metadata}
+    values = sorted(set(named.values()))
+    if len(values) > 1:
+        (a, va), (b, vb) = [next((p, v) for p, v in named.items() if v == x) for x in values[:2]]
+        raise OptionError(
+            f"checkpoints disagree: {a} says {va!r}, {b} says {vb!r}; pass {option} to choose",
+            key=key,
+        )
+    if not values:
+        raise OptionError(f"no {option} given and no checkpoint has {key} metadata", key=option)
+    return values[0]
+
+
+def _targets_from_metadata(checkpoints: Sequence[Checkpoint]) -> tuple[str, ...]:
+    if not any("evalloss.target" in c.metadata for c in checkpoints):
+        return ()
+    joined = _agreed(checkpoints, "evalloss.target", None, "--target")
+    return tuple(t.strip() for t in joined.split(",") if t.strip())
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise OptionError(f"unknown device {name!r}", key="--device") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError("CUDA is not available on this machine", key="--device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError("MPS is not available on this machine", key="--device")
+    return device
+
+
+def _build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
+    if spec is None:
+        hint = checkpoint.metadata.get("evalloss.model")
+        raise ModelError(
+            "no architecture: the file has no evalloss.layers spec and no --model was given"
+            + (f" (it was made by {hint}: pass --model file.py:Name to build it)" if hint else ""),
+            path=checkpoint.path,
+        )
+    module = from_spec(spec, kwargs)
+    load_strict(module, checkpoint)
+    return module
+
+
+def _report(
+    plan: _Plan, accumulators: Sequence[Accumulator], items: int, batch_size: int
+) -> Report:
+    results = [a.result() for a in accumulators]
+    order = sorted(
+        range(len(results)),
+        key=lambda i: (results[i].loss_per_item is None, results[i].loss_per_item or 0.0, i),
+    )
+    names = _unique_names([c.path for c in plan.checkpoints])
+    models = tuple(
+        ModelResult(
+            rank=rank,
+            name=names[i],
+            path=plan.checkpoints[i].path,
+            loss_per_item=results[i].loss_per_item,
+            loss_sum=results[i].loss_sum,
+            items=results[i].items,
+            accuracy=results[i].accuracy,
+            nonfinite_items=results[i].nonfinite_items,
+            is_baseline=False,
+            seconds=round(results[i].seconds, 6),
+        )
+        for rank, i in enumerate(order, start=1)
+    )
+    return Report(
+        evalloss_version=__version__,
+        data=DataInfo(
+            path=plan.dataset.path,
+            items=items,
+            targets=plan.dataset.targets,
+            features=len(plan.dataset.features),
+        ),
+        loss=plan.loss.name,
+        device=str(plan.device),
+        precision="float64" if str(plan.dtype) == "torch.float64" else "float32",
+        batch_size=batch_size,
+        world_size=1,
+        models=models,
+    )
+
+
+def _unique_names(paths: Sequence[str]) -> list[str]:
+    """File stems, made unique by adding parent folders where stems clash."""
+    names = [Path(p).stem for p in paths]
+    depth = 1
+    while len(set(names)) < len(names) and depth < 8:
+        depth += 1
+        names = [
+            "/".join(Path(p).with_suffix("").parts[-depth:]) if names.count(n) > 1 else n
+            for p, n in zip(paths, names, strict=True)
+        ]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:  # the same file given twice
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return unique

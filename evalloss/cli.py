@@ -1,0 +1,168 @@
+"""The command line: parse, call the library, render, exit. Exit codes are mapped once, here.
+
+0 report produced (gate passed or none) · 1 gate failed · 2 usage or input error (one line on
+stderr) · 3 internal error (traceback) · 130/143 SIGINT/SIGTERM · 141 stdout closed early.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import EvallossError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM, EXIT_PIPE = 130, 143, 141
+LOSSES = ("cross-entropy", "nll", "bce-logits", "bce", "mse", "l1", "smooth-l1", "huber")
+FORMATS = ("table", "json", "markdown", "csv")
+
+
+class GateFailed(Exception):  # noqa: N818 - a verdict, not an error
+    """Raised by a command after printing its report when the promotion gate failed."""
+
+
+class _Terminated(Exception):  # noqa: N818
+    pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _error(message: str) -> None:
+    click.echo(f"evalloss: error: {message}", err=True)
+
+
+class EvallossGroup(click.Group):
+    """Maps every outcome to the documented exit code, so CliRunner sees the real codes."""
+
+    def main(self, args: Sequence[str] | None = None, **extra: Any) -> Any:  # type: ignore[override]
+        if extra.get("standalone_mode") is False:  # a caller that wants exceptions back
+            return super().main(args, **extra)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            super().main(args, standalone_mode=False, **extra)
+            code = EXIT_OK
+        except EvallossError as exc:
+            _error(str(exc))
+            code = exc.exit_code
+        except click.UsageError as exc:
+            _error(exc.format_message().replace("\n", " "))
+            code = EXIT_USAGE
+        except click.ClickException as exc:  # e.g. a missing file for click.Path
+            _error(exc.format_message().replace("\n", " "))
+            code = EXIT_USAGE
+        except GateFailed:
+            code = EXIT_GATE
+        except (click.Abort, KeyboardInterrupt):
+            _error("interrupted")
+            code = EXIT_SIGINT
+        except _Terminated:
+            _error("terminated")
+            code = EXIT_SIGTERM
+        except BrokenPipeError:
+            _quiet_stdout()
+            code = EXIT_PIPE
+        except click.exceptions.Exit as exc:  # --help, --version
+            code = exc.exit_code
+        except Exception:
+            traceback.print_exc()
+            _error(f"internal error in evalloss {__version__}: please report it with the above")
+            code = EXIT_BUG
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE, point stdout at devnull so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def data_options(f: F) -> F:
+    """Options shared by every command that evaluates models over a data set."""
+    for option in reversed(
+        [
+            click.option("--data", "data", required=True, metavar="PATH",
+                         help="CSV, TSV (.tsv/.tab or tab-separated) or Parquet (.parquet/.pq)."),
+            click.option("--model", metavar="SPEC",
+                         help="Architecture from your code: path/to/file.py:Name or "
+                              "package.module:Name (a class or factory returning an nn.Module)."),
+            click.option("--model-kwargs", metavar="JSON",
+                         help="Keyword arguments for --model, as a JSON object."),
+            click.option("--loss", type=click.Choice(LOSSES),
+                         help="Loss; default: the checkpoints' evalloss.loss metadata."),
+            click.option("--target", multiple=True, metavar="COL",
+                         help="Target column (repeatable). Default: evalloss.target metadata, "
+                              "else the last column."),
+            click.option("--feature", multiple=True, metavar="COL",
+                         help="Feature column (repeatable). Default: every non-target column."),
+            click.option("--no-header", is_flag=True,
+                         help="The first line is data; columns are named 0, 1, ..."),
+            click.option("--device", default="auto", show_default=True,
+                         help="auto (CUDA when available), cpu, cuda, cuda:1, mps."),
+            click.option("--precision", type=click.Choice(("float32", "float64")),
+                         default="float32", show_default=True,
+                         help="float64 runs model and inputs in float64 (reference grade)."),
+            click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                         show_default=True, help="Report format."),
+            click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="PATH",
+                         help="Write the report to PATH (atomically) instead of stdout."),
+            click.option("--no-progress", is_flag=True,
+                         help="No progress bar (drawn on stderr only when it is a terminal)."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+@click.group(cls=EvallossGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="evalloss")
+def cli() -> None:
+    """Exact per-item loss of PyTorch checkpoints over a whole data set.
+
+    A training log's `epoch_loss += loss.item()` is a sum of batch averages: it depends on
+    the batch size. evalloss runs each model, without gradients, over every item, sums the
+    un-averaged losses and divides by the item count: the one figure that compares models
+    trained with different batch sizes.
+    """
+
+
+@cli.command()
+@click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
+@data_options
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Rows per forward pass (throughput only; the figure does not depend on it). "
+                   "Default 4096.")
+def compare(
+    checkpoints: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    no_progress: bool,
+    **options: Any,
+) -> None:
+    """Rank checkpoints by exact loss per item over the whole data set."""
+    from . import api, render
+
+    report = api.compare(checkpoints, **options)
+    render.write(render.render(report, fmt), output)
+    if report.gate is not None and not report.gate.passed:
+        raise GateFailed
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="evalloss")

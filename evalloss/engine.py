@@ -1,0 +1,131 @@
+"""The engine: run a model over batches and fold exact per-item losses into float64 sums.
+
+``model.eval()`` under ``torch.inference_mode()``: no gradients, no weight changes. Per-item
+losses are computed with ``reduction='none'``, averaged per item in float64, and summed with
+`ExactSum`, so the figure does not depend on batch size, order or chunking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .errors import LossError, ModelError
+from .losses import Loss
+from .losses import get as get_loss
+from .report import Result
+from .stats import ExactSum
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class BadTarget(Exception):  # noqa: N818 - internal signal, turned into a DataError by the caller
+    """A target the loss cannot take, at (row, column) of the batch being evaluated."""
+
+    def __init__(self, row: int, column: int, why: str) -> None:
+        super().__init__(why)
+        self.row, self.column, self.why = row, column, why
+
+
+class Accumulator:
+    """One model's running state over a pass: exact loss sum, counts, time."""
+
+    def __init__(self, module: nn.Module, loss: Loss, device: torch.device, label: str) -> None:
+        self.module, self.loss, self.device, self.label = module, loss, device, label
+        self.loss_sum = ExactSum()
+        self.items = self.nonfinite = self.correct = self.counted = 0
+        self.seconds = 0.0
+
+    def feed(self, features: torch.Tensor, targets: torch.Tensor, row: int = 0) -> torch.Tensor:
+        """Evaluate one batch: features (n, F), targets (n, T). Returns losses (n,) float64 on CPU.
+
+        ``row`` is the batch's first row in the data set, used to name rows in errors.
+        """
+        import torch
+
+        start = time.perf_counter()
+        x = features.to(self.device, non_blocking=True)
+        y = targets.to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            try:
+                outputs = self.module(x)  # (n, ...)
+            except Exception as exc:
+                raise ModelError(
+                    f"forward failed on rows {row + 1}-{row + len(x)} with input of shape "
+                    f"{tuple(x.shape)}: {type(exc).__name__}: {exc}".splitlines()[0],
+                    path=self.label,
+                ) from exc
+            if not isinstance(outputs, torch.Tensor):
+                raise ModelError(
+                    f"forward returned {type(outputs).__name__}, expected a tensor", path=self.label
+                )
+            bad = self.loss.invalid_target(outputs, y)
+            if bad is not None:
+                raise BadTarget(*bad)
+            try:
+                losses = self.loss.per_item(outputs, y).cpu()  # (n,) float64
+            except LossError as exc:
+                exc.path = exc.path or self.label
+                raise
+            except RuntimeError as exc:
+                raise ModelError(f"{self.loss.name} failed: {exc}", path=self.label) from exc
+            correct, counted = self.loss.correct(outputs, y)
+        finite = torch.isfinite(losses)
+        n_finite = int(finite.sum())
+        self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
+        self.nonfinite += len(losses) - n_finite
+        self.items += len(losses)
+        self.correct += correct
+        self.counted += counted
+        self.seconds += time.perf_counter() - start
+        return losses
+
+    def result(self) -> Result:
+        return Result(
+            loss_sum=None if self.nonfinite else self.loss_sum.value,
+            items=self.items,
+            accuracy=self.correct / self.counted if self.counted else None,
+            nonfinite_items=self.nonfinite,
+            seconds=self.seconds,
+        )
+
+
+def prepare(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The module in eval mode, on ``device``, in ``dtype``, with gradients off."""
+    module = module.to(device=device, dtype=dtype).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def evaluate(
+    module: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss: str | Loss,
+    *,
+    device: str | torch.device | None = None,
+) -> Result:
+    """The exact per-item loss of ``module`` over every ``(inputs, targets)`` batch.
+
+    ``batches`` is any iterable of pairs, e.g. a ``DataLoader``. Targets may be (N,) or
+    (N, T). The module is put in eval mode and left there; its weights are not touched.
+    """
+    import torch
+
+    loss = get_loss(loss) if isinstance(loss, str) else loss
+    if device is None:
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    module.eval()
+    acc = Accumulator(module, loss, torch.device(device), type(module).__name__)
+    for number, (inputs, targets) in enumerate(batches):
+        targets_2d = targets.reshape(len(targets), -1) if targets.dim() != 2 else targets
+        try:
+            acc.feed(inputs, targets_2d.double(), row=acc.items)
+        except BadTarget as bad:
+            raise LossError(
+                f"batch {number + 1}, item {bad.row + 1}: {bad.why}", key="targets"
+            ) from None
+    return acc.result()

@@ -1,0 +1,61 @@
+"""The one error tree. Every user-facing failure is an `EvallossError` with an exit code.
+
+Each error renders as one line, ``<file>[:<line>][: <column or key>]: <what>``, which the CLI
+prefixes with ``evalloss: error:``. Third-party errors are wrapped where they enter, keeping
+the cause (``raise DataError(...) from exc``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EvallossError(Exception):
+    """Base of every error evalloss reports to a user. Exit code 2: usage or input error."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.key = key
+
+    def __str__(self) -> str:
+        where = self.path or ""
+        if self.line is not None:
+            where += f":{self.line}"
+        parts = [p for p in (where, self.key) if p]
+        return ": ".join([*parts, self.message]).replace("\n", " ")
+
+
+class DataError(EvallossError):
+    """The data file is missing, malformed, or does not fit the model or loss."""
+
+
+class CheckpointError(EvallossError):
+    """A checkpoint cannot be read, is not safetensors, or does not fit its architecture."""
+
+
+class ModelError(EvallossError):
+    """The architecture cannot be built, or the model misbehaves while evaluating."""
+
+
+class LossError(EvallossError):
+    """Unknown loss, disagreeing loss metadata, or outputs/targets the loss cannot take."""
+
+
+class OptionError(EvallossError):
+    """An option value that is well-formed but meaningless (the library's own checks)."""
+
+
+class EvallossWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. NaN weights)."""

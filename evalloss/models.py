@@ -1,0 +1,116 @@
+"""Architectures: the user's ``--model`` spec -> an ``nn.Module``; strict state-dict loading.
+
+``--model path/to/file.py:Name`` or ``--model package.module:Name``. The user typed the spec,
+so importing it is allowed; nothing read from a checkpoint is ever imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .checkpoints import Checkpoint, load_tensors
+from .errors import CheckpointError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+def parse_kwargs(text: str | None) -> dict[str, Any]:
+    """``--model-kwargs`` JSON -> a dict of keyword arguments."""
+    if text is None:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except ValueError as exc:
+        raise ModelError(f"not valid JSON: {exc}", key="--model-kwargs") from exc
+    if not isinstance(kwargs, dict):
+        raise ModelError("must be a JSON object, e.g. '{\"hidden\": 64}'", key="--model-kwargs")
+    return kwargs
+
+
+def from_spec(spec: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Import ``file.py:Name`` or ``module:Name`` and call it with ``kwargs``."""
+    from torch import nn
+
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name.isidentifier():
+        raise ModelError("expected path/to/file.py:Name or package.module:Name", key=spec)
+    factory = getattr(_import(target, spec), name, None)
+    if factory is None:
+        raise ModelError(f"{target} defines no {name!r}", key=spec)
+    if not callable(factory):
+        raise ModelError(f"{name!r} is not a class or function", key=spec)
+    try:
+        module = factory(**(kwargs or {}))
+    except TypeError as exc:
+        raise ModelError(f"cannot call {name} with --model-kwargs ({exc})", key=spec) from exc
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"{name} returned {type(module).__name__}, not an nn.Module", key=spec)
+    return module
+
+
+def _import(target: str, spec: str) -> object:
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise ModelError("no such file", path=target, key=spec)
+        module_name = f"_evalloss_user_{path.stem}_{abs(hash(path.resolve()))}"
+        if module_name in sys.modules:
+            return sys.modules[module_name]
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ModelError("cannot import this file", path=target, key=spec)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise ModelError(f"importing it failed: {type(exc).__name__}: {exc}", path=target) from exc
+        return module
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        raise ModelError(f"no module named {exc.name!r}", key=spec) from exc
+    except Exception as exc:
+        raise ModelError(f"importing {target} failed: {type(exc).__name__}: {exc}", key=spec) from exc
+
+
+def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:
+    """Load the checkpoint's tensors into ``module``; every bad key named in one error."""
+    tensors = load_tensors(checkpoint)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(
+        f"{k} (checkpoint {tuple(tensors[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in set(expected) & set(tensors)
+        if tensors[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{label}: {', '.join(keys)}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", mismatched),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(
+            "does not fit the architecture; " + "; ".join(problems), path=checkpoint.path
+        )
+    _load(module, tensors, checkpoint.path)
+
+
+def _load(module: nn.Module, tensors: dict[str, torch.Tensor], path: str) -> None:
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:  # e.g. a dtype torch cannot copy
+        raise CheckpointError(f"cannot load state dict ({exc})", path=path) from exc

@@ -1,0 +1,112 @@
+"""Result objects: frozen, typed, and convertible to the contract's JSON report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class Result:
+    """The exact loss of one model over a whole data set (what `evaluate` returns)."""
+
+    loss_sum: float | None  # exact float64 sum of per-item losses; None if any is not finite
+    items: int
+    accuracy: float | None  # share of correct target elements, classification losses only
+    nonfinite_items: int
+    seconds: float
+
+    @property
+    def loss_per_item(self) -> float | None:
+        if self.loss_sum is None or self.items == 0:
+            return None
+        return _finite(self.loss_sum / self.items)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A model against the baseline, item by item (paired)."""
+
+    delta: float | None  # mean of (loss_i - baseline loss_i)
+    relative: float | None  # delta / baseline loss_per_item
+    ci95: tuple[float, float] | None  # paired t interval for delta
+    p_value: float | None  # two-sided paired t-test
+    wins: float | None  # share of items where this model's loss is lower
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    rank: int
+    name: str
+    path: str
+    loss_per_item: float | None
+    loss_sum: float | None
+    items: int
+    accuracy: float | None
+    nonfinite_items: int
+    is_baseline: bool
+    seconds: float
+    vs_baseline: Comparison | None = None
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    rule: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    winner: str | None
+    baseline: str | None
+    checks: tuple[GateCheck, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    path: str
+    items: int
+    targets: tuple[str, ...]
+    features: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `compare` returns: every model ranked, and the gate verdict if one was asked."""
+
+    evalloss_version: str
+    data: DataInfo
+    loss: str
+    device: str
+    precision: str
+    batch_size: int
+    world_size: int
+    models: tuple[ModelResult, ...]
+    gate: GateResult | None = None
+    has_baseline: bool = field(default=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's JSON report: plain types, ``None`` for every non-finite number."""
+        out = _clean(asdict(self))
+        out.pop("has_baseline")
+        if not self.has_baseline:
+            for model in out["models"]:
+                model.pop("vs_baseline")
+        return out
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float):
+        return _finite(value)
+    return value
