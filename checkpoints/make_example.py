@@ -33,7 +33,9 @@ def make_data(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x * 1000) / 1000, y
 
 
-def train(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, seed: int) -> tuple[nn.Module, float]:
+def train(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, seed: int
+) -> tuple[nn.Module, float]:
     """The seed article's loop; returns the net and its last epoch's printed loss."""
     torch.manual_seed(seed)
     net = Net()
@@ -59,13 +61,17 @@ def main() -> None:
     x, y = make_data(torch.Generator().manual_seed(0))
     with open(HERE / "train.csv", "w") as f:
         f.write("x1,x2,x3,x4,species\n")
-        for row, label in zip(x.tolist(), y.tolist()):
+        for row, label in zip(x.tolist(), y.tolist(), strict=True):
             f.write(",".join(f"{v:.3f}" for v in row) + f",{label}\n")
     log = {}
     for name, batch_size, epochs in (("bs10", 10, 40), ("bs50", 50, 40), ("barely", 50, 1)):
         net, printed = train(x, y, batch_size, epochs, seed=1)
         evalloss.save(net, HERE / f"{name}.safetensors", loss="cross-entropy", target="species")
-        log[name] = {"batch_size": batch_size, "epochs": epochs, "last_epoch_loss": round(printed, 4)}
+        log[name] = {
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "last_epoch_loss": round(printed, 4),
+        }
     (HERE / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")
     print(json.dumps(log, indent=2))
 

@@ -63,7 +63,9 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     try:
         return load_file(checkpoint.path, device="cpu")
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"not a valid safetensors file ({exc})", path=checkpoint.path) from exc
+        raise CheckpointError(
+            f"not a valid safetensors file ({exc})", path=checkpoint.path
+        ) from exc
 
 
 def _read_header(path: str) -> dict[str, object]:
@@ -92,7 +94,9 @@ def _read_header(path: str) -> dict[str, object]:
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"header is not valid UTF-8 JSON ({exc}); {_ONLY}", path=path) from exc
+        raise CheckpointError(
+            f"header is not valid UTF-8 JSON ({exc}); {_ONLY}", path=path
+        ) from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"header is not a JSON object; {_ONLY}", path=path)
     return header

@@ -96,33 +96,80 @@ def data_options(f: F) -> F:
     """Options shared by every command that evaluates models over a data set."""
     for option in reversed(
         [
-            click.option("--data", "data", required=True, metavar="PATH",
-                         help="CSV, TSV (.tsv/.tab or tab-separated) or Parquet (.parquet/.pq)."),
-            click.option("--model", metavar="SPEC",
-                         help="Architecture from your code: path/to/file.py:Name or "
-                              "package.module:Name (a class or factory returning an nn.Module)."),
-            click.option("--model-kwargs", metavar="JSON",
-                         help="Keyword arguments for --model, as a JSON object."),
-            click.option("--loss", type=click.Choice(LOSSES),
-                         help="Loss; default: the checkpoints' evalloss.loss metadata."),
-            click.option("--target", multiple=True, metavar="COL",
-                         help="Target column (repeatable). Default: evalloss.target metadata, "
-                              "else the last column."),
-            click.option("--feature", multiple=True, metavar="COL",
-                         help="Feature column (repeatable). Default: every non-target column."),
-            click.option("--no-header", is_flag=True,
-                         help="The first line is data; columns are named 0, 1, ..."),
-            click.option("--device", default="auto", show_default=True,
-                         help="auto (CUDA when available), cpu, cuda, cuda:1, mps."),
-            click.option("--precision", type=click.Choice(("float32", "float64")),
-                         default="float32", show_default=True,
-                         help="float64 runs model and inputs in float64 (reference grade)."),
-            click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
-                         show_default=True, help="Report format."),
-            click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="PATH",
-                         help="Write the report to PATH (atomically) instead of stdout."),
-            click.option("--no-progress", is_flag=True,
-                         help="No progress bar (drawn on stderr only when it is a terminal)."),
+            click.option(
+                "--data",
+                "data",
+                required=True,
+                metavar="PATH",
+                help="CSV, TSV (.tsv/.tab or tab-separated) or Parquet (.parquet/.pq).",
+            ),
+            click.option(
+                "--model",
+                metavar="SPEC",
+                help="Architecture from your code: path/to/file.py:Name or "
+                "package.module:Name (a class or factory returning an nn.Module).",
+            ),
+            click.option(
+                "--model-kwargs",
+                metavar="JSON",
+                help="Keyword arguments for --model, as a JSON object.",
+            ),
+            click.option(
+                "--loss",
+                type=click.Choice(LOSSES),
+                help="Loss; default: the checkpoints' evalloss.loss metadata.",
+            ),
+            click.option(
+                "--target",
+                multiple=True,
+                metavar="COL",
+                help="Target column (repeatable). Default: evalloss.target metadata, "
+                "else the last column.",
+            ),
+            click.option(
+                "--feature",
+                multiple=True,
+                metavar="COL",
+                help="Feature column (repeatable). Default: every non-target column.",
+            ),
+            click.option(
+                "--no-header",
+                is_flag=True,
+                help="The first line is data; columns are named 0, 1, ...",
+            ),
+            click.option(
+                "--device",
+                default="auto",
+                show_default=True,
+                help="auto (CUDA when available), cpu, cuda, cuda:1, mps.",
+            ),
+            click.option(
+                "--precision",
+                type=click.Choice(("float32", "float64")),
+                default="float32",
+                show_default=True,
+                help="float64 runs model and inputs in float64 (reference grade).",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(FORMATS),
+                default="table",
+                show_default=True,
+                help="Report format.",
+            ),
+            click.option(
+                "-o",
+                "--output",
+                type=click.Path(dir_okay=False),
+                metavar="PATH",
+                help="Write the report to PATH (atomically) instead of stdout.",
+            ),
+            click.option(
+                "--no-progress",
+                is_flag=True,
+                help="No progress bar (drawn on stderr only when it is a terminal).",
+            ),
         ]
     ):
         f = option(f)
@@ -144,9 +191,12 @@ def cli() -> None:
 @cli.command()
 @click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
 @data_options
-@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
-              help="Rows per forward pass (throughput only; the figure does not depend on it). "
-                   "Default 4096.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Rows per forward pass (throughput only; the figure does not depend on it). Default 4096.",
+)
 def compare(
     checkpoints: tuple[str, ...],
     fmt: str,

@@ -60,7 +60,7 @@ class Dataset:
         from pyarrow import csv as pacsv
 
         arrow_float = pa.float64() if str(dtype) == "torch.float64" else pa.float32()
-        types = {c: arrow_float for c in self.features} | {c: pa.float64() for c in self.targets}
+        types = dict.fromkeys(self.features, arrow_float) | {c: pa.float64() for c in self.targets}
         try:
             reader = pacsv.open_csv(
                 self.path,
@@ -69,9 +69,7 @@ class Dataset:
                     skip_rows=1 if self.header else 0,
                     block_size=BLOCK_BYTES,
                 ),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=self.delimiter, newlines_in_values=True
-                ),
+                parse_options=pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types=types,
                     include_columns=[*self.features, *self.targets],
@@ -137,7 +135,9 @@ class Dataset:
             if i == row:
                 text = record[index]
                 problem = f"{why}: {text!r}" if why else _cell_problem(text)
-                return DataError(problem or f"bad value {text!r}", path=self.path, line=line, key=column)
+                return DataError(
+                    problem or f"bad value {text!r}", path=self.path, line=line, key=column
+                )
         return DataError(why or "bad value", path=self.path, key=column)
 
     # -- Parquet ---------------------------------------------------------------------------
@@ -218,7 +218,9 @@ def open_data(
     features = tuple(feature) or tuple(c for c in columns if c not in targets)
     for name in (*targets, *features):
         if name not in columns:
-            raise DataError(f"no such column; columns are: {', '.join(columns)}", path=path, key=name)
+            raise DataError(
+                f"no such column; columns are: {', '.join(columns)}", path=path, key=name
+            )
     if not features:
         raise DataError("no feature columns left after the targets", path=path)
     overlap = set(targets) & set(features)
@@ -232,9 +234,11 @@ def _csv_columns(path: str, header: bool) -> tuple[str, tuple[str, ...]]:
         with open(path, encoding="utf-8-sig", newline="") as f:
             first = f.readline()
             f.seek(0)
-            delimiter = "\t" if path.lower().endswith(TSV_SUFFIXES) or (
-                "\t" in first and "," not in first
-            ) else ","
+            delimiter = (
+                "\t"
+                if path.lower().endswith(TSV_SUFFIXES) or ("\t" in first and "," not in first)
+                else ","
+            )
             names = next(csv.reader(f, delimiter=delimiter), None)
     except UnicodeDecodeError as exc:
         raise DataError(f"not valid UTF-8 text ({exc.reason})", path=path, line=1) from exc

@@ -32,7 +32,7 @@ class Loss:
     def functional(self) -> Callable[..., torch.Tensor]:
         import torch.nn.functional as F
 
-        return {
+        table: dict[str, Callable[..., torch.Tensor]] = {
             "cross-entropy": F.cross_entropy,
             "nll": F.nll_loss,
             "bce-logits": F.binary_cross_entropy_with_logits,
@@ -41,7 +41,8 @@ class Loss:
             "l1": F.l1_loss,
             "smooth-l1": F.smooth_l1_loss,
             "huber": F.huber_loss,
-        }[self.name]
+        }
+        return table[self.name]
 
     def per_item(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-item losses, float64, shape (N,). ``targets`` is (N, T) as read from the data."""

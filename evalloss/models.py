@@ -59,27 +59,31 @@ def _import(target: str, spec: str) -> object:
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target)
         if not path.is_file():
-            raise ModelError("no such file", path=target, key=spec)
+            raise ModelError("no such file", path=target, key="--model")
         module_name = f"_evalloss_user_{path.stem}_{abs(hash(path.resolve()))}"
         if module_name in sys.modules:
             return sys.modules[module_name]
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
         if loader_spec is None or loader_spec.loader is None:
-            raise ModelError("cannot import this file", path=target, key=spec)
+            raise ModelError("cannot import this file", path=target, key="--model")
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[module_name] = module
         try:
             loader_spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
-            raise ModelError(f"importing it failed: {type(exc).__name__}: {exc}", path=target) from exc
+            raise ModelError(
+                f"importing it failed: {type(exc).__name__}: {exc}", path=target
+            ) from exc
         return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         raise ModelError(f"no module named {exc.name!r}", key=spec) from exc
     except Exception as exc:
-        raise ModelError(f"importing {target} failed: {type(exc).__name__}: {exc}", key=spec) from exc
+        raise ModelError(
+            f"importing {target} failed: {type(exc).__name__}: {exc}", key=spec
+        ) from exc
 
 
 def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:

@@ -45,11 +45,19 @@ def to_json(document: Any) -> str:
 def _csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(_COLUMNS[:4] + ("path", "items", "accuracy", "nonfinite_items"))
+    writer.writerow([*_COLUMNS[:4], "path", "items", "accuracy", "nonfinite_items"])
     for m in report.models:
         writer.writerow(
-            [m.rank, m.name, _raw(m.loss_per_item), _raw(m.loss_sum), m.path, m.items,
-             _raw(m.accuracy), m.nonfinite_items]
+            [
+                m.rank,
+                m.name,
+                _raw(m.loss_per_item),
+                _raw(m.loss_sum),
+                m.path,
+                m.items,
+                _raw(m.accuracy),
+                m.nonfinite_items,
+            ]
         )
     return out.getvalue()
 

@@ -94,7 +94,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON report: plain types, ``None`` for every non-finite number."""
-        out = _clean(asdict(self))
+        out: dict[str, Any] = _clean(asdict(self))
         out.pop("has_baseline")
         if not self.has_baseline:
             for model in out["models"]:

@@ -1,0 +1,48 @@
+"""Independent computations the tests check evalloss against: float64, one item at a time.
+
+Nothing here calls the torch criterion evalloss uses; each loss is written out by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def _logsumexp(z: Sequence[float]) -> float:
+    m = max(z)
+    return m + math.log(sum(math.exp(v - m) for v in z))
+
+
+def _sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v))
+
+
+def item_loss(name: str, output: Sequence[float], target: Sequence[float]) -> float:
+    """The contract's loss_i for one item: mean over the item's elements, float64."""
+    if name == "cross-entropy":
+        return _logsumexp(output) - output[int(target[0])]
+    if name == "nll":
+        return -output[int(target[0])]
+    pairs = list(zip(output, target, strict=True))
+    if name == "mse":
+        values = [(o - t) ** 2 for o, t in pairs]
+    elif name == "l1":
+        values = [abs(o - t) for o, t in pairs]
+    elif name in ("smooth-l1", "huber"):  # beta = delta = 1.0, where the two coincide
+        values = [0.5 * (o - t) ** 2 if abs(o - t) < 1 else abs(o - t) - 0.5 for o, t in pairs]
+    elif name == "bce":
+        values = [-(t * math.log(o) + (1 - t) * math.log(1 - o)) for o, t in pairs]
+    elif name == "bce-logits":
+        values = [
+            -(t * math.log(_sigmoid(o)) + (1 - t) * math.log(1 - _sigmoid(o))) for o, t in pairs
+        ]
+    else:
+        raise ValueError(name)
+    return math.fsum(values) / len(values)
+
+
+def loss_sum(
+    name: str, outputs: Sequence[Sequence[float]], targets: Sequence[Sequence[float]]
+) -> float:
+    return math.fsum(item_loss(name, o, t) for o, t in zip(outputs, targets, strict=True))

@@ -1,0 +1,128 @@
+"""Every loss's per-item figure against a float64 formula written out by hand (tests/oracles.py)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from evalloss import LossError
+from evalloss.losses import NAMES, get
+from tests import oracles
+
+
+def _case(name: str, n: int = 7, t: int = 1, c: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(hash(name) % 1000)
+    if name in ("cross-entropy", "nll"):
+        out = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
+        if name == "nll":
+            out = out.log_softmax(dim=1)
+        return out, torch.randint(0, c, (n, 1), generator=g).double()
+    if name == "bce":
+        return torch.rand(n, t, generator=g, dtype=torch.float64) * 0.98 + 0.01, torch.rand(
+            n, t, generator=g
+        ).double()
+    if name == "bce-logits":
+        return torch.randn(n, t, generator=g, dtype=torch.float64) * 4, (
+            torch.rand(n, t, generator=g) > 0.5
+        ).double()
+    return torch.randn(n, t, generator=g, dtype=torch.float64) * 2, torch.randn(
+        n, t, generator=g, dtype=torch.float64
+    ) * 2
+
+
+@pytest.mark.parametrize(
+    ("name", "targets"),
+    [(n, 1) for n in NAMES] + [(n, 3) for n in NAMES if n not in ("cross-entropy", "nll")],
+)
+def test_per_item_matches_hand_formula(name: str, targets: int) -> None:
+    out, tgt = _case(name, t=targets)
+    got = get(name).per_item(out, tgt)
+    assert got.dtype == torch.float64 and got.shape == (len(out),)
+    want = [oracles.item_loss(name, o, t) for o, t in zip(out.tolist(), tgt.tolist(), strict=True)]
+    assert got.tolist() == pytest.approx(want, rel=1e-12, abs=1e-14)
+
+
+def test_per_item_sum_equals_reduction_sum() -> None:
+    """For single-output losses, sum of loss_i equals the criterion's reduction='sum'."""
+    out, tgt = _case("cross-entropy", n=50)
+    got = math.fsum(get("cross-entropy").per_item(out, tgt).tolist())
+    assert got == pytest.approx(
+        float(torch.nn.functional.cross_entropy(out, tgt.long().flatten(), reduction="sum")),
+        rel=1e-12,
+    )
+
+
+def test_cross_entropy_with_several_class_targets() -> None:
+    out = torch.randn(5, 4, 2, dtype=torch.float64)  # (N, C, T)
+    tgt = torch.randint(0, 4, (5, 2)).double()
+    got = get("cross-entropy").per_item(out, tgt)
+    want = [
+        (
+            oracles.item_loss("cross-entropy", out[i, :, 0].tolist(), [tgt[i, 0]])
+            + oracles.item_loss("cross-entropy", out[i, :, 1].tolist(), [tgt[i, 1]])
+        )
+        / 2
+        for i in range(5)
+    ]
+    assert got.tolist() == pytest.approx(want, rel=1e-12)
+
+
+def test_single_target_accepts_n_and_n1_outputs() -> None:
+    tgt = torch.tensor([[1.0], [2.0], [4.0]])
+    flat = get("mse").per_item(torch.zeros(3), tgt)
+    column = get("mse").per_item(torch.zeros(3, 1), tgt)
+    assert flat.tolist() == column.tolist() == [1.0, 4.0, 16.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "outputs", "targets"),
+    [
+        ("mse", (4, 2), (4, 1)),  # would broadcast to (4, 2)
+        ("mse", (4, 1), (4, 2)),
+        ("mse", (4,), (4, 2)),
+        ("l1", (3, 1), (4, 1)),  # wrong item count
+        ("cross-entropy", (4,), (4, 1)),  # no class dimension
+        ("cross-entropy", (4, 3, 2), (4, 1)),
+    ],
+)
+def test_shapes_are_checked_never_broadcast(
+    name: str, outputs: tuple[int, ...], targets: tuple[int, ...]
+) -> None:
+    with pytest.raises(LossError, match=r"shape|output"):
+        get(name).per_item(torch.zeros(outputs), torch.zeros(targets))
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "why"),
+    [
+        ("cross-entropy", 3.0, r"\[0, 3\)"),
+        ("cross-entropy", -1.0, r"\[0, 3\)"),
+        ("nll", 1.5, "integer"),
+        ("bce", 1.5, r"\[0, 1\]"),
+        ("bce-logits", -0.1, r"\[0, 1\]"),
+    ],
+)
+def test_invalid_targets_are_found_with_their_row(name: str, target: float, why: str) -> None:
+    targets = torch.tensor([[0.0], [1.0], [target], [0.0]])
+    outputs = torch.zeros(4, 3) if name in ("cross-entropy", "nll") else torch.full((4, 1), 0.5)
+    row, column, reason = get(name).invalid_target(outputs, targets)  # type: ignore[misc]
+    assert (row, column) == (2, 0)
+    assert re.search(why, reason)
+
+
+def test_accuracy_counts() -> None:
+    out = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    tgt = torch.tensor([[0.0], [0.0], [0.0]])
+    assert get("cross-entropy").correct(out, tgt) == (2, 3)
+    assert get("bce-logits").correct(
+        torch.tensor([[1.0], [-1.0]]), torch.tensor([[1.0], [1.0]])
+    ) == (1, 2)
+    assert get("mse").correct(out, tgt) == (0, 0)
+
+
+def test_unknown_loss() -> None:
+    with pytest.raises(LossError, match="unknown loss 'hinge'"):
+        get("hinge")
