@@ -26,6 +26,7 @@ __all__ = [
     "DataError",
     "EvallossError",
     "EvallossWarning",
+    "ExplainReport",
     "LossError",
     "ModelError",
     "OptionError",
@@ -34,6 +35,7 @@ __all__ = [
     "__version__",
     "compare",
     "evaluate",
+    "explain",
     "save",
 ]
 
@@ -43,13 +45,16 @@ _LAZY = {
     "save": "checkpoints",
     "Report": "report",
     "Result": "report",
+    "explain": "explainer",
+    "ExplainReport": "report",
 }
 
 if TYPE_CHECKING:
     from .api import compare
     from .checkpoints import save
     from .engine import evaluate
-    from .report import Report, Result
+    from .explainer import explain
+    from .report import ExplainReport, Report, Result
 
 
 def __getattr__(name: str) -> Any:

@@ -213,6 +213,37 @@ def compare(
         raise GateFailed
 
 
+@cli.command()
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@data_options
+@click.option(
+    "--batch-size",
+    "batch_sizes",
+    type=click.IntRange(min=1),
+    multiple=True,
+    metavar="N",
+    help="A batch size to show (repeatable). Default: 1, 10, 32, 64, 256.",
+)
+def explain(
+    checkpoint: str,
+    fmt: str,
+    output: str | None,
+    no_progress: bool,
+    **options: Any,
+) -> None:
+    """Show what a training log prints at each batch size, against the exact loss.
+
+    The model is evaluated once over the whole data set; each row groups the same item
+    losses into consecutive batches of one size and replays the usual recipes: the sum of
+    batch averages (`epoch_loss += loss.item()`), that sum times the batch size, and that
+    sum over the number of batches, each with its error against the exact figure.
+    """
+    from . import explainer, render
+
+    report = explainer.explain(checkpoint, **options)
+    render.write(render.render_explain(report, fmt), output)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="evalloss")

@@ -110,3 +110,44 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float):
         return _finite(value)
     return value
+
+
+@dataclass(frozen=True)
+class ExplainRow:
+    """What a training log's recipes print at one batch size, against the exact figures.
+
+    Errors are relative and signed: (figure - truth) / |truth|, where the truth of
+    ``normalized_sum`` is the exact loss sum and that of ``average_of_averages`` the exact loss
+    per item; 0 when they agree, None when undefined (a zero or non-finite truth).
+    """
+
+    batch_size: int
+    batches: int
+    last_batch: int  # items in the last batch (== batch_size when the batches are even)
+    sum_of_averages: float | None  # sum of batch means: `epoch_loss += loss.item()`
+    normalized_sum: float | None  # sum_of_averages * batch_size
+    average_of_averages: float | None  # sum_of_averages / batches
+    normalized_sum_error: float | None
+    average_of_averages_error: float | None
+
+
+@dataclass(frozen=True)
+class ExplainReport:
+    """What `explain` returns: the exact loss of one model, and the training-log rows."""
+
+    evalloss_version: str
+    checkpoint: str
+    data: DataInfo
+    loss: str
+    device: str
+    precision: str
+    per_item: float | None  # exact loss per item; None if any item's loss is not finite
+    loss_sum: float | None
+    items: int
+    nonfinite_items: int
+    rows: tuple[ExplainRow, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's explain JSON: plain types, ``None`` for every non-finite number."""
+        out: dict[str, Any] = _clean(asdict(self))
+        return out
