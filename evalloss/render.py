@@ -1,4 +1,10 @@
-"""Report -> text (table, markdown, csv, json), and the atomic write of that text."""
+"""Report -> text (table, markdown, csv, json), and the atomic write of that text.
+
+``table`` is for a terminal and stays within 80 columns (long model names are shortened in
+the middle); ``markdown`` is GitHub-flavoured, for ``$GITHUB_STEP_SUMMARY`` or a pull-request
+comment; ``csv`` has one row per model with the JSON fields flattened (``vs_baseline.delta``);
+``json`` is the contract's report.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,23 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from .report import ExplainReport, Report
+from .names import shorten
+from .report import ExplainReport, ModelResult, Report
 
 FORMATS = ("table", "json", "markdown", "csv")
+WIDTH = 80  # the table format fits a classic terminal
+_MIN_NAME = 12  # a model name is never shortened below this
+_ELLIPSIS = "..."  # ASCII: safe on any console encoding
 _COLUMNS = ("rank", "name", "loss_per_item", "loss_sum", "items", "accuracy")
 _HEADERS = ("rank", "model", "loss/item", "loss sum", "items", "accuracy")
+_BASELINE = " (baseline)"
+_VS_HEADERS = ("model", "delta", "relative", "95% CI", "p", "wins")
 
 
 def render(report: Report, fmt: str) -> str:
@@ -26,15 +39,9 @@ def render(report: Report, fmt: str) -> str:
         return to_json(report.to_dict())
     if fmt == "csv":
         return _csv(report)
-    rows = [[_cell(getattr(m, c)) for c in _COLUMNS] for m in report.models]
     if fmt == "markdown":
-        return tabulate(rows, _HEADERS, tablefmt="github", disable_numparse=True) + "\n"
-    title = (
-        f"{report.loss} loss per item over {report.data.items} items of {report.data.path}"
-        f" ({report.precision}, {report.device})"
-    )
-    table = tabulate(rows, _HEADERS, tablefmt="simple", disable_numparse=True)
-    return f"{title}\n\n{table}\n"
+        return _markdown(report)
+    return _table(report)
 
 
 _EXPLAIN_COLUMNS = (
@@ -123,36 +130,203 @@ def to_json(document: Any) -> str:
     return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
-def _csv(report: Report) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*_COLUMNS[:4], "path", "items", "accuracy", "nonfinite_items"])
-    for m in report.models:
-        writer.writerow(
-            [
-                m.rank,
-                m.name,
-                _raw(m.loss_per_item),
-                _raw(m.loss_sum),
-                m.path,
-                m.items,
-                _raw(m.accuracy),
-                m.nonfinite_items,
-            ]
+# -- table ---------------------------------------------------------------------------------
+
+
+def _title(report: Report, width: int = WIDTH) -> str:
+    def title(path: str) -> str:
+        return (
+            f"{report.loss} loss per item over {report.data.items} items of {path}"
+            f" ({report.precision}, {report.device})"
         )
-    return out.getvalue()
+
+    path = report.data.path
+    excess = len(title(path)) - width
+    if excess > 0:  # keep the end of the path: the file name
+        path = _ELLIPSIS + path[min(len(path) - 1, excess + len(_ELLIPSIS)) :]
+    return title(path)
 
 
-def _raw(value: float | None) -> str:
-    return "" if value is None else repr(value)
+def _table(report: Report) -> str:
+    rows = [[_cell(getattr(m, c)) for c in _COLUMNS] for m in report.models]
+    marks = [_BASELINE if m.is_baseline else "" for m in report.models]
+    parts = [_title(report), _fit(rows, _HEADERS, "simple", name_column=1, marks=marks)]
+    if report.has_baseline:
+        vs_rows = [_vs_row(m) for m in report.models if m.vs_baseline is not None]
+        if vs_rows:
+            parts += [
+                "against the baseline, paired item by item (delta < 0: lower loss):",
+                _fit(vs_rows, _VS_HEADERS, "simple", name_column=0),
+            ]
+    parts += [line for line in (_verdict(report),) if line]
+    return "\n\n".join(parts) + "\n"
+
+
+def _marked(model: ModelResult, name: str) -> str:
+    return f"{name}{_BASELINE}" if model.is_baseline else name
+
+
+def _vs_row(model: ModelResult) -> list[str]:
+    vs = model.vs_baseline
+    assert vs is not None
+    ci = "-" if vs.ci95 is None else f"[{vs.ci95[0]:.4g}, {vs.ci95[1]:.4g}]"
+    relative = "-" if vs.relative is None else f"{vs.relative:+.2%}"
+    p_value = "-" if vs.p_value is None else f"{vs.p_value:.3g}"
+    wins = "-" if vs.wins is None else f"{vs.wins:.1%}"
+    delta = "-" if vs.delta is None else f"{vs.delta:+.4g}"
+    return [model.name, delta, relative, ci, p_value, wins]
+
+
+def _fit(
+    rows: list[list[str]],
+    headers: Sequence[str],
+    fmt: str,
+    name_column: int,
+    marks: Sequence[str] = (),
+) -> str:
+    """The table, with the names in ``name_column`` shortened until it fits in WIDTH.
+
+    ``marks`` (one per row) are appended to the names after shortening.
+    """
+    marks = list(marks) or [""] * len(rows)
+    names = [r[name_column] for r in rows]
+
+    def table(shown: Sequence[str]) -> str:
+        cells = [
+            [*r[:name_column], n + m, *r[name_column + 1 :]]
+            for r, n, m in zip(rows, shown, marks, strict=True)
+        ]
+        return tabulate(cells, headers, tablefmt=fmt, disable_numparse=True)
+
+    text = table(names)
+    excess = max(len(line) for line in text.splitlines()) - WIDTH
+    longest = max((len(n) + len(m) for n, m in zip(names, marks, strict=True)), default=0)
+    if excess > 0 and longest > _MIN_NAME:
+        width = max(_MIN_NAME, longest - excess, len(headers[name_column]))
+        text = table(shorten(names, [max(width - len(m), _MIN_NAME) for m in marks]))
+    return text
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.6e}"
     return str(value)
+
+
+def _verdict(report: Report) -> str | None:
+    """The gate verdict line, or None without a gate.
+
+    Hook for issue 5: once ``render.verdict(report)`` exists, this returns it.
+    """
+    gate = report.gate
+    if gate is None:
+        return None
+    verdict = "passed" if gate.passed else "FAILED"
+    against = f" against {gate.baseline}" if gate.baseline else ""
+    return f"gate {verdict}: winner {gate.winner or '-'}{against}"
+
+
+# -- markdown ------------------------------------------------------------------------------
+
+
+def _markdown(report: Report) -> str:
+    align = ["right", "left", "right", "right", "right", "right"]
+    headers = list(_HEADERS)
+    rows = []
+    for m in report.models:
+        row = [_cell(m.rank), f"`{_md(_marked(m, m.name))}`"]
+        row += [_cell(getattr(m, c)) for c in _COLUMNS[2:]]
+        if report.has_baseline:
+            row += _vs_row(m)[1:] if m.vs_baseline is not None else ["-"] * 5
+        rows.append(row)
+    if report.has_baseline:
+        headers += ["delta vs baseline", "relative", "95% CI", "p", "wins"]
+        align += ["right"] * 5
+    table = tabulate(rows, headers, tablefmt="pipe", colalign=align, disable_numparse=True)
+    lines = [
+        f"### evalloss: {report.loss} loss per item",
+        "",
+        f"{report.data.items} items of `{_md(report.data.path)}`, {report.precision}, "
+        f"{report.device}, targets: {', '.join(f'`{_md(t)}`' for t in report.data.targets)}",
+        "",
+        table,
+    ]
+    lines += _markdown_gate(report)
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_gate(report: Report) -> list[str]:
+    gate = report.gate
+    if gate is None:
+        return []
+    mark = "**gate passed**" if gate.passed else "**gate FAILED**"
+    head = f"{mark}: winner `{_md(gate.winner or '-')}`"
+    if gate.baseline:
+        head += f", baseline `{_md(gate.baseline)}`"
+    checks = [
+        f"- {'pass' if c.passed else '**fail**'} {_md(c.rule)}: {_md(c.detail)}"
+        for c in gate.checks
+    ]
+    return ["", head, *(["", *checks] if checks else [])]
+
+
+def _md(text: str) -> str:
+    """Text safe inside a GitHub table cell or inline code span."""
+    return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+# -- csv -----------------------------------------------------------------------------------
+
+
+def _csv(report: Report) -> str:
+    """One row per model, in rank order; nested JSON fields flattened with dots."""
+    rows = [_flatten(m) for m in report.to_dict()["models"]]
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_raw(row.get(c)) for c in columns])
+    return out.getvalue()
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, dict):
+            flat |= _flatten(item, f"{name}.")
+        elif key == "ci95":
+            low, high = item if item is not None else (None, None)
+            flat |= {f"{name}.low": low, f"{name}.high": high}
+        elif key == "vs_baseline" and item is None:  # the baseline's own row
+            flat |= dict.fromkeys((f"{name}.{k}" for k in _VS_KEYS), None)
+        else:
+            flat[name] = item
+    return flat
+
+
+_VS_KEYS = ("delta", "relative", "ci95.low", "ci95.high", "p_value", "wins")
+
+
+def _raw(value: Any) -> str:
+    """A CSV cell: empty for null, lowercase booleans, floats that read back exactly."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+# -- output --------------------------------------------------------------------------------
 
 
 def write(text: str, output: str | os.PathLike[str] | None) -> None:

@@ -63,7 +63,7 @@ def test_output_file_and_csv_format(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0 and result.stdout == ""
     rows = out.read_text().splitlines()
-    assert rows[0].startswith("rank,name,loss_per_item,loss_sum")
+    assert rows[0].startswith("rank,name,path,loss_per_item,loss_sum")
     assert len(rows) == 4
 
 
