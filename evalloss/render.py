@@ -89,8 +89,8 @@ def render_explain(report: ExplainReport, fmt: str) -> str:
     rows.append(["exact", "", "", "", _cell(report.loss_sum), "", _cell(report.per_item), ""])
     title = (
         f"{report.loss} loss of {report.checkpoint} over {report.items} items of "
-        f"{report.data.path} ({report.precision}, {report.device}), as a training log would "
-        "print it at each batch size"
+        f"{report.data.path} ({report.precision}, {report.device}): what a training log "
+        "prints at each batch size"
     )
     note = list(EXPLAIN_NOTE)
     if report.nonfinite_items:
@@ -119,10 +119,12 @@ def _field(value: float | None) -> str:
 
 
 def _error(value: float | None) -> str:
-    """A relative error as a signed percentage; tiny rounding noise shows as +0.00%."""
+    """A relative error as a signed percentage: 0% exact, 0.00% below half a basis point."""
     if value is None:
         return "-"
-    return "0%" if value == 0 else f"{value:+.2%}"
+    if value == 0:
+        return "0%"
+    return "0.00%" if abs(value) < 5e-5 else f"{value:+.2%}"
 
 
 def to_json(document: Any) -> str:

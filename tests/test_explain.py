@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import explainer
+from evalloss import explainer, render
 from evalloss.render import EXPLAIN_NOTE
 from evalloss.stats import BatchGrouping, relative_error
 from tests import nets
@@ -346,3 +348,22 @@ def test_explain_help_loads_no_heavy_module() -> None:
         if "|" in line
     }
     assert not imported & {"torch", "pyarrow", "numpy", "scipy", "safetensors", "tabulate"}
+
+
+def test_error_cells() -> None:
+    assert [render._error(v) for v in (None, 0.0, 1e-17, -3e-5, 0.6, -0.0014)] == [
+        "-", "0%", "0.00%", "0.00%", "+60.00%", "-0.14%",
+    ]  # fmt: skip
+
+
+def test_docs_why_shows_the_real_output(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """docs/why.md pastes `explain` runs on the shipped example: they must stay true."""
+    text = (ROOT / "docs" / "why.md").read_text()
+    runs = re.findall(r"\n    (evalloss explain [^\n]*)\n\n```\n(.*?)```\n", text, re.S)
+    runs += re.findall(r"\n`(evalloss explain [^`]*)`:\n\n```json\n(.*?)```\n", text, re.S)
+    assert len(runs) == 2
+    monkeypatch.chdir(ROOT)
+    for command, pasted in runs:
+        result = run(*shlex.split(command)[1:])
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == pasted, f"docs/why.md is out of step: paste the output of {command}"
