@@ -78,9 +78,8 @@ def compare(
                 try:
                     acc.feed(x, y, row=block.row + start)
                 except BadTarget as bad:
-                    row = block.row + start + bad.row
-                    raise plan.dataset.cell(
-                        row, plan.dataset.targets[bad.column], bad.why
+                    raise plan.dataset.at(
+                        block, start + bad.row, plan.dataset.targets[bad.column], bad.why
                     ) from None
         items += len(block.features)
     return _report(plan, accumulators, items, batch_size)

@@ -1,0 +1,134 @@
+"""Byte ranges of a text file cut at line starts: the unit of fast, parallel CSV parsing.
+
+A CSV file is cut into ranges of about `RANGE_BYTES`, each ending just after a newline, so
+each range holds whole lines and can be parsed on its own by pyarrow's multi-threaded reader
+(header given separately). One range is in memory at a time, so memory does not grow with the
+file. A cut at a newline is only a cut between records if no quoted field spans it: callers
+check each range for a quote character and fall back to an exact streaming parse if they see
+one. `shard_bounds` cuts the data region into K contiguous shards at line starts, one per
+process, so each process reads about 1/K of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+RANGE_BYTES = 16 << 20  # measured: 16 MiB ranges parse faster than 4, 8, 32 or 64 MiB here
+QUOTE = b'"'
+
+
+@dataclass(frozen=True)
+class Range:
+    """``data`` is the file's bytes from ``offset``, whole lines (the file's last may lack \\n)."""
+
+    offset: int
+    data: bytes
+
+
+def header_end(path: str) -> int | None:
+    """The byte offset just after the header line, or None if the header has a quoted newline."""
+    with open(path, "rb") as f:
+        line = f.readline()
+    return None if line.count(QUOTE) % 2 else len(line)
+
+
+def shard_bounds(path: str, start: int, world: int) -> list[int]:
+    """``world + 1`` offsets: shard r is ``[b[r], b[r+1])``, each bound at a line start."""
+    size = Path(path).stat().st_size
+    bounds = [start]
+    with open(path, "rb") as f:
+        for r in range(1, world):
+            nominal = start + (size - start) * r // world
+            if nominal <= bounds[-1]:
+                bounds.append(bounds[-1])
+                continue
+            bounds.append(max(bounds[-1], _next_line_start(f, nominal, size)))
+    bounds.append(size)
+    return bounds
+
+
+def _next_line_start(f: BinaryIO, nominal: int, size: int) -> int:
+    """The first line start at or after ``nominal`` (a line starts after each \\n)."""
+    pos = nominal - 1
+    f.seek(pos)
+    while pos < size:
+        piece = f.read(1 << 16)
+        found = piece.find(b"\n")
+        if found >= 0:
+            return pos + found + 1
+        pos += len(piece)
+        if not piece:
+            break
+    return size
+
+
+def ranges(path: str, start: int, end: int, digest: hashlib._Hash | None = None) -> Iterator[Range]:
+    """The bytes ``[start, end)`` as ranges of whole lines (``start``, ``end`` at line starts).
+
+    ``digest``, when given, is updated with every byte read, in file order: with ``start == 0``
+    and ``end`` the file size, it ends as the hash of the whole file.
+    """
+    with open(path, "rb") as f:
+        f.seek(start)
+        pos, rest = start, b""
+        while pos < end:
+            piece = f.read(min(RANGE_BYTES, end - pos))
+            if not piece:
+                break
+            if digest is not None:
+                digest.update(piece)
+            pos += len(piece)
+            data = rest + piece if rest else piece
+            if pos >= end:
+                rest = b""
+                yield Range(pos - len(data), data)
+                return
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a range: keep reading
+                rest = data
+                continue
+            rest = data[cut:]
+            yield Range(pos - len(data), data[:cut])
+        if rest:
+            yield Range(pos - len(rest), rest)
+
+
+def line_of(path: str, offset: int) -> int:
+    """The 1-based line number at byte ``offset`` (a line start): 1 + newlines before it."""
+    count, pos = 0, 0
+    with open(path, "rb") as f:
+        while pos < offset:
+            piece = f.read(min(RANGE_BYTES, offset - pos))
+            if not piece:
+                break
+            count += piece.count(b"\n")
+            pos += len(piece)
+    return count + 1
+
+
+def has_quote(path: str, start: int, end: int) -> bool:
+    """Whether bytes ``[start, end)`` hold a quote character."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        pos = start
+        while pos < end:
+            piece = f.read(min(RANGE_BYTES, end - pos))
+            if not piece:
+                return False
+            if QUOTE in piece:
+                return True
+            pos += len(piece)
+    return False
+
+
+def sha256_of(path: str) -> str:
+    """The hex sha256 of the file, read in ranges."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(RANGE_BYTES):
+            digest.update(piece)
+    return digest.hexdigest()

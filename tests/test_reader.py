@@ -1,0 +1,231 @@
+"""The fast reader (byte ranges, fallbacks, shards) against an independent one-shot read.
+
+The oracle parses the file with Python's ``csv`` module and ``float()``; the reader under test
+is driven with tiny byte ranges so that ranges of one row, rows straddling ranges, blank lines
+and quoted fields land in awkward places.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import evalloss
+from evalloss import chunks
+from evalloss import data as data_module
+from evalloss.data import open_data
+from evalloss.errors import DataError
+from tests import nets
+from tests.conftest import net
+
+
+def _oracle(path: Path, features: list[str], targets: list[str]) -> tuple[list, list]:  # type: ignore[type-arg]
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.DictReader(f) if r]
+    return (
+        [[float(r[c]) for c in features] for r in rows],
+        [[float(r[c]) for c in targets] for r in rows],
+    )
+
+
+def _read(path: Path, rank: int = 0, world: int = 1, **kw: object) -> tuple[list, list]:  # type: ignore[type-arg]
+    ds = open_data(path, **kw)  # type: ignore[arg-type]
+    xs, ys = [], []
+    for block in ds.blocks(torch.float64, rank=rank, world=world):
+        assert block.features.is_contiguous() and block.features.dtype == torch.float64
+        xs += block.features.tolist()
+        ys += block.targets.tolist()
+    return xs, ys
+
+
+def _text(rows: int, newline: str = "\n", blank_every: int = 0) -> str:
+    lines = ["a,b,y"]
+    for i in range(rows):
+        lines.append(f"{i * 0.5 - 3},{(i * 7) % 11},{i % 3}")
+        if blank_every and i % blank_every == 0:
+            lines.append("")
+    return newline.join(lines) + newline
+
+
+@pytest.mark.parametrize("range_bytes", [1, 7, 10, 11, 64, 1 << 20])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_ranges_anywhere_equal_a_one_shot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, range_bytes: int, newline: str
+) -> None:
+    monkeypatch.setattr(chunks, "RANGE_BYTES", range_bytes)
+    path = tmp_path / "d.csv"
+    path.write_bytes(_text(57, newline, blank_every=13).encode())
+    assert _read(path) == _oracle(path, ["a", "b"], ["y"])
+
+
+def test_range_of_one_row_and_a_row_straddling_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,y\n1,2,0\n3.25,4,1\n5,6,2\n")
+    monkeypatch.setattr(chunks, "RANGE_BYTES", 6)  # ranges: "1,2,0\n", "3.25,4", ...
+    got = list(chunks.ranges(str(path), 6, path.stat().st_size))
+    assert [r.data for r in got] == [b"1,2,0\n", b"3.25,4,1\n", b"5,6,2\n"]
+    assert [r.offset for r in got] == [6, 12, 21]
+    ds = open_data(path)
+    blocks = list(ds.blocks(torch.float32))
+    assert [len(b.features) for b in blocks] == [1, 1, 1]
+    assert [b.row for b in blocks] == [0, 1, 2]
+    assert torch.cat([b.features for b in blocks]).tolist() == [[1, 2], [3.25, 4], [5, 6]]
+
+
+def test_file_without_final_newline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunks, "RANGE_BYTES", 5)
+    path = tmp_path / "d.csv"
+    path.write_text(_text(9).rstrip("\n"))
+    assert _read(path) == _oracle(path, ["a", "b"], ["y"])
+
+
+def test_quoted_newline_falls_back_to_the_exact_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chunks, "RANGE_BYTES", 16)
+    lines = ["a,b,note,y"] + [f"{i},{i + 1},x,{i % 2}" for i in range(20)]
+    lines[12] = '11,12,"two\nlines, quoted",1'
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(lines) + "\n")
+    streamed = []
+    original = data_module.Dataset._stream_blocks
+
+    def spy(self, dtype, offset, row, rank, world):  # type: ignore[no-untyped-def]
+        streamed.append((offset, row))
+        return original(self, dtype, offset, row, rank, world)
+
+    monkeypatch.setattr(data_module.Dataset, "_stream_blocks", spy)
+    xs, ys = _read(path, feature=["a", "b"])
+    assert xs == [[float(i), float(i + 1)] for i in range(20)]
+    assert ys == [[float(i % 2)] for i in range(20)]
+    assert len(streamed) == 1 and 0 < streamed[0][1] <= 11  # fell back at a record start
+    # a bad value after the quoted newline is still named by its true line
+    lines[17] = "16,oops,x,0"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as err:
+        _read(path, feature=["a", "b"])
+    assert (err.value.line, err.value.key) == (19, "b")
+
+
+@pytest.mark.parametrize("range_bytes", [9, 1 << 20])
+def test_bad_values_in_later_ranges_name_their_line(
+    write_csv, save, monkeypatch: pytest.MonkeyPatch, range_bytes: int
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(chunks, "RANGE_BYTES", range_bytes)
+    rows = ["a,b,c,y"] + [f"{i % 7},{i % 5},{i % 3},{i % 3}" for i in range(300)]
+    rows.insert(100, "")  # a blank line shifts the line numbers below it
+    bad = list(rows)
+    bad[250] = "1,2,x,0"
+    with pytest.raises(DataError) as err:
+        list(open_data(write_csv("\n".join(bad) + "\n")).blocks(torch.float32))
+    assert (err.value.line, err.value.key) == (251, "c")
+    label = list(rows)
+    label[271] = "1,2,3,7"  # a class label the model cannot take: found by the engine
+    torch.manual_seed(0)
+    ckpt = save(nets.mlp(), loss="cross-entropy")
+    with pytest.raises(DataError) as err:
+        evalloss.compare([ckpt], data=write_csv("\n".join(label) + "\n"), model=net("mlp"))
+    assert (err.value.line, err.value.key) == (272, "y")
+
+
+@settings(max_examples=25, derandomize=True, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    world=st.integers(1, 5),
+    range_bytes=st.integers(1, 40),
+)
+def test_shards_partition_the_rows(rows: int, world: int, range_bytes: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.csv"
+        path.write_text(_text(rows, blank_every=7))
+        previous = chunks.RANGE_BYTES
+        chunks.RANGE_BYTES = range_bytes
+        try:
+            xs, ys = [], []
+            for rank in range(world):
+                x, y = _read(path, rank, world)
+                xs += x
+                ys += y
+        finally:
+            chunks.RANGE_BYTES = previous
+        assert (xs, ys) == _oracle(path, ["a", "b"], ["y"])
+
+
+def _table(rows: int) -> pa.Table:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-64, 64, (rows, 3), generator=g).double() / 16  # exact in float32 and text
+    y = torch.randint(0, 3, (rows,), generator=g)
+    return pa.table(
+        {"a": x[:, 0].numpy(), "b": x[:, 1].numpy(), "c": x[:, 2].numpy(), "y": y.numpy()}
+    )
+
+
+def test_parquet_equals_csv_and_shards_by_row_group(write_csv, save, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    table = _table(101)
+    parquet = tmp_path / "d.parquet"
+    pq.write_table(table, parquet, row_group_size=20)  # 6 row groups, the last of 1 row
+    text = "a,b,c,y\n" + "".join(
+        f"{a},{b},{c},{y}\n" for a, b, c, y in zip(*table.to_pydict().values(), strict=True)
+    )
+    csv_path = write_csv(text)
+    torch.manual_seed(0)
+    ckpt = save(nets.mlp(), loss="cross-entropy")
+    reports = [evalloss.compare([ckpt], data=p, model=net("mlp")) for p in (csv_path, parquet)]
+    assert reports[0].models[0].loss_sum == reports[1].models[0].loss_sum
+    assert reports[0].models[0].items == reports[1].models[0].items == 101
+    whole = _read(parquet)
+    assert whole == _read(csv_path)
+    for world in (1, 2, 4, 7):  # 7 > 6 row groups: one rank gets none
+        parts = [_read(parquet, rank, world) for rank in range(world)]
+        assert [x for p in parts for x in p[0]] == whole[0]
+        ds = open_data(parquet)
+        starts = [
+            b.row for r in range(world) for b in ds.blocks(torch.float32, rank=r, world=world)
+        ]
+        assert starts == sorted(starts) and starts[0] == 0
+
+
+def test_sha256_of_the_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunks, "RANGE_BYTES", 13)
+    path = tmp_path / "d.csv"
+    path.write_text(_text(30))
+    want = hashlib.sha256(path.read_bytes()).hexdigest()
+    ds = open_data(path)
+    list(ds.blocks(torch.float32))
+    assert ds._state["sha256"] == want  # computed during the pass
+    assert ds.sha256() == want
+    assert open_data(path).sha256() == want  # no pass yet: read on demand
+    quoted = tmp_path / "q.csv"
+    quoted.write_text('a,b,y\n1,2,0\n"3",4,1\n')
+    ds = open_data(quoted)
+    assert len(list(ds.blocks(torch.float32))) == 2  # one range, then the exact reader
+    assert "sha256" not in ds._state
+    assert ds.sha256() == hashlib.sha256(quoted.read_bytes()).hexdigest()
+
+
+def test_quotes_make_byte_cuts_unsafe(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text('a,b,y\n1,2,0\n3,4,1\n5,"6",1\n')
+    ds = open_data(path)
+    assert [ds.byte_cuts_unsafe(r, 2) for r in range(2)] == [False, True]
+    with pytest.raises(DataError, match="quoted fields"):
+        list(ds.blocks(torch.float32, rank=1, world=2))
+    exact = [
+        x
+        for r in range(2)
+        for b in ds.blocks(torch.float32, rank=r, world=2, exact=True)
+        for x in b.features.tolist()
+    ]
+    assert exact == [[1, 2], [3, 4], [5, 6]]
