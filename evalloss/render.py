@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ def render(report: Report, fmt: str) -> str:
     return _table(report)
 
 
+# -- explain -------------------------------------------------------------------------------
+
 _EXPLAIN_COLUMNS = (
     "batch_size",
     "batches",
@@ -55,14 +58,14 @@ _EXPLAIN_COLUMNS = (
     "average_of_averages_error",
 )
 _EXPLAIN_HEADERS = (
-    "batch size",
-    "batches",
-    "last batch",
-    "sum of averages",
-    "normalized sum",
-    "error",
-    "average of averages",
-    "error",
+    ("batch", "size"),
+    ("", "batches"),
+    ("last", "batch"),
+    ("sum of", "averages"),
+    ("normalized", "sum"),
+    ("", "error"),
+    ("average of", "averages"),
+    ("", "error"),
 )
 EXPLAIN_NOTE = (
     "Only the exact loss sum and loss per item can be compared across batch sizes: they add up "
@@ -87,19 +90,54 @@ def render_explain(report: ExplainReport, fmt: str) -> str:
         for r in report.rows
     ]
     rows.append(["exact", "", "", "", _cell(report.loss_sum), "", _cell(report.per_item), ""])
+    note = list(EXPLAIN_NOTE)
+    if report.nonfinite_items:
+        note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
+    if fmt == "markdown":
+        return _explain_markdown(report, rows, note)
     title = (
         f"{report.loss} loss of {report.checkpoint} over {report.items} items of "
         f"{report.data.path} ({report.precision}, {report.device}): what a training log "
         "prints at each batch size"
     )
-    note = list(EXPLAIN_NOTE)
-    if report.nonfinite_items:
-        note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
-    if fmt == "markdown":
-        table = tabulate(rows, _EXPLAIN_HEADERS, tablefmt="github", disable_numparse=True)
-        return f"{title}.\n\n{table}\n\n{' '.join(note)}\n"
-    table = tabulate(rows, _EXPLAIN_HEADERS, tablefmt="simple", disable_numparse=True)
-    return f"{title}\n\n{table}\n\n" + "".join(f"{line}\n" for line in note)
+    parts = [_wrap(title), _aligned([*zip(*_EXPLAIN_HEADERS, strict=True)], rows)]
+    return "\n\n".join(parts) + "\n\n" + "".join(f"{_wrap(line)}\n" for line in note)
+
+
+def _explain_markdown(report: ExplainReport, rows: list[list[str]], note: list[str]) -> str:
+    headers = [" ".join(h).strip() for h in _EXPLAIN_HEADERS]
+    align = ["left"] + ["right"] * (len(headers) - 1)
+    rows = [list(r) for r in rows]
+    rows[-1][0] = "**exact**"
+    table = tabulate(rows, headers, tablefmt="pipe", colalign=align, disable_numparse=True)
+    lines = [
+        f"### evalloss explain: {report.loss} loss of `{_md(report.checkpoint)}`",
+        "",
+        f"{report.items} items of `{_md(report.data.path)}`, {report.precision}, "
+        f"{report.device}: what a training log prints at each batch size.",
+        "",
+        table,
+        "",
+        " ".join(note),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _aligned(head: Sequence[Sequence[str]], rows: Sequence[Sequence[str]]) -> str:
+    """A plain table: header lines, a dashed rule, rows; first column left, the rest right."""
+    widths = [max(len(r[i]) for r in [*head, *rows]) for i in range(len(rows[0]))]
+
+    def line(cells: Sequence[str], fill: str = " ") -> str:
+        first = cells[0].ljust(widths[0], fill)
+        rest = [c.rjust(w, fill) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = line([""] * len(widths), "-")
+    return "\n".join([*(line(h) for h in head), rule, *(line(r) for r in rows)])
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
 def _explain_csv(report: ExplainReport) -> str:
@@ -108,14 +146,10 @@ def _explain_csv(report: ExplainReport) -> str:
     writer.writerow([*_EXPLAIN_COLUMNS, "loss_sum", "per_item", "items"])
     for r in report.rows:
         writer.writerow(
-            [_field(getattr(r, c)) for c in _EXPLAIN_COLUMNS]
-            + [_raw(report.loss_sum), _raw(report.per_item), str(report.items)]
+            [_raw(getattr(r, c)) for c in _EXPLAIN_COLUMNS]
+            + [_raw(report.loss_sum), _raw(report.per_item), _raw(report.items)]
         )
     return out.getvalue()
-
-
-def _field(value: float | None) -> str:
-    return _raw(value) if isinstance(value, float) or value is None else str(value)
 
 
 def _error(value: float | None) -> str:

@@ -253,12 +253,19 @@ def test_cli_table_ends_with_the_two_sentences(article, save) -> None:  # type: 
     result = run("explain", _zero(save), "--data", path, "--model", net("Zero"), "--batch-size", 4)
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("l1 loss of ") and " over 9 items of " in lines[0]
-    assert lines[-2:] == list(EXPLAIN_NOTE)
-    row = lines[4].split()
-    assert row == ["4", "3", "1", "12", "48", "+60.00%", "4", "+20.00%"]
-    assert lines[5].split() == ["exact", "30", "3.33333"]
+    words = " ".join(result.stdout.split())
+    assert words.startswith("l1 loss of ") and " over 9 items of " in words
+    head, table, note = result.stdout.split("\n\n")
+    assert " ".join(note.split()) == " ".join(" ".join(EXPLAIN_NOTE).split())
+    lines = table.splitlines()
+    assert [line.split() for line in lines[:2]] == [
+        ["batch", "last", "sum", "of", "normalized", "average", "of"],
+        ["size", "batches", "batch", "averages", "sum", "error", "averages", "error"],
+    ]
+    assert set(lines[2]) == {"-", " "}
+    assert lines[3].split() == ["4", "3", "1", "12", "48", "+60.00%", "4", "+20.00%"]
+    assert lines[4].split() == ["exact", "30", "3.33333"]
+    assert all(len(line) <= 80 for line in result.stdout.splitlines() if "/" not in line)
 
 
 def test_cli_markdown_and_output_file(article, save, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -267,10 +274,12 @@ def test_cli_markdown_and_output_file(article, save, tmp_path) -> None:  # type:
     result = run("explain", _zero(save), *args, "--format", "markdown", "-o", out)
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
     text = out.read_text()
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()[2:6]]
+    assert text.startswith("### evalloss explain: l1 loss of `")
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
     assert cells[0][:3] == ["batch size", "batches", "last batch"]
     assert cells[2] == ["2", "4", "2", "12", "24", "0%", "3", "0%"]
-    assert cells[3] == ["exact", "", "", "", "24", "", "3", ""]
+    assert cells[3] == ["**exact**", "", "", "", "24", "", "3", ""]
     assert text.rstrip().endswith(EXPLAIN_NOTE[1])
 
 
