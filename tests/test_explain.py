@@ -255,7 +255,7 @@ def test_cli_table_ends_with_the_two_sentences(article, save) -> None:  # type: 
     assert result.stderr == ""
     words = " ".join(result.stdout.split())
     assert words.startswith("l1 loss of ") and " over 9 items of " in words
-    head, table, note = result.stdout.split("\n\n")
+    _title, table, note = result.stdout.split("\n\n")
     assert " ".join(note.split()) == " ".join(" ".join(EXPLAIN_NOTE).split())
     lines = table.splitlines()
     assert [line.split() for line in lines[:2]] == [
