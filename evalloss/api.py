@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, gate
 from .checkpoints import Checkpoint, open_checkpoint
 from .data import Dataset, open_data
 from .engine import Accumulator, BadTarget, prepare
@@ -21,6 +21,7 @@ from .losses import Loss
 from .losses import get as get_loss
 from .models import from_spec, load_strict, parse_kwargs
 from .report import DataInfo, ModelResult, Report
+from .stats import PairedSum
 
 if TYPE_CHECKING:
     import torch
@@ -55,10 +56,29 @@ def compare(
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "float32",
+    baseline: PathLike | None = None,
+    min_improvement: float | str | gate.Threshold | None = None,
+    max_loss: float | str | gate.Threshold | None = None,
+    require_significant: bool = False,
 ) -> Report:
-    """Evaluate every checkpoint over the whole data set and rank them by exact loss per item."""
+    """Evaluate every checkpoint over the whole data set and rank them by exact loss per item.
+
+    ``baseline`` (added to the run if not listed) gives every other model paired statistics
+    against it; ``min_improvement`` (``0.01`` or ``"2%"``), ``max_loss`` and
+    ``require_significant`` make a promotion gate (`evalloss.gate`), returned as
+    ``report.gate``: a failed gate is data, not an exception.
+    """
     batch_size = _check_batch_size(batch_size)
-    plan = _plan(checkpoints, data, loss, target, feature, no_header, device, precision)
+    rules = gate.rules(
+        baseline=baseline is not None,
+        min_improvement=min_improvement,
+        max_loss=max_loss,
+        require_significant=require_significant,
+    )
+    paths, base = _with_baseline(checkpoints, baseline)
+    if rules is not None and len(paths) == 1 and base == 0:
+        raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
+    plan = _plan(paths, data, loss, target, feature, no_header, device, precision)
     kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
     accumulators = [
         Accumulator(
@@ -69,20 +89,43 @@ def compare(
         )
         for c in plan.checkpoints
     ]
+    # model index -> its paired statistics against the baseline, fed batch by batch
+    paired = {i: PairedSum() for i in range(len(paths)) if base is not None and i != base}
     items = 0
     for block in plan.dataset.blocks(plan.dtype):
         for start in range(0, len(block.features), batch_size):
             x = block.features[start : start + batch_size]
             y = block.targets[start : start + batch_size]
+            losses = []
             for acc in accumulators:
                 try:
-                    acc.feed(x, y, row=block.row + start)
+                    losses.append(acc.feed(x, y, row=block.row + start))
                 except BadTarget as bad:
                     raise plan.dataset.at(
                         block, start + bad.row, plan.dataset.targets[bad.column], bad.why
                     ) from None
+            if base is not None:
+                for i, pair in paired.items():
+                    pair.add(losses[i].numpy(), losses[base].numpy())
         items += len(block.features)
-    return _report(plan, accumulators, items, batch_size)
+    report = _report(plan, accumulators, items, batch_size, base, paired)
+    if rules is None:
+        return report
+    return replace(report, gate=gate.evaluate(rules, report.models))
+
+
+def _with_baseline(
+    paths: Sequence[PathLike], baseline: PathLike | None
+) -> tuple[list[PathLike], int | None]:
+    """The checkpoints to run and the baseline's index: a listed file (same resolved path)
+    or the baseline added last."""
+    if baseline is None:
+        return list(paths), None
+    wanted = Path(baseline).resolve()
+    for i, p in enumerate(paths):
+        if Path(p).resolve() == wanted:
+            return list(paths), i
+    return [*paths, baseline], len(paths)
 
 
 def _check_batch_size(batch_size: int | None) -> int:
@@ -178,9 +221,16 @@ def _build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> 
 
 
 def _report(
-    plan: _Plan, accumulators: Sequence[Accumulator], items: int, batch_size: int
+    plan: _Plan,
+    accumulators: Sequence[Accumulator],
+    items: int,
+    batch_size: int,
+    base: int | None = None,
+    paired: dict[int, PairedSum] | None = None,
 ) -> Report:
     results = [a.result() for a in accumulators]
+    base_loss = None if base is None else results[base].loss_per_item
+    vs = {i: pair.comparison(base_loss) for i, pair in (paired or {}).items()}
     order = sorted(
         range(len(results)),
         key=lambda i: (results[i].loss_per_item is None, results[i].loss_per_item or 0.0, i),
@@ -196,8 +246,9 @@ def _report(
             items=results[i].items,
             accuracy=results[i].accuracy,
             nonfinite_items=results[i].nonfinite_items,
-            is_baseline=False,
+            is_baseline=i == base,
             seconds=round(results[i].seconds, 6),
+            vs_baseline=vs.get(i),
         )
         for rank, i in enumerate(order, start=1)
     )
@@ -215,6 +266,7 @@ def _report(
         batch_size=batch_size,
         world_size=1,
         models=models,
+        has_baseline=base is not None,
     )
 
 

@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import EvallossError
+from .gate import Threshold, parse_threshold
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,6 +91,58 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+class ThresholdType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
+    """A finite number, or with ``percent`` also ``N%``: syntax only (meaning: `gate.rules`)."""
+
+    def __init__(self, *, percent: bool) -> None:
+        self.percent = percent
+        self.name = "number or percentage" if percent else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Threshold):
+            return value
+        try:
+            return parse_threshold(str(value), percent=self.percent)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def gate_options(f: F) -> F:
+    """The baseline and the promotion gate (compare only)."""
+    for option in reversed(
+        [
+            click.option(
+                "--baseline",
+                metavar="CHECKPOINT",
+                help="The model in production; added to the run if not listed. Every other "
+                "model gets paired statistics against it (delta, relative, 95% CI, p, wins).",
+            ),
+            click.option(
+                "--min-improvement",
+                type=ThresholdType(percent=True),
+                metavar="X",
+                help="Gate: the winner must beat the baseline by more than X (0.01 absolute, "
+                "2% of the baseline's loss). Needs --baseline. 0: strictly lower (a tie "
+                "fails); negative: tolerate a regression.",
+            ),
+            click.option(
+                "--max-loss",
+                type=ThresholdType(percent=False),
+                metavar="X",
+                help="Gate: the winner's loss per item must be at most X.",
+            ),
+            click.option(
+                "--require-significant",
+                is_flag=True,
+                help="Gate: also the upper end of the winner's 95% CI for the paired "
+                "difference must lie below -margin (the --min-improvement, else 0).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
 
 
 def data_options(f: F) -> F:
@@ -197,6 +250,7 @@ def cli() -> None:
     metavar="N",
     help="Rows per forward pass (throughput only; the figure does not depend on it). Default 4096.",
 )
+@gate_options
 def compare(
     checkpoints: tuple[str, ...],
     fmt: str,
@@ -204,11 +258,18 @@ def compare(
     no_progress: bool,
     **options: Any,
 ) -> None:
-    """Rank checkpoints by exact loss per item over the whole data set."""
+    """Rank checkpoints by exact loss per item over the whole data set.
+
+    With --baseline and a gate (--min-improvement, --max-loss, --require-significant), exit 1
+    when the gate fails: the winner is the best-ranked model that is not the baseline.
+    """
     from . import api, render
 
     report = api.compare(checkpoints, **options)
     render.write(render.render(report, fmt), output)
+    line = render.verdict(report) if report.gate is not None else None
+    if line is not None and (fmt != "table" or output is not None):
+        click.echo(line, err=True)  # the table ends with it; other reports get it on stderr
     if report.gate is not None and not report.gate.passed:
         raise GateFailed
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from . import gate
 from .names import shorten
 from .report import ExplainReport, ModelResult, Report
 
@@ -194,7 +195,7 @@ def _table(report: Report) -> str:
                 "against the baseline, paired item by item (delta < 0: lower loss):",
                 _fit(vs_rows, _VS_HEADERS, "simple", name_column=0),
             ]
-    parts += [line for line in (_verdict(report),) if line]
+    parts += [line for line in (verdict(report),) if line]
     return "\n\n".join(parts) + "\n"
 
 
@@ -253,17 +254,61 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _verdict(report: Report) -> str | None:
-    """The gate verdict line, or None without a gate.
+def verdict(report: Report) -> str | None:
+    """One line for a CI log: PASS/FAIL, the winner against the baseline, each gate check.
 
-    Hook for issue 5: once ``render.verdict(report)`` exists, this returns it.
+    ``PASS  bs10 beats baseline bs50 by 0.0534 (30.0%), 95% CI [-0.071, -0.036],
+    p = 2e-06; improvement 0.0534 > 0.0178 (10% of 0.178)``; a failed check reads
+    ``min-improvement failed: improvement 0.0106 is not > 0.0499 (10% of 0.499)``. Without a
+    gate, the comparison alone (no PASS/FAIL); None without a gate and without a baseline.
     """
-    gate = report.gate
-    if gate is None:
+    result = report.gate
+    baseline = next((m for m in report.models if m.is_baseline), None)
+    if result is None and baseline is None:
         return None
-    verdict = "passed" if gate.passed else "FAILED"
-    against = f" against {gate.baseline}" if gate.baseline else ""
-    return f"gate {verdict}: winner {gate.winner or '-'}{against}"
+    winner = next((m for m in report.models if not m.is_baseline), None)
+    if winner is None or winner.loss_per_item is None:
+        head = "no model besides the baseline has a finite loss"
+        if baseline is None:
+            head = "no model has a finite loss"
+        elif winner is None:
+            head = "no model besides the baseline"
+    elif baseline is None:
+        head = f"best model {winner.name}"
+    else:
+        head = _versus(winner, baseline)
+    parts = [head]
+    for check in () if result is None else result.checks:
+        if check.detail != head:
+            parts.append(check.detail if check.passed else f"{check.rule} failed: {check.detail}")
+    line = "; ".join(parts)
+    return line if result is None else f"{'PASS' if result.passed else 'FAIL'}  {line}"
+
+
+def _versus(winner: ModelResult, baseline: ModelResult) -> str:
+    """``bs10 beats baseline bs50 by 0.0534 (30.0%), 95% CI [-0.071, -0.036], p = 2e-06``"""
+    name = f"baseline {baseline.name}"
+    if baseline.loss_per_item is None:
+        return f"{winner.name} beats {name}, whose loss is not finite"
+    gained = gate.improvement(winner, baseline.loss_per_item)
+    vs = winner.vs_baseline
+    if gained is None:
+        return f"{winner.name} against {name}: no paired difference"
+    if gained == 0:
+        text = f"{winner.name} ties with {name}"
+    else:
+        verb = "beats" if gained > 0 else "trails"
+        text = f"{winner.name} {verb} {name} by {gate.numbers(abs(gained))[0]}"
+        if vs is not None and vs.relative is not None:
+            text += f" ({abs(vs.relative) * 100:.1f}%)"
+    if vs is not None and vs.ci95 is not None and vs.p_value is not None:
+        low, high = gate.numbers(*vs.ci95)
+        text += f", 95% CI [{low}, {high}], p = {_p_value(vs.p_value)}"
+    return text
+
+
+def _p_value(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-3 or p == 0 else f"{p:.0e}"
 
 
 # -- markdown ------------------------------------------------------------------------------
