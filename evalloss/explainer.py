@@ -56,8 +56,8 @@ def explain(
             try:
                 losses = acc.feed(x, y, row=block.row + start)  # (n,) float64
             except BadTarget as bad:
-                row = block.row + start + bad.row
-                raise plan.dataset.cell(row, plan.dataset.targets[bad.column], bad.why) from None
+                column = plan.dataset.targets[bad.column]
+                raise plan.dataset.at(block, start + bad.row, column, bad.why) from None
             if acc.nonfinite:
                 continue  # a non-finite item makes every figure undefined; keep counting
             values = losses.tolist()

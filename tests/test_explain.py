@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import explainer, render
+from evalloss import chunks, explainer, render
 from evalloss.render import EXPLAIN_NOTE
 from evalloss.stats import BatchGrouping, relative_error
 from tests import nets
@@ -187,6 +187,9 @@ def test_rows_do_not_depend_on_the_forward_batch_size(article, save, monkeypatch
     monkeypatch.setattr(explainer, "DEFAULT_BATCH_SIZE", 7)
     second = evalloss.explain(ckpt, data=path, **options)
     assert first == second
+    monkeypatch.setattr(chunks, "RANGE_BYTES", 300)  # the file is read in many blocks
+    third = evalloss.explain(ckpt, data=path, **options)
+    assert third == first
     read = [float(line.split(",")[1]) for line in path.read_text().splitlines()[1:]]
     for row, size in zip(first.rows, options["batch_sizes"], strict=True):
         expected = oracle_row(read, size)
@@ -313,6 +316,18 @@ def test_cli_bad_options_are_exit_2(article, save, tmp_path, args, message) -> N
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("evalloss: error: ") and message in result.stderr
     assert not out.exists()
+
+
+def test_cli_bad_target_names_its_line(write_csv, save) -> None:  # type: ignore[no-untyped-def]
+    path = write_csv([[0, 1], [0, 2], [0, 7], [0, 0]], ["x", "y"])
+    result = run(
+        "explain", save(nets.Zero(3)), "--data", path, "--model", net("Zero"),
+        "--model-kwargs", '{"outputs": 3}', "--loss", "cross-entropy",
+    )  # fmt: skip
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"evalloss: error: {path}:4: y: class label must be an integer in [0, 3): '7'\n"
+    )
 
 
 def test_cli_explain_takes_one_checkpoint(article, save) -> None:  # type: ignore[no-untyped-def]
