@@ -310,3 +310,23 @@ def test_usage_errors_are_exit_2(constant, targets, options: list[str], message:
     assert result.stdout == ""
     assert result.stderr.startswith("evalloss: error: ") and message in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_docs_example_verdict_is_a_real_run() -> None:
+    """docs/gating.md shows the verdict of a run on the shipped example: it stays true."""
+    root = Path(__file__).resolve().parents[1]
+    example = root / "checkpoints"
+    shown = [
+        line
+        for line in (root / "docs" / "gating.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith(("PASS  ", "FAIL  "))
+    ]
+    report = evalloss.compare(
+        [example / "bs10.safetensors"],
+        data=example / "train.csv",
+        model=str(example / "model.py:Net"),
+        baseline=example / "bs50.safetensors",
+        min_improvement="1%",
+        require_significant=True,
+    )
+    assert shown == [verdict(report)]
