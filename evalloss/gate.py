@@ -28,6 +28,7 @@ from .report import GateCheck, GateResult, ModelResult
 MIN_IMPROVEMENT = "min-improvement"
 MAX_LOSS = "max-loss"
 REQUIRE_SIGNIFICANT = "require-significant"
+_INFINITE_BASELINE = "the baseline's loss is not finite: it counts as +infinity"
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def evaluate(gate: Rules, models: Sequence[ModelResult]) -> GateResult:
         if rule == MAX_LOSS:
             found.append(_max_loss(winner.loss_per_item, gate.max_loss))
         elif infinite_base:
-            found.append(GateCheck(rule, True, "the baseline's loss is not finite: +infinity"))
+            found.append(GateCheck(rule, True, _INFINITE_BASELINE))
         elif rule == MIN_IMPROVEMENT:
             found.append(_min_improvement(winner, base_loss, margin, gate.min_improvement))
         else:

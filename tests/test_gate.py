@@ -93,6 +93,7 @@ def test_nan_candidate_never_wins_or_passes(constant, targets) -> None:  # type:
     assert alone.gate is not None and not alone.gate.passed and alone.gate.winner is None
     assert _checks(alone) == {"min-improvement": False, "max-loss": False}
     assert "no model besides the baseline has a finite loss" in alone.gate.checks[0].detail
+    assert verdict(alone) == "FAIL  no model besides the baseline has a finite loss"
     # next to a finite candidate, the finite one wins (NaN ranks last)
     good = constant(0.5, "good")
     both = _compare([nan, good], data, baseline=base, min_improvement=0.4)
