@@ -7,6 +7,7 @@ batch before the next is read, so K models cost one pass over the file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,10 +17,11 @@ from . import __version__, gate
 from .checkpoints import Checkpoint, open_checkpoint
 from .data import Dataset, open_data
 from .engine import Accumulator, BadTarget, prepare
-from .errors import ModelError, OptionError
+from .errors import LossError, ModelError, OptionError
+from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
-from .models import from_spec, load_strict, parse_kwargs
+from .models import from_layers, from_spec, load_strict, parse_kwargs
 from .report import DataInfo, ModelResult, Report
 from .stats import PairedSum
 
@@ -155,7 +157,7 @@ def _plan(
     checkpoints = tuple(open_checkpoint(p) for p in paths)
     return _Plan(
         checkpoints=checkpoints,
-        loss=get_loss(_agreed(checkpoints, "evalloss.loss", loss, "--loss")),
+        loss=_loss(checkpoints, loss),
         dataset=open_data(
             data,
             target=target or _targets_from_metadata(checkpoints),
@@ -184,6 +186,18 @@ def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, opti
     return values[0]
 
 
+def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
+    name = _agreed(checkpoints, "evalloss.loss", given, "--loss")
+    if given is None and name not in LOSS_NAMES:
+        path = next(c.path for c in checkpoints if c.metadata.get("evalloss.loss") == name)
+        raise LossError(
+            f"unknown loss {name[:100]!r}; choose one of {', '.join(LOSS_NAMES)}",
+            path=path,
+            key="evalloss.loss",
+        )
+    return get_loss(name)
+
+
 def _targets_from_metadata(checkpoints: Sequence[Checkpoint]) -> tuple[str, ...]:
     if not any("evalloss.target" in c.metadata for c in checkpoints):
         return ()
@@ -208,16 +222,34 @@ def _device(name: str) -> torch.device:
 
 
 def _build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
+    """The checkpoint's own ``evalloss.layers`` spec if it has one, else ``--model``."""
+    if "evalloss.layers" in checkpoint.metadata:
+        return from_layers(checkpoint)
     if spec is None:
-        hint = checkpoint.metadata.get("evalloss.model")
         raise ModelError(
             "no architecture: the file has no evalloss.layers spec and no --model was given"
-            + (f" (it was made by {hint}: pass --model file.py:Name to build it)" if hint else ""),
+            + _model_hint(checkpoint.metadata.get("evalloss.model")),
             path=checkpoint.path,
         )
     module = from_spec(spec, kwargs)
     load_strict(module, checkpoint)
     return module
+
+
+def _model_hint(name: str | None) -> str:
+    """Show the file's ``evalloss.model`` (never imported) as a --model to pass."""
+    if name is None:
+        return ""
+    module, sep, cls = name.partition(":")
+    plain = re.fullmatch(r"[A-Za-z_][\w.]*", module) and re.fullmatch(r"[A-Za-z_]\w*", cls)
+    if not (sep and plain) or len(name) > 200:
+        return f"; its evalloss.model is {name[:200]!r}: pass --model file.py:Name to build it"
+    if module.endswith(".py"):
+        how = f"--model {name}"
+    else:
+        stem = module.rsplit(".", 1)[-1]
+        how = f"--model {name} (if importable) or --model path/to/{stem}.py:{cls}"
+    return f"; it was made by {name} (evalloss.model, never imported): pass {how} to build it"
 
 
 def _report(

@@ -3,7 +3,9 @@
 Only safetensors is read: no pickle, no ``torch.load``, no import of any name found in a file.
 A file is recognised by its structure (8-byte little-endian header length, then a JSON
 object), not by one magic byte: a valid header of 128+ bytes begins with 0x80, as a pickle
-does. Anything else is refused by name (PyTorch zip or pickle, Git LFS pointer).
+does. Anything else is refused by name (PyTorch zip or pickle, Git LFS pointer). The
+safetensors library validates the header; where its message would not help (duplicate
+names, offsets, truncation), the header is diagnosed here in plain words.
 """
 
 from __future__ import annotations
@@ -11,18 +13,27 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
+import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, EvallossWarning, LossError
 
 if TYPE_CHECKING:
     import torch
 
 HEADER_CAP = 100_000_000  # the safetensors library's own limit on the JSON header
 _ONLY = "evalloss reads only safetensors files"
+# Element sizes in bits of every dtype the safetensors format names.
+DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32,
+    "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,34 +52,51 @@ class Checkpoint:
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate the header of a safetensors file; refuse anything else by name."""
     path = os.fspath(path)
-    header = _read_header(path)
+    raw, data_size = _read_header(path)
+    header = _parse_header(raw, path)
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise CheckpointError("__metadata__ must map strings to strings", path=path)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, info in header.items():
-        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
-            raise CheckpointError("tensor entry has no shape", path=path, key=name)
-        shapes[name] = tuple(int(d) for d in info["shape"])
+    if not isinstance(metadata, dict):
+        raise CheckpointError("__metadata__ must be a JSON object of strings", path=path)
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise CheckpointError(
+                f"metadata value is {type(value).__name__}, not a string", path=path, key=key
+            )
+    _validate(path, header, data_size)
+    shapes = {name: tuple(info["shape"]) for name, info in header.items()}
     return Checkpoint(path=path, metadata=metadata, shapes=shapes)
 
 
 def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
-    """All tensors of the file, through the safetensors library (which validates offsets)."""
+    """All tensors of the file; warns (`EvallossWarning`) about NaN or Inf weights."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        return load_file(checkpoint.path, device="cpu")
-    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        tensors = load_file(checkpoint.path, device="cpu")
+    except (SafetensorError, ValueError, RuntimeError, TypeError, OSError) as exc:
         raise CheckpointError(
-            f"not a valid safetensors file ({exc})", path=checkpoint.path
+            f"cannot load its tensors ({_plain(exc)})", path=checkpoint.path
         ) from exc
+    bad = []
+    for name, tensor in sorted(tensors.items()):
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{name} ({count} of {tensor.numel()} values)")
+    if bad:
+        warnings.warn(
+            f"{checkpoint.path}: NaN or Inf weights in {', '.join(bad)}; "
+            "its loss shows what they do",
+            EvallossWarning,
+            stacklevel=2,
+        )
+    return tensors
 
 
-def _read_header(path: str) -> dict[str, object]:
+def _read_header(path: str) -> tuple[bytes, int]:
+    """The raw JSON header and the size of the data section after it."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -79,7 +107,7 @@ def _read_header(path: str) -> dict[str, object]:
                 )
             (length,) = struct.unpack("<Q", head)
             if length > HEADER_CAP or 8 + length > size:
-                raise CheckpointError(_what_is_it(head, f, length, size), path=path)
+                raise CheckpointError(_what_is_it(head, length, size), path=path)
             raw = f.read(length)
     except IsADirectoryError as exc:
         raise CheckpointError("is a directory, not a checkpoint file", path=path) from exc
@@ -89,20 +117,97 @@ def _read_header(path: str) -> dict[str, object]:
         raise CheckpointError("permission denied", path=path) from exc
     except OSError as exc:
         raise CheckpointError(f"cannot read ({exc.strerror or exc})", path=path) from exc
+    return raw, size - 8 - length
+
+
+def _parse_header(raw: bytes, path: str) -> dict[str, Any]:
     if not raw.lstrip(b" ").startswith(b"{"):
         raise CheckpointError(f"header is not a JSON object; {_ONLY}", path=path)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise CheckpointError(
-            f"header is not valid UTF-8 JSON ({exc}); {_ONLY}", path=path
+            f"header is not UTF-8 ({exc.reason} at byte {exc.start})", path=path
         ) from exc
+    try:
+        header = json.loads(text, object_pairs_hook=_no_duplicates)
+    except _Duplicate as exc:
+        raise CheckpointError("the header names it twice", path=path, key=str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"header is not valid JSON ({exc}); {_ONLY}", path=path) from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"header is not a JSON object; {_ONLY}", path=path)
     return header
 
 
-def _what_is_it(head: bytes, f: object, length: int, size: int) -> str:
+class _Duplicate(Exception):  # noqa: N818 - internal signal
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Duplicate(_shown(key))
+        result[key] = value
+    return result
+
+
+def _validate(path: str, header: dict[str, Any], data_size: int) -> None:
+    """The safetensors library's own header validation; its errors said plainly."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            f.keys()
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        why = _diagnose(header, data_size) or f"not a valid safetensors file ({_plain(exc)})"
+        raise CheckpointError(why, path=path) from exc
+
+
+def _diagnose(header: dict[str, Any], data_size: int) -> str | None:
+    """Say what is wrong with a header the library refused, where its message is cryptic."""
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            return f"tensor {_shown(name)}: entry is not a JSON object"
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in DTYPE_BITS:
+            return f"tensor {_shown(name)}: unknown dtype {_shown(dtype)}"
+        if not (
+            isinstance(shape, list)
+            and all(type(d) is int and d >= 0 for d in shape)
+            and isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
+            and offsets[0] <= offsets[1]
+        ):
+            return None  # the library's message says it
+        elements = 1
+        for d in shape:
+            elements *= d
+        need = (elements * DTYPE_BITS[dtype] + 7) // 8
+        if offsets[1] - offsets[0] != need:
+            return (
+                f"tensor {_shown(name)}: shape {shape} of {dtype} needs {need} bytes, "
+                f"its offsets give {offsets[1] - offsets[0]}"
+            )
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for start, stop, name in sorted(spans):
+        if start < end:
+            return f"tensor {_shown(name)}: its data overlaps the previous tensor's"
+        if start > end:
+            return f"tensor {_shown(name)}: a gap of {start - end} bytes before its data"
+        end = stop
+    if end > data_size:
+        return f"truncated: the tensors need {end} bytes of data, the file has {data_size}"
+    if end < data_size:
+        return f"{data_size - end} bytes of trailing data after the last tensor"
+    return None
+
+
+def _what_is_it(head: bytes, length: int, size: int) -> str:
     """Name what a file that is not safetensors looks like."""
     if head.startswith(b"PK\x03\x04"):
         return f"a PyTorch zip checkpoint (torch.save), which can run code when loaded; {_ONLY}"
@@ -115,6 +220,17 @@ def _what_is_it(head: bytes, f: object, length: int, size: int) -> str:
     return f"header length {length} runs past the end of the {size}-byte file; {_ONLY}"
 
 
+def _plain(exc: BaseException) -> str:
+    text = str(exc).replace("Error while deserializing header: ", "")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _shown(value: object) -> str:
+    """A value read from a file, made safe to print on one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def save(
     module: torch.nn.Module,
     path: str | os.PathLike[str],
@@ -122,13 +238,45 @@ def save(
     loss: str | None = None,
     target: str | Sequence[str] | None = None,
 ) -> None:
-    """Write ``module``'s state dict as safetensors, with evalloss metadata for ``compare``."""
+    """Write ``module``'s state dict as safetensors, with evalloss metadata for ``compare``.
+
+    An ``nn.Sequential`` of allow-listed layers gets an ``evalloss.layers`` spec, so
+    ``compare`` needs no ``--model``; any other module gets ``evalloss.model``, the import
+    path of its class (shown to users, never imported). The file is written atomically.
+    """
     from safetensors.torch import save_file
 
-    metadata = {"evalloss.model": f"{type(module).__module__}.{type(module).__qualname__}"}
+    from .layers import describe
+    from .losses import NAMES
+
+    if loss is not None and loss not in NAMES:
+        raise LossError(f"unknown loss {loss!r}; choose one of {', '.join(NAMES)}", key="loss")
+    metadata: dict[str, str] = {}
+    spec = describe(module)
+    if spec is not None:
+        metadata["evalloss.layers"] = spec
+    else:
+        metadata["evalloss.model"] = _import_path(type(module))
     if loss is not None:
         metadata["evalloss.loss"] = loss
     if target is not None:
         metadata["evalloss.target"] = target if isinstance(target, str) else ",".join(target)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, os.fspath(path), metadata=metadata)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _import_path(cls: type) -> str:
+    """``package.module:Class``, or ``script.py:Class`` for a script run directly."""
+    if cls.__module__ == "__main__":
+        script = getattr(sys.modules.get("__main__"), "__file__", None)
+        if script:
+            return f"{Path(script).name}:{cls.__qualname__}"
+    return f"{cls.__module__}:{cls.__qualname__}"

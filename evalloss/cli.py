@@ -6,11 +6,13 @@ stderr) · 3 internal error (traceback) · 130/143 SIGINT/SIGTERM · 141 stdout 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -41,6 +43,25 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _error(message: str) -> None:
     click.echo(f"evalloss: error: {message}", err=True)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Print each `EvallossWarning` as one stderr line, ``evalloss: warning: <what>``."""
+    from .errors import EvallossWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", EvallossWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+            if issubclass(category, EvallossWarning):
+                click.echo(f"evalloss: warning: {str(message).replace(chr(10), ' ')}", err=True)
+            else:
+                shown(message, category, *args, **kw)
+
+        warnings.showwarning = show
+        yield
 
 
 class EvallossGroup(click.Group):
@@ -160,7 +181,8 @@ def data_options(f: F) -> F:
                 "--model",
                 metavar="SPEC",
                 help="Architecture from your code: path/to/file.py:Name or "
-                "package.module:Name (a class or factory returning an nn.Module).",
+                "package.module:Name (a class or factory returning an nn.Module), for "
+                "checkpoints without an evalloss.layers spec.",
             ),
             click.option(
                 "--model-kwargs",
@@ -239,6 +261,7 @@ def cli() -> None:
     un-averaged losses and divides by the item count: the one figure that compares models
     trained with different batch sizes.
     """
+    click.get_current_context().with_resource(_warnings_as_lines())
 
 
 @cli.command()

@@ -86,16 +86,30 @@ def _import(target: str, spec: str) -> object:
         ) from exc
 
 
-def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:
-    """Load the checkpoint's tensors into ``module``; every bad key named in one error."""
-    tensors = load_tensors(checkpoint)
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+def from_layers(checkpoint: Checkpoint) -> nn.Module:
+    """Build the checkpoint's ``evalloss.layers`` spec from the allow-list and load it.
+
+    The spec is checked and its shapes compared with the header before any storage exists.
+    """
+    from .layers import build, parse
+
+    module = build(parse(checkpoint.metadata["evalloss.layers"], checkpoint.path), checkpoint.path)
+    check_fit(module, checkpoint)
+    module.to_empty(device="cpu")
+    load_strict(module, checkpoint)
+    return module
+
+
+def check_fit(module: nn.Module, checkpoint: Checkpoint) -> None:
+    """Compare the module's state dict with the header's tensors; every bad key in one error."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = checkpoint.shapes
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     mismatched = sorted(
-        f"{k} (checkpoint {tuple(tensors[k].shape)}, model {tuple(expected[k].shape)})"
-        for k in set(expected) & set(tensors)
-        if tensors[k].shape != expected[k].shape
+        f"{k} (checkpoint {found[k]}, model {expected[k]})"
+        for k in set(expected) & set(found)
+        if found[k] != expected[k]
     )
     problems = [
         f"{label}: {', '.join(keys)}"
@@ -110,7 +124,12 @@ def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:
         raise CheckpointError(
             "does not fit the architecture; " + "; ".join(problems), path=checkpoint.path
         )
-    _load(module, tensors, checkpoint.path)
+
+
+def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:
+    """Load the checkpoint's tensors into ``module``; every bad key named in one error."""
+    check_fit(module, checkpoint)
+    _load(module, load_tensors(checkpoint), checkpoint.path)
 
 
 def _load(module: nn.Module, tensors: dict[str, torch.Tensor], path: str) -> None:

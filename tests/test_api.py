@@ -107,9 +107,13 @@ def test_nonfinite_model_ranks_last_with_null(write_csv, save) -> None:  # type:
     bad = nets.mlp()
     with torch.no_grad():
         bad[2].bias.fill_(float("nan"))
-    report = evalloss.compare(
-        [save(bad, "bad"), save(good, "good")], data=path, model=net("mlp"), loss="cross-entropy"
-    )
+    with pytest.warns(evalloss.EvallossWarning, match=r"in 2\.bias \(3 of 3 values\)"):
+        report = evalloss.compare(
+            [save(bad, "bad"), save(good, "good")],
+            data=path,
+            model=net("mlp"),
+            loss="cross-entropy",
+        )
     assert [m.name for m in report.models] == ["good", "bad"]
     last = report.to_dict()["models"][1]
     assert (
