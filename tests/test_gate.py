@@ -89,28 +89,31 @@ def test_min_improvement_truth_table(constant, targets, candidate, threshold, pa
 def test_nan_candidate_never_wins_or_passes(constant, targets) -> None:  # type: ignore[no-untyped-def]
     base, nan = constant(0.0, "base"), constant(float("nan"), "nan")
     data = targets(TARGETS)
-    alone = _compare([nan], data, baseline=base, min_improvement=-100, max_loss=1e9)
+    with pytest.warns(evalloss.EvallossWarning, match="NaN or Inf weights"):
+        alone = _compare([nan], data, baseline=base, min_improvement=-100, max_loss=1e9)
     assert alone.gate is not None and not alone.gate.passed and alone.gate.winner is None
     assert _checks(alone) == {"min-improvement": False, "max-loss": False}
     assert "no model besides the baseline has a finite loss" in alone.gate.checks[0].detail
     assert verdict(alone) == "FAIL  no model besides the baseline has a finite loss"
     # next to a finite candidate, the finite one wins (NaN ranks last)
     good = constant(0.5, "good")
-    both = _compare([nan, good], data, baseline=base, min_improvement=0.4)
+    with pytest.warns(evalloss.EvallossWarning, match="NaN or Inf weights"):
+        both = _compare([nan, good], data, baseline=base, min_improvement=0.4)
     assert both.gate is not None and both.gate.passed and both.gate.winner == str(good)
     assert [m.name for m in both.models] == ["good", "base", "nan"]
 
 
 def test_nan_baseline_counts_as_infinity(constant, targets) -> None:  # type: ignore[no-untyped-def]
     base, cand = constant(float("nan"), "base"), constant(-0.25, "cand")
-    report = _compare(
-        [cand],
-        targets(TARGETS),
-        baseline=base,
-        min_improvement="50%",
-        require_significant=True,
-        max_loss=2.5,
-    )
+    with pytest.warns(evalloss.EvallossWarning, match="NaN or Inf weights"):
+        report = _compare(
+            [cand],
+            targets(TARGETS),
+            baseline=base,
+            min_improvement="50%",
+            require_significant=True,
+            max_loss=2.5,
+        )
     assert report.gate is not None
     assert _checks(report) == {
         "min-improvement": True,

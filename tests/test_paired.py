@@ -224,13 +224,14 @@ def test_nonfinite_baseline_gives_null_comparisons(write_csv, save) -> None:  # 
     bad = nets.mlp()
     with torch.no_grad():
         bad[2].bias.fill_(float("nan"))
-    report = evalloss.compare(
-        [save(nets.mlp(), "good")],
-        data=path,
-        model=net("mlp"),
-        loss="cross-entropy",
-        baseline=save(bad, "bad"),
-    )
+    with pytest.warns(evalloss.EvallossWarning, match="NaN or Inf weights"):
+        report = evalloss.compare(
+            [save(nets.mlp(), "good")],
+            data=path,
+            model=net("mlp"),
+            loss="cross-entropy",
+            baseline=save(bad, "bad"),
+        )
     good = report.to_dict()["models"][0]
     assert good["name"] == "good"
     assert good["vs_baseline"] == {
