@@ -82,7 +82,10 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     bad = []
     for name, tensor in sorted(tensors.items()):
         if tensor.is_floating_point() or tensor.is_complex():
-            count = int((~torch.isfinite(tensor)).sum())
+            try:
+                count = int((~torch.isfinite(tensor)).sum())
+            except (RuntimeError, TypeError):  # e.g. float8, which isfinite may not take
+                count = int((~torch.isfinite(tensor.to(torch.float32))).sum())
             if count:
                 bad.append(f"{name} ({count} of {tensor.numel()} values)")
     if bad:
