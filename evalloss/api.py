@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
 from .models import from_layers, from_spec, load_strict, parse_kwargs
+from .peritem import Taps
+from .provenance import collect as collect_provenance
 from .report import DataInfo, ModelResult, Report
 from .stats import PairedSum
 
@@ -62,6 +64,10 @@ def compare(
     min_improvement: float | str | gate.Threshold | None = None,
     max_loss: float | str | gate.Threshold | None = None,
     require_significant: bool = False,
+    per_item: PathLike | None = None,
+    plot: PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+    no_hash: bool = False,
 ) -> Report:
     """Evaluate every checkpoint over the whole data set and rank them by exact loss per item.
 
@@ -69,6 +75,11 @@ def compare(
     against it; ``min_improvement`` (``0.01`` or ``"2%"``), ``max_loss`` and
     ``require_significant`` make a promotion gate (`evalloss.gate`), returned as
     ``report.gate``: a failed gate is data, not an exception.
+
+    ``per_item``: also write every item's loss for every model to this .parquet/.csv file.
+    ``plot``: also draw the per-item loss distributions to this .png (needs matplotlib).
+    ``progress``: called with the number of rows after every batch (for a progress bar).
+    ``no_hash``: leave the files' sha256 out of ``report.provenance``.
     """
     batch_size = _check_batch_size(batch_size)
     rules = gate.rules(
@@ -81,6 +92,16 @@ def compare(
     if rules is not None and len(paths) == 1 and base == 0:
         raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
     plan = _plan(paths, data, loss, target, feature, no_header, device, precision)
+    if no_hash:
+        plan = replace(plan, dataset=replace(plan.dataset, checksum=False))
+    taps = Taps(
+        names=_unique_names([c.path for c in plan.checkpoints]),
+        targets=plan.dataset.targets,
+        integer_targets=plan.loss.classes,
+        per_item=per_item,
+        plot=plot,
+        progress=progress,
+    )
     kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
     accumulators = [
         Accumulator(
@@ -94,26 +115,29 @@ def compare(
     # model index -> its paired statistics against the baseline, fed batch by batch
     paired = {i: PairedSum() for i in range(len(paths)) if base is not None and i != base}
     items = 0
-    for block in plan.dataset.blocks(plan.dtype):
-        for start in range(0, len(block.features), batch_size):
-            x = block.features[start : start + batch_size]
-            y = block.targets[start : start + batch_size]
-            losses = []
-            for acc in accumulators:
-                try:
-                    losses.append(acc.feed(x, y, row=block.row + start))
-                except BadTarget as bad:
-                    raise plan.dataset.at(
-                        block, start + bad.row, plan.dataset.targets[bad.column], bad.why
-                    ) from None
-            if base is not None:
-                for i, pair in paired.items():
-                    pair.add(losses[i].numpy(), losses[base].numpy())
-        items += len(block.features)
-    report = _report(plan, accumulators, items, batch_size, base, paired)
-    if rules is None:
-        return report
-    return replace(report, gate=gate.evaluate(rules, report.models))
+    with taps:
+        for block in plan.dataset.blocks(plan.dtype):
+            for start in range(0, len(block.features), batch_size):
+                x = block.features[start : start + batch_size]
+                y = block.targets[start : start + batch_size]
+                losses = []
+                for acc in accumulators:
+                    try:
+                        losses.append(acc.feed(x, y, row=block.row + start))
+                    except BadTarget as bad:
+                        raise plan.dataset.at(
+                            block, start + bad.row, plan.dataset.targets[bad.column], bad.why
+                        ) from None
+                if base is not None:
+                    for i, pair in paired.items():
+                        pair.add(losses[i].numpy(), losses[base].numpy())
+                taps.batch(block.row + start, y, losses)
+            items += len(block.features)
+        report = _report(plan, accumulators, items, batch_size, base, paired)
+        if rules is not None:
+            report = replace(report, gate=gate.evaluate(rules, report.models))
+        taps.finish(report)
+    return report
 
 
 def _with_baseline(
@@ -299,6 +323,12 @@ def _report(
         world_size=1,
         models=models,
         has_baseline=base is not None,
+        provenance=collect_provenance(
+            checkpoints=[c.path for c in plan.checkpoints],
+            dataset=plan.dataset,
+            device=plan.device,
+            hashed=plan.dataset.checksum,
+        ),
     )
 
 

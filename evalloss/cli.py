@@ -251,6 +251,37 @@ def data_options(f: F) -> F:
     return f
 
 
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _progress(disabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A rows-per-second bar on stderr, only when stderr is a terminal; gone when done.
+
+    One bar per pass over the data (every model sees each batch), fed the rows of each batch.
+    Coloured unless NO_COLOR is set (https://no-color.org).
+    """
+    if disabled or not _stderr_is_tty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    colour = None if os.environ.get("NO_COLOR") else "green"
+    bar = tqdm(
+        desc="evalloss", unit=" rows", unit_scale=True, file=sys.stderr, leave=False,
+        dynamic_ncols=True, colour=colour,
+    )  # fmt: skip
+
+    def update(rows: int) -> None:
+        bar.update(rows)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
 @click.group(cls=EvallossGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="evalloss")
 def cli() -> None:
@@ -274,6 +305,27 @@ def cli() -> None:
     help="Rows per forward pass (throughput only; the figure does not depend on it). Default 4096.",
 )
 @gate_options
+@click.option(
+    "--per-item",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Also write every item's loss under every model to PATH (.parquet, .pq, .csv or "
+    ".tsv): row, target(s), one column per model. Streamed; written atomically.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Also draw the per-item loss distributions (and, with a baseline, the paired "
+    "differences with their 95% CI) to PATH (.png, .svg, .pdf). Needs: pip install "
+    "'evalloss[plot]'.",
+)
+@click.option(
+    "--no-hash",
+    is_flag=True,
+    help="Leave the sha256 of the checkpoints and data file out of the report's provenance "
+    "(hashing costs up to ~5% of a fast run).",
+)
 def compare(
     checkpoints: tuple[str, ...],
     fmt: str,
@@ -288,7 +340,8 @@ def compare(
     """
     from . import api, render
 
-    report = api.compare(checkpoints, **options)
+    with _progress(no_progress) as progress:
+        report = api.compare(checkpoints, progress=progress, **options)
     render.write(render.render(report, fmt), output)
     line = render.verdict(report) if report.gate is not None else None
     if line is not None and (fmt != "table" or output is not None):

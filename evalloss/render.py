@@ -341,13 +341,15 @@ def _markdown(report: Report) -> str:
 
 
 def _markdown_gate(report: Report) -> list[str]:
+    """The verdict line (PASS/FAIL in bold) and, under a gate, one bullet per check."""
+    line = verdict(report)
     gate = report.gate
-    if gate is None:
+    if line is None:
         return []
-    mark = "**gate passed**" if gate.passed else "**gate FAILED**"
-    head = f"{mark}: winner `{_md(gate.winner or '-')}`"
-    if gate.baseline:
-        head += f", baseline `{_md(gate.baseline)}`"
+    if gate is None:
+        return ["", _md(line)]
+    word, _, rest = line.partition("  ")
+    head = f"**{word}** {_md(rest)}" if rest else f"**{word}**"
     checks = [
         f"- {'pass' if c.passed else '**fail**'} {_md(c.rule)}: {_md(c.detail)}"
         for c in gate.checks

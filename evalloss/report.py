@@ -78,6 +78,20 @@ class DataInfo:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What the figures were computed from: file hashes, software, hardware."""
+
+    evalloss: str
+    python: str
+    torch: str
+    platform: str
+    device: str  # as used: cpu, cuda:0, mps
+    device_name: str  # the CPU or accelerator model
+    threads: int  # torch intra-op threads
+    sha256: dict[str, str] | None  # every file judged (checkpoints, data) -> hex sha256
+
+
+@dataclass(frozen=True)
 class Report:
     """What `compare` returns: every model ranked, and the gate verdict if one was asked."""
 
@@ -91,6 +105,7 @@ class Report:
     models: tuple[ModelResult, ...]
     gate: GateResult | None = None
     has_baseline: bool = field(default=False, repr=False)
+    provenance: Provenance | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON report: plain types, ``None`` for every non-finite number."""

@@ -120,7 +120,7 @@ def test_markdown_is_a_github_table_with_the_gate_verdict() -> None:
     assert all(len(row.replace("\\|", "").split("|")) == len(table[0].split("|")) for row in table)
     assert "`new\\|one`" in table[2] and "-0.125" in table[2] and "[-0.25, -0.0625]" in table[2]
     assert "`prod (baseline)`" in table[3]
-    assert "**gate passed**" in text and "min-improvement" in text
+    assert "**PASS** new\\|one beats baseline prod" in text and "- pass min-improvement" in text
     assert text.isascii()
 
 
@@ -135,7 +135,7 @@ def test_failed_gate_is_visible_in_markdown_and_table() -> None:
         (_model(1, "a", 0.5),),
         gate=GateResult(False, "runs/a.safetensors", None, (GateCheck("max-loss", False, "x"),)),
     )
-    assert "**gate FAILED**" in render.render(report, "markdown")
+    assert "**FAIL**" in render.render(report, "markdown")
     assert render.render(report, "table").endswith("\nFAIL  best model a; max-loss failed: x\n")
 
 

@@ -1,0 +1,252 @@
+"""Per-item losses leaving the pass: the ``--per-item`` export and the sample behind ``--plot``.
+
+`Export` streams every item's loss for every model to Parquet or CSV as the data is read:
+rows are buffered up to `FLUSH_ROWS`, then written as one Parquet row group or CSV chunk, so
+memory is bounded by the buffer, not the data. The file appears only when the pass completes
+(temp file in the same folder, then ``os.replace``), like ``-o``.
+
+`Sample` keeps a bounded, deterministic sample of items for the plot: every row gets a fixed
+pseudo-random key (a hash of its row number) and the `SAMPLE_ITEMS` rows with the smallest
+keys are kept, for all models at once, so paired differences stay paired. The sample does
+not depend on batch size, block size or the order blocks arrive in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import OptionError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+
+    from .report import Report
+
+SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
+FLUSH_ROWS = 65_536  # rows buffered before a write: one Parquet row group
+SAMPLE_ITEMS = 200_000  # items kept for the plot
+
+
+def check_single_process(option: str) -> None:
+    """Refuse under torchrun: each process sees only its shard of the items."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        raise OptionError(
+            f"not supported under torchrun (WORLD_SIZE={world}): every process sees only its "
+            "shard of the items; run in one process to export or plot per-item losses",
+            key=option,
+        )
+
+
+def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:
+    """Column names: ``row``, the targets, then one per model (``loss:NAME`` on a clash)."""
+    taken = {"row", *targets}
+    return ["row", *targets, *(f"loss:{n}" if n in taken else n for n in names)]
+
+
+def check_path(path: str | os.PathLike[str]) -> None:
+    """A usable ``--per-item`` path: a known suffix, an existing folder, one process."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=path, key="--per-item")
+    if not path.parent.is_dir():
+        raise OptionError(f"no such folder {path.parent}", path=path, key="--per-item")
+    check_single_process("--per-item")
+
+
+class Export:
+    """A streaming, atomic writer of per-item losses: ``row``, targets, one column per model."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], names: Sequence[str], targets: Sequence[str], *,
+        integer_targets: bool,
+    ) -> None:  # fmt: skip
+        check_path(path)
+        self.path = Path(path)
+        self.kind = SUFFIXES[self.path.suffix.lower()]
+        self.columns = columns(names, targets)
+        self.targets = len(targets)
+        self.integer_targets = integer_targets
+        self._buffer: list[tuple[int, npt.NDArray[Any], list[npt.NDArray[np.float64]]]] = []
+        self._buffered = 0
+        self._writer: Any = None
+        fd, tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
+        os.close(fd)
+        self._tmp = Path(tmp)
+
+    def add(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
+        """Items ``row`` .. ``row + n - 1``: targets (n, T) float64, one (n,) loss per model."""
+        self._buffer.append((row, targets.numpy(), [loss.numpy() for loss in losses]))
+        self._buffered += len(targets)
+        if self._buffered >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        if not self._buffer:
+            return
+        rows = np.concatenate(
+            [np.arange(r, r + len(t), dtype=np.int64) for r, t, _ in self._buffer]
+        )
+        targets = np.concatenate([t for _, t, _ in self._buffer])  # (n, T)
+        arrays = [pa.array(rows)]
+        for j in range(self.targets):
+            column = targets[:, j]
+            arrays.append(pa.array(column.astype(np.int64) if self.integer_targets else column))
+        models = len(self._buffer[0][2])
+        for k in range(models):
+            arrays.append(pa.array(np.concatenate([losses[k] for _, _, losses in self._buffer])))
+        table = pa.Table.from_arrays(arrays, names=self.columns)
+        self._buffer, self._buffered = [], 0
+        if self._writer is None:
+            self._writer = self._open(table.schema)
+        self._writer.write_table(table)
+
+    def _open(self, schema: Any) -> Any:
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        if self.kind == "parquet":
+            return pq.ParquetWriter(self._tmp, schema)
+        options = pacsv.WriteOptions(
+            delimiter="\t" if self.kind == "tsv" else ",", quoting_style="needed"
+        )
+        return pacsv.CSVWriter(str(self._tmp), schema, write_options=options)
+
+    def commit(self) -> None:
+        """Write what is buffered and put the file in place."""
+        try:
+            self._flush()
+            if self._writer is None:  # no items: an empty file with the header
+                import pyarrow as pa
+
+                schema = pa.schema([(c, pa.float64()) for c in self.columns])
+                self._writer = self._open(schema)
+            self._writer.close()
+            self._tmp.replace(self.path)
+        except OSError as exc:
+            self.abort()
+            raise OptionError(f"cannot write ({exc})", path=self.path, key="--per-item") from exc
+
+    def abort(self) -> None:
+        """Drop the partial file: nothing is left behind."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
+
+
+class Sample:
+    """A bounded, deterministic sample of items: their per-item loss under every model."""
+
+    def __init__(self, models: int, size: int = SAMPLE_ITEMS) -> None:
+        import numpy as np
+
+        self.size = size
+        self.seen = 0
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.losses = np.empty((0, models), dtype=np.float64)  # (kept, models)
+
+    def add(self, row: int, losses: Sequence[torch.Tensor]) -> None:
+        import numpy as np
+
+        n = len(losses[0])
+        self.seen += n
+        keys = _hash(np.arange(row, row + n, dtype=np.uint64))
+        block = np.stack([loss.numpy() for loss in losses], axis=1)  # (n, models)
+        self.keys = np.concatenate([self.keys, keys])
+        self.losses = np.concatenate([self.losses, block])
+        if len(self.keys) > 2 * self.size:
+            self._prune()
+
+    def _prune(self) -> None:
+        import numpy as np
+
+        if len(self.keys) > self.size:
+            keep = np.argpartition(self.keys, self.size)[: self.size]
+            self.keys, self.losses = self.keys[keep], self.losses[keep]
+
+    def values(self) -> npt.NDArray[np.float64]:
+        """The kept items' losses, (kept, models), at most ``size`` rows."""
+        self._prune()
+        return self.losses
+
+
+def _hash(rows: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """splitmix64 of each row number: a fixed, well-mixed key per row (wraps mod 2**64)."""
+    import numpy as np
+
+    z = rows + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class Taps:
+    """What watches the pass besides the models' sums: export, plot sample, progress.
+
+    Checked when made (before any model is built); ``with taps:`` opens the export and drops
+    it if the pass fails; `finish` puts the export in place and draws the plot.
+    """
+
+    def __init__(
+        self,
+        *,
+        names: Sequence[str],
+        targets: Sequence[str],
+        integer_targets: bool,
+        per_item: str | os.PathLike[str] | None = None,
+        plot: str | os.PathLike[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.names, self.targets, self.integer_targets = names, targets, integer_targets
+        self.per_item, self.plot, self.progress = per_item, plot, progress
+        if per_item is not None:
+            check_path(per_item)
+        if plot is not None:
+            from . import plot as plotting
+
+            plotting.check(plot)
+        self.export: Export | None = None
+        self.sample = Sample(len(names)) if plot is not None else None
+
+    def __enter__(self) -> Taps:
+        if self.per_item is not None:
+            self.export = Export(
+                self.per_item, self.names, self.targets, integer_targets=self.integer_targets
+            )
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if kind is not None and self.export is not None:
+            self.export.abort()
+
+    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
+        """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each."""
+        if self.export is not None:
+            self.export.add(row, targets, losses)
+        if self.sample is not None:
+            self.sample.add(row, losses)
+        if self.progress is not None:
+            self.progress(len(targets))
+
+    def finish(self, report: Report) -> None:
+        """Draw the plot, then put the export in place (last: a failed plot drops it)."""
+        if self.plot is not None and self.sample is not None:
+            from . import plot as plotting
+
+            plotting.draw(report, self.names, self.sample.values(), self.sample.seen, self.plot)
+        if self.export is not None:
+            self.export.commit()

@@ -1,0 +1,222 @@
+"""``--plot``: the per-item loss distribution of each model, and with a baseline the
+distribution of paired differences with the exact mean and its 95% CI marked.
+
+Needs the optional extra (``pip install 'evalloss[plot]'``: matplotlib). Drawn with the Agg
+canvas on a `Figure` object (no pyplot, no global state, no display needed), written
+atomically. The histograms come from `peritem.Sample` (up to 200,000 items, the same items
+for every model, so differences stay paired); the means, CIs and p-values printed on the
+figure are the report's exact figures over all items.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import OptionError
+from .peritem import check_single_process
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from .report import ModelResult, Report
+
+SUFFIXES = (".png", ".svg", ".pdf")
+INSTALL = "pip install 'evalloss[plot]'"
+
+
+def check(path: str | os.PathLike[str]) -> None:
+    """Fail before the pass, not after it: matplotlib installed, a known suffix, a folder."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=path, key="--plot")
+    if not path.parent.is_dir():
+        raise OptionError(f"no such folder {path.parent}", path=path, key="--plot")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise OptionError(f"needs matplotlib, which is not installed: {INSTALL}", key="--plot")
+    check_single_process("--plot")
+
+
+def draw(
+    report: Report,
+    names: Sequence[str],
+    values: npt.NDArray[np.float64],
+    seen: int,
+    path: str | os.PathLike[str],
+) -> None:
+    """Draw ``values`` (kept items, one column per name in ``names``) into ``path``."""
+    from matplotlib.figure import Figure
+
+    order = [names.index(m.name) for m in report.models]  # rank order
+    baseline = next((m for m in report.models if m.is_baseline), None)
+    rivals = [m for m in report.models if baseline is not None and not m.is_baseline]
+    paired = baseline is not None and bool(rivals)
+    fig = Figure(figsize=(13 if paired else 8, 5.2), layout="constrained")
+    if paired:
+        grid = fig.add_gridspec(2, 2, height_ratios=(3, 1.1), width_ratios=(1, 1))
+        _losses(fig.add_subplot(grid[:, 0]), report, names, values, order)
+        assert baseline is not None
+        base = values[:, names.index(baseline.name)]
+        diffs = {m.name: values[:, names.index(m.name)] - base for m in rivals}
+        _differences(fig.add_subplot(grid[0, 1]), rivals, baseline, diffs, _colours(report))
+        _intervals(fig.add_subplot(grid[1, 1]), rivals, _colours(report))
+    else:
+        _losses(fig.add_subplot(), report, names, values, order)
+    kept = len(values)
+    sampled = f"a sample of {kept:,} of {seen:,} items" if kept < seen else f"all {seen:,} items"
+    fig.suptitle(
+        f"evalloss: {report.loss} loss per item on {Path(report.data.path).name} ({sampled})",
+        fontsize=12,
+    )
+    _save(fig, Path(path))
+
+
+def _colours(report: Report) -> dict[str, Any]:
+    palette = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+        "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+    ]  # fmt: skip
+    colours: dict[str, Any] = {}
+    for i, m in enumerate(report.models):
+        colours[m.name] = "#444444" if m.is_baseline else palette[i % len(palette)]
+    return colours
+
+
+def _losses(
+    ax: Any,
+    report: Report,
+    names: Sequence[str],
+    values: npt.NDArray[np.float64],
+    order: Sequence[int],
+) -> None:
+    """Step histograms of each model's per-item loss (log x when the losses span decades)."""
+    import numpy as np
+
+    colours = _colours(report)
+    finite = values[np.isfinite(values).all(axis=1)]
+    log, bins = _bins(finite)
+    for index, model in zip(order, report.models, strict=True):
+        column = finite[:, index]
+        shown = np.clip(column, bins[0], bins[-1])
+        weights = np.full(len(shown), 100.0 / max(len(shown), 1))
+        mean = "-" if model.loss_per_item is None else f"{model.loss_per_item:.4g}"
+        label = f"#{model.rank} {model.name}{' (baseline)' if model.is_baseline else ''}: {mean}"
+        ax.hist(
+            shown, bins=bins, weights=weights, histtype="step", linewidth=1.8,
+            color=colours[model.name], label=label,
+        )  # fmt: skip
+        if model.loss_per_item is not None:
+            ax.axvline(model.loss_per_item, color=colours[model.name], linestyle="--", linewidth=1)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{report.loss} loss of one item" + (" (log scale)" if log else ""))
+    ax.set_ylabel("% of items")
+    ax.set_title("per-item loss; dashed: loss per item (the mean)", fontsize=10)
+    ax.legend(title="rank, model: loss per item", fontsize=8, title_fontsize=8, frameon=False)
+    ax.grid(alpha=0.25)
+
+
+def _bins(values: npt.NDArray[np.float64]) -> tuple[bool, npt.NDArray[np.float64]]:
+    """(log scale?, bin edges) covering the bulk of ``values``; the extremes go to end bins."""
+    import numpy as np
+
+    count = int(min(80, max(20, 3 * len(values) ** (1 / 3))))  # more items, finer bins
+    if values.size == 0:
+        return False, np.linspace(0.0, 1.0, count + 1)
+    low, high = float(np.min(values)), float(np.quantile(values, 0.999))
+    high = max(high, low + 1e-12)
+    positive = values[values > 0]
+    if low >= 0 and positive.size:
+        floor = float(np.quantile(positive, 0.005))
+        if floor > 0 and high / floor > 100:
+            return True, np.geomspace(floor, high, count + 1)
+    return False, np.linspace(low, high, count + 1)
+
+
+def _differences(
+    ax: Any,
+    rivals: Sequence[ModelResult],
+    baseline: ModelResult,
+    diffs: dict[str, npt.NDArray[np.float64]],
+    colours: dict[str, Any],
+) -> None:
+    """Histograms of loss_i(model) - loss_i(baseline): left of 0 the model does better."""
+    import numpy as np
+
+    pooled = np.concatenate([d[np.isfinite(d)] for d in diffs.values()])
+    if pooled.size == 0:
+        pooled = np.zeros(1)
+    edge = float(np.quantile(np.abs(pooled), 0.99)) or 1.0
+    count = int(min(80, max(20, 3 * len(pooled) ** (1 / 3))))
+    bins = np.linspace(-edge, edge, count + 1)
+    for m in rivals:
+        d = diffs[m.name]
+        d = np.clip(d[np.isfinite(d)], -edge, edge)
+        weights = np.full(len(d), 100.0 / max(len(d), 1))
+        ax.hist(
+            d, bins=bins, weights=weights, histtype="step", linewidth=1.8,
+            color=colours[m.name], label=m.name,
+        )  # fmt: skip
+        vs = m.vs_baseline
+        if vs is not None and vs.delta is not None:
+            ax.axvline(vs.delta, color=colours[m.name], linestyle="--", linewidth=1)
+        if vs is not None and vs.ci95 is not None:
+            ax.axvspan(*vs.ci95, color=colours[m.name], alpha=0.2, linewidth=0)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_title(
+        f"paired difference from the baseline {baseline.name}, item by item\n"
+        "left of 0: lower loss than the baseline; dashed: mean; band: its 95% CI",
+        fontsize=10,
+    )
+    ax.set_xlabel(f"loss(model) - loss({baseline.name}) for one item")
+    ax.set_ylabel("% of items")
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.25)
+
+
+def _intervals(ax: Any, rivals: Sequence[ModelResult], colours: dict[str, Any]) -> None:
+    """The exact mean difference of each model with its 95% CI, on a scale that shows it."""
+    notes = []
+    for y, m in enumerate(reversed(rivals)):
+        vs = m.vs_baseline
+        if vs is None or vs.delta is None:
+            continue
+        low, high = vs.ci95 if vs.ci95 is not None else (vs.delta, vs.delta)
+        ax.errorbar(
+            vs.delta, y, xerr=[[vs.delta - low], [high - vs.delta]], fmt="o",
+            color=colours[m.name], capsize=4, markersize=5,
+        )  # fmt: skip
+        p = "" if vs.p_value is None else f", p = {vs.p_value:.2g}"
+        wins = "" if vs.wins is None else f", lower on {vs.wins:.0%} of items"
+        notes.append((vs.delta, y, f"{vs.delta:+.4g} [{low:+.3g}, {high:+.3g}]{p}{wins}"))
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(range(len(rivals)), [m.name for m in reversed(rivals)], fontsize=9)
+    ax.set_ylim(-0.6, len(rivals) - 0.1)
+    lo, hi = ax.get_xlim()
+    for x, y, text in notes:  # above each point, leaning inwards so it stays inside
+        inside = "left" if x < (lo + hi) / 2 else "right"
+        ax.annotate(text, (x, y), xytext=(0, 7), textcoords="offset points", ha=inside, fontsize=8)
+    ax.set_xlabel("mean difference in loss per item with its 95% CI (exact, all items)")
+    ax.grid(alpha=0.25, axis="x")
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Write the figure atomically: complete or not at all."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lower().lstrip("."))
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise

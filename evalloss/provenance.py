@@ -1,0 +1,74 @@
+"""Provenance: what a report was computed from, so a verdict can be traced to exact files.
+
+The sha256 of every checkpoint and of the data file, and the software and hardware that ran.
+The data file is hashed during the pass that reads it (`Dataset.sha256`); checkpoints are
+hashed after loading, while their bytes are still in the page cache.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .chunks import sha256_of
+from .errors import CheckpointError
+from .report import Provenance
+
+if TYPE_CHECKING:
+    import torch
+
+    from .data import Dataset
+
+
+def collect(
+    *,
+    checkpoints: Sequence[str],
+    dataset: Dataset,
+    device: torch.device,
+    hashed: bool = True,
+) -> Provenance:
+    """The provenance of a run over ``dataset`` with ``checkpoints`` on ``device``."""
+    import torch
+
+    sha256: dict[str, str] | None = None
+    if hashed:
+        sha256 = {dataset.path: dataset.sha256()}
+        for path in checkpoints:
+            sha256[path] = _checkpoint_sha256(path)
+    return Provenance(
+        evalloss=__version__,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        platform=platform.platform(terse=True),
+        device=str(device),
+        device_name=_device_name(device),
+        threads=torch.get_num_threads(),
+        sha256=sha256,
+    )
+
+
+def _checkpoint_sha256(path: str) -> str:
+    try:
+        return sha256_of(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read to hash it ({exc.strerror or exc})", path=path) from exc
+
+
+def _device_name(device: torch.device) -> str:
+    """The accelerator's or CPU's model name, as the machine reports it."""
+    import torch
+
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    if device.type == "mps":
+        return "Apple MPS"
+    cpuinfo = Path("/proc/cpuinfo")
+    if sys.platform.startswith("linux") and cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"

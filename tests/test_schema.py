@@ -1,0 +1,81 @@
+"""docs/report-schema.json describes the real report: checked against reports made here."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+import evalloss
+from evalloss.report import Comparison, GateCheck, GateResult
+from tests.conftest import run
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "checkpoints"
+CKPTS = [EXAMPLE / f"{n}.safetensors" for n in ("bs10", "bs50", "barely")]
+ARGS = [*CKPTS, "--data", EXAMPLE / "train.csv", "--model", EXAMPLE / "model.py:Net"]
+SCHEMA = json.loads((ROOT / "docs" / "report-schema.json").read_text())
+HINT = "the report changed: update docs/report-schema.json"
+
+
+def _check(document: Any) -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(document), key=str)
+    assert not errors, f"{HINT}: " + "; ".join(e.message for e in errors)
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-hash"]])
+def test_a_real_report_matches_the_schema(extra: list[str]) -> None:
+    result = run("compare", *ARGS, "--format", "json", *extra)
+    assert result.exit_code == 0, result.stderr
+    _check(json.loads(result.stdout))
+
+
+def test_a_real_report_with_a_baseline_matches_the_schema() -> None:
+    if "baseline" not in inspect.signature(evalloss.compare).parameters:
+        pytest.skip("compare has no baseline yet (issue 5)")
+    result = run("compare", *ARGS, "--baseline", CKPTS[1], "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert any(m.get("vs_baseline") for m in document["models"])
+    _check(document)
+
+
+def test_a_report_with_baseline_and_gate_fields_matches_the_schema() -> None:
+    """Every optional part filled, non-finite figures included (they become null)."""
+    report = evalloss.compare(
+        CKPTS, data=EXAMPLE / "train.csv", model=str(EXAMPLE / "model.py:Net")
+    )
+    vs = Comparison(-0.01, -0.02, (-0.02, 0.0), 0.04, 0.6)
+    models = (
+        dataclasses.replace(report.models[0], vs_baseline=vs),
+        dataclasses.replace(report.models[1], is_baseline=True),
+        dataclasses.replace(
+            report.models[2],
+            loss_per_item=float("nan"),
+            vs_baseline=Comparison(None, None, None, None, None),
+        ),
+    )
+    gate = GateResult(
+        True, str(CKPTS[0]), str(CKPTS[1]), (GateCheck("min-improvement", True, "ok"),)
+    )
+    document = dataclasses.replace(report, models=models, has_baseline=True, gate=gate).to_dict()
+    assert document["models"][2]["loss_per_item"] is None
+    _check(document)
+
+
+def test_the_schema_rejects_what_it_should() -> None:
+    """The schema is not vacuous: an unknown key, a NaN-as-string, a missing field all fail."""
+    good = json.loads(run("compare", *ARGS, "--format", "json").stdout)
+    for broken in (
+        {**good, "surprise": 1},
+        {**good, "models": [{**good["models"][0], "loss_per_item": "NaN"}]},
+        {k: v for k, v in good.items() if k != "provenance"},
+        {**good, "provenance": {**good["provenance"], "sha256": {"x": "not-a-hash"}}},
+    ):
+        assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(broken))
