@@ -377,7 +377,8 @@ def explain(
     """
     from . import explainer, render
 
-    report = explainer.explain(checkpoint, **options)
+    with _progress(no_progress) as progress:
+        report = explainer.explain(checkpoint, progress=progress, **options)
     render.write(render.render_explain(report, fmt), output)
 
 

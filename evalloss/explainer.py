@@ -9,7 +9,7 @@ forward batch size is only a throughput knob: the rows do not depend on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
@@ -36,11 +36,13 @@ def explain(
     no_header: bool = False,
     device: str = "auto",
     precision: str = "float32",
+    progress: Callable[[int], None] | None = None,
 ) -> ExplainReport:
     """What a training log would print at each batch size, against the exact loss.
 
     ``batch_sizes``: the batch sizes to show (one int or several; default 1, 10, 32, 64, 256),
     in the order given, duplicates dropped. The model is evaluated once over the whole data set.
+    ``progress``: called with the number of rows after every batch (for a progress bar).
     """
     sizes = _check_batch_sizes(batch_sizes)
     plan = _plan([checkpoint], data, loss, target, feature, no_header, device, precision)
@@ -58,6 +60,8 @@ def explain(
             except BadTarget as bad:
                 column = plan.dataset.targets[bad.column]
                 raise plan.dataset.at(block, start + bad.row, column, bad.why) from None
+            if progress is not None:
+                progress(len(x))
             if acc.nonfinite:
                 continue  # a non-finite item makes every figure undefined; keep counting
             values = losses.tolist()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import re
 from pathlib import Path
 from types import ModuleType
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
 from evalloss.cli import cli
@@ -81,3 +84,36 @@ def test_the_check_mode_reports_a_stale_file(tmp_path: Path, monkeypatch) -> Non
     assert gen_cli.main(["--check"]) == 1
     assert gen_cli.main([]) == 0
     assert gen_cli.main(["--check"]) == 0
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_training_script_in_api_md_runs_and_prints_the_exact_loss(
+    tmp_path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(_python_blocks((DOCS / "api.md").read_text())[0], namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["epoch 0", "epoch 1", "epoch 2"]
+    model, holdout = namespace["model"], namespace["holdout"]
+    assert isinstance(model, torch.nn.Module)
+    with torch.no_grad():  # independent: float64 per-item losses, summed with fsum
+        losses = [
+            v
+            for inputs, targets in holdout  # type: ignore[attr-defined]
+            for v in torch.nn.functional.cross_entropy(
+                model.double()(inputs.double()), targets, reduction="none"
+            ).tolist()
+        ]
+    assert f"holdout loss per item {math.fsum(losses) / len(losses):.4f}" in printed[-1]
+    assert "over 200 items" in printed[-1]
+    assert (tmp_path / "run1.safetensors").is_file()
+
+
+def test_relative_links_in_the_docs_resolve() -> None:
+    for page in [*DOCS.glob("*.md"), DOCS.parent / "README.md"]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"

@@ -97,3 +97,20 @@ def test_no_hash_leaves_the_hashes_out_and_nothing_else() -> None:
             model.pop("seconds")
         document["provenance"].pop("sha256")
     assert hashed == bare
+
+
+def test_explain_has_the_progress_bar_too(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(cli, "_stderr_is_tty", lambda: True)
+    bars: list[tqdm.tqdm] = []  # type: ignore[type-arg]
+
+    class Bar(tqdm.tqdm):  # type: ignore[type-arg]
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    args = [CKPTS[0], "--data", EXAMPLE / "train.csv"]
+    shown = run("explain", *args)
+    assert shown.exit_code == 0, shown.stderr
+    assert [b.n for b in bars] == [600]
+    assert run("explain", *args, "--no-progress").stdout == shown.stdout
