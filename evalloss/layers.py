@@ -287,7 +287,21 @@ def build(spec: Spec, path: str | None = None) -> nn.Sequential:
                 raise ModelError(
                     f"layer {i} ({name}): cannot build it ({exc})", path=path, key=KEY
                 ) from exc
+    for layer in layers:
+        if isinstance(layer, nn.Embedding):
+            layer.register_forward_pre_hook(_as_indices)
     return nn.Sequential(*layers)
+
+
+def _as_indices(layer: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Features arrive as floats; an Embedding takes them as indices if they are whole numbers."""
+    x = args[0]
+    if not x.is_floating_point():
+        return args
+    indices = x.long()
+    if not bool((indices.to(x.dtype) == x).all()):
+        raise ValueError("Embedding takes whole-number features (indices); got fractions")
+    return (indices, *args[1:])
 
 
 # Attributes that change what a layer computes but that no spec can express: a layer whose

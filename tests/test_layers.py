@@ -413,3 +413,77 @@ def test_cross_entropy_oracle_is_independent() -> None:
     want = F.cross_entropy(x.double(), y, reduction="sum").item()
     assert _oracle_sum(module, x, y) == pytest.approx(want, rel=1e-12)
     assert want == pytest.approx(math.log(2) + math.log(1 + math.e), rel=1e-12)
+
+
+def test_no_file_content_can_reach_an_importer(write_csv, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With importlib and torch.hub booby-trapped, hostile files still end in exit 2."""
+    import importlib
+
+    import evalloss.api
+    import evalloss.checkpoints
+    import evalloss.layers
+    import evalloss.models  # noqa: F401 - loaded before the traps are set
+
+    calls: list[object] = []
+
+    def trap(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise AssertionError(f"called with {args!r}")
+
+    monkeypatch.setattr(importlib, "import_module", trap)
+    monkeypatch.setattr(importlib.util, "spec_from_file_location", trap)
+    monkeypatch.setattr(torch.hub, "load", trap)
+    path = write_csv([[1, 2, 3, 0]], ["a", "b", "c", "y"])
+    for i, metadata in enumerate(
+        [
+            {"evalloss.layers": json.dumps([["torch.hub.load", {}]])},
+            {"evalloss.layers": json.dumps([["tests.boom:Boom", {}]])},
+            {"evalloss.model": "tests.boom:Boom"},
+            {"evalloss.model": "os:system", "evalloss.target": "__import__('os')"},
+        ]
+    ):
+        ckpt = _with_metadata(
+            nn.Linear(3, 3), tmp_path / f"h{i}.safetensors", **metadata, **{"evalloss.loss": "mse"}
+        )
+        result = run("compare", ckpt, "--data", path)
+        assert result.exit_code == 2, result.stderr
+        assert "Traceback" not in result.stderr
+    assert calls == []
+    result = run(
+        "compare", tmp_path / "h2.safetensors", "--data", path, "--model", "tests.boom:Boom"
+    )
+    assert calls == [("tests.boom",)]  # the trap works: a --model the user types is imported
+
+
+@pytest.mark.parametrize("module", ["checkpoints.py", "layers.py"])
+def test_the_trust_boundary_modules_hold_no_importer(module: str) -> None:
+    """No importer, evaluator, hub or unpickler in the code that reads files (docstrings aside)."""
+    import ast
+
+    tree = ast.parse((ROOT / "evalloss" / module).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            assert not {"importlib", "pickle", "builtins"} & {n.split(".")[0] for n in names}
+        elif isinstance(node, ast.Name):
+            assert node.id not in ("eval", "exec", "compile", "__import__"), node.id
+        elif isinstance(node, ast.Attribute):
+            assert node.attr not in ("hub", "import_module", "load"), node.attr
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr":
+            assert getattr(node.args[0], "id", None) not in ("nn", "torch", "torch.nn")
+
+
+def test_embedding_spec_takes_whole_number_features_as_indices(write_csv, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Embedding(6, 4), nn.Flatten(), nn.Linear(8, 3))
+    ckpt = tmp_path / "emb.safetensors"
+    evalloss.save(module, ckpt, loss="cross-entropy", target="y")
+    rows = [[0, 5, 1], [3, 3, 2], [1, 0, 0], [5, 2, 1]]
+    path = write_csv(rows, ["a", "b", "y"])
+    x = torch.tensor([r[:2] for r in rows])
+    y = torch.tensor([r[2] for r in rows])
+    report = evalloss.compare([ckpt], data=path)
+    assert report.models[0].loss_sum == pytest.approx(_oracle_sum(module, x, y), rel=1e-6)
+    fractions = write_csv([[0.5, 1, 0]], ["a", "b", "y"], name="f.csv")
+    result = run("compare", ckpt, "--data", fractions)
+    assert result.exit_code == 2 and "Embedding takes whole-number features" in result.stderr
