@@ -338,12 +338,10 @@ def test_cli_explain_takes_one_checkpoint(article, save) -> None:  # type: ignor
 
 def test_cli_on_the_shipped_example() -> None:
     ckpt, data = EXAMPLE / "bs10.safetensors", EXAMPLE / "train.csv"
-    model = str(EXAMPLE / "model.py:Net") if (EXAMPLE / "model.py").exists() else None
-    args = ["--model", model] if model else []
-    result = run("explain", ckpt, "--data", data, *args, "--format", "json")
+    result = run("explain", ckpt, "--data", data, "--format", "json")  # no --model: self-described
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    report = evalloss.compare([ckpt], data=data, model=model)
+    report = evalloss.compare([ckpt], data=data)
     assert doc["loss_sum"] == report.models[0].loss_sum and doc["items"] == 600
     rows = {r["batch_size"]: r for r in doc["rows"]}
     assert set(rows) == {1, 10, 32, 64, 256}
@@ -381,8 +379,6 @@ def test_docs_why_shows_the_real_output(monkeypatch) -> None:  # type: ignore[no
     assert len(runs) == 2
     monkeypatch.chdir(ROOT)
     for command, pasted in runs:
-        if "model.py" in command and not (EXAMPLE / "model.py").exists():  # issue 4's new example
-            pytest.skip("docs/why.md still runs the example with --model: update it")
         result = run(*shlex.split(command)[1:])
         assert result.exit_code == 0, result.stderr
         assert result.stdout == pasted, f"docs/why.md is out of step: paste the output of {command}"
