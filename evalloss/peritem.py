@@ -34,6 +34,14 @@ FLUSH_ROWS = 65_536  # rows buffered before a write: one Parquet row group
 SAMPLE_ITEMS = 200_000  # items kept for the plot
 
 
+def place(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` (a 0600 mkstemp file) the usual permissions, then put it at ``target``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp.chmod(0o666 & ~mask)
+    tmp.replace(target)
+
+
 def check_single_process(option: str) -> None:
     """Refuse under torchrun: each process sees only its shard of the items."""
     world = os.environ.get("WORLD_SIZE", "1")
@@ -134,7 +142,7 @@ class Export:
                 schema = pa.schema([(c, pa.float64()) for c in self.columns])
                 self._writer = self._open(schema)
             self._writer.close()
-            self._tmp.replace(self.path)
+            place(self._tmp, self.path)
         except OSError as exc:
             self.abort()
             raise OptionError(f"cannot write ({exc})", path=self.path, key="--per-item") from exc

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError
-from .peritem import check_single_process
+from .peritem import check_single_process, place
 
 if TYPE_CHECKING:
     import numpy as np
@@ -103,12 +103,12 @@ def _losses(
     log, bins = _bins(finite)
     for index, model in zip(order, report.models, strict=True):
         column = finite[:, index]
-        shown = np.clip(column, bins[0], bins[-1])
-        weights = np.full(len(shown), 100.0 / max(len(shown), 1))
+        weights = np.full(len(column), 100.0 / max(len(column), 1))
         mean = "-" if model.loss_per_item is None else f"{model.loss_per_item:.4g}"
         label = f"#{model.rank} {model.name}{' (baseline)' if model.is_baseline else ''}: {mean}"
+        label += _off_axis(column, bins)
         ax.hist(
-            shown, bins=bins, weights=weights, histtype="step", linewidth=1.8,
+            column, bins=bins, weights=weights, histtype="step", linewidth=1.8,
             color=colours[model.name], label=label,
         )  # fmt: skip
         if model.loss_per_item is not None:
@@ -123,7 +123,7 @@ def _losses(
 
 
 def _bins(values: npt.NDArray[np.float64]) -> tuple[bool, npt.NDArray[np.float64]]:
-    """(log scale?, bin edges) covering the bulk of ``values``; the extremes go to end bins."""
+    """(log scale?, bin edges) covering the bulk of ``values`` (the rest is counted off-axis)."""
     import numpy as np
 
     count = int(min(80, max(20, 3 * len(values) ** (1 / 3))))  # more items, finer bins
@@ -133,10 +133,18 @@ def _bins(values: npt.NDArray[np.float64]) -> tuple[bool, npt.NDArray[np.float64
     high = max(high, low + 1e-12)
     positive = values[values > 0]
     if low >= 0 and positive.size:
-        floor = float(np.quantile(positive, 0.005))
+        floor = float(np.quantile(positive, 0.001))
         if floor > 0 and high / floor > 100:
             return True, np.geomspace(floor, high, count + 1)
     return False, np.linspace(low, high, count + 1)
+
+
+def _off_axis(values: npt.NDArray[np.float64], bins: npt.NDArray[np.float64]) -> str:
+    """A legend note for the share of ``values`` outside the drawn range, if it shows."""
+    if values.size == 0:
+        return ""
+    share = float(((values < bins[0]) | (values > bins[-1])).mean())
+    return f" ({share:.1%} off the axis)" if share >= 0.0005 else ""
 
 
 def _differences(
@@ -152,16 +160,16 @@ def _differences(
     pooled = np.concatenate([d[np.isfinite(d)] for d in diffs.values()])
     if pooled.size == 0:
         pooled = np.zeros(1)
-    edge = float(np.quantile(np.abs(pooled), 0.99)) or 1.0
+    edge = float(np.quantile(np.abs(pooled), 0.995)) or 1.0
     count = int(min(80, max(20, 3 * len(pooled) ** (1 / 3))))
     bins = np.linspace(-edge, edge, count + 1)
     for m in rivals:
         d = diffs[m.name]
-        d = np.clip(d[np.isfinite(d)], -edge, edge)
+        d = d[np.isfinite(d)]
         weights = np.full(len(d), 100.0 / max(len(d), 1))
         ax.hist(
             d, bins=bins, weights=weights, histtype="step", linewidth=1.8,
-            color=colours[m.name], label=m.name,
+            color=colours[m.name], label=m.name + _off_axis(d, bins),
         )  # fmt: skip
         vs = m.vs_baseline
         if vs is not None and vs.delta is not None:
@@ -192,7 +200,7 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], colours: dict[str, Any]) 
             vs.delta, y, xerr=[[vs.delta - low], [high - vs.delta]], fmt="o",
             color=colours[m.name], capsize=4, markersize=5,
         )  # fmt: skip
-        p = "" if vs.p_value is None else f", p = {vs.p_value:.2g}"
+        p = "" if vs.p_value is None else f", p {_p(vs.p_value)}"
         wins = "" if vs.wins is None else f", lower on {vs.wins:.0%} of items"
         notes.append((vs.delta, y, f"{vs.delta:+.4g} [{low:+.3g}, {high:+.3g}]{p}{wins}"))
     ax.axvline(0, color="black", linewidth=1)
@@ -206,6 +214,11 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], colours: dict[str, Any]) 
     ax.grid(alpha=0.25, axis="x")
 
 
+def _p(value: float) -> str:
+    """``= 0.03``; below double precision's resolution, ``< 1e-15`` (not a misleading 0)."""
+    return "< 1e-15" if value < 1e-15 else f"= {value:.2g}"
+
+
 def _save(fig: Any, path: Path) -> None:
     """Write the figure atomically: complete or not at all."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -215,7 +228,7 @@ def _save(fig: Any, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, format=path.suffix.lower().lstrip("."))
-        Path(tmp).replace(path)
+        place(Path(tmp), path)
     except BaseException:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -68,6 +69,9 @@ def test_per_item_has_every_items_loss_under_every_model(write_csv, save, tmp_pa
         assert got == pytest.approx(_oracle(model, x, y), rel=1e-12, abs=1e-15)
         assert math.fsum(got) == pytest.approx(sums[f"m{i}"], rel=1e-12)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # as any new file, not mkstemp's 0600
 
 
 def test_export_streams_in_bounded_chunks(write_csv, save, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ def test_plot_writes_a_png_and_the_report_is_unchanged(tmp_path: Path) -> None:
     assert result.stdout == run("compare", *ARGS).stdout
     assert out.read_bytes().startswith(PNG) and out.stat().st_size > 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["losses.png"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # as any new file, not mkstemp's 0600
 
 
 def test_plot_with_a_baseline_draws_the_paired_panels(tmp_path: Path) -> None:
