@@ -96,12 +96,15 @@ def test_rows_equal_the_plain_python_oracle_for_any_chunking(
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
-@given(st.integers(1, 30), st.integers(1, 12), st.randoms(use_true_random=False))
+@given(st.integers(1, 30), st.integers(1, 12), st.integers(1, 64), st.data())
 def test_normalized_sum_is_exact_when_the_batch_size_divides_the_items(
-    size: int, batches: int, rnd: random.Random
+    size: int, batches: int, chunk: int, data: st.DataObject
 ) -> None:
-    values = [rnd.uniform(0, 10) ** rnd.choice((1, 3)) for _ in range(size * batches)]
-    g = grouped(values, size, rnd.randint(1, 64))
+    # losses are >= 0; subnormals are left out: dividing one by the batch size loses its digits
+    item = st.floats(min_value=0, max_value=1e6, allow_subnormal=False)
+    n = size * batches
+    values = data.draw(st.lists(item, min_size=n, max_size=n), label="item losses")
+    g = grouped(values, size, chunk)
     per_item = math.fsum(values) / len(values)
     assert g.last_batch == size
     assert math.isclose(g.normalized_sum / len(values), per_item, rel_tol=1e-12)
