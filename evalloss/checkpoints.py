@@ -247,7 +247,7 @@ def save(
     ``compare`` needs no ``--model``; any other module gets ``evalloss.model``, the import
     path of its class (shown to users, never imported). The file is written atomically.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as to_bytes
 
     from .layers import describe
     from .losses import NAMES
@@ -267,13 +267,23 @@ def save(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_sorted_metadata(to_bytes(tensors, metadata=metadata)))
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _sorted_metadata(raw: bytes) -> bytes:
+    """The same file with its metadata keys sorted, so that a save is byte-for-byte repeatable."""
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as the library does
+    return struct.pack("<Q", len(text)) + text + raw[8 + length :]
 
 
 def _import_path(cls: type) -> str:

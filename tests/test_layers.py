@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 
 import pytest
@@ -487,3 +488,21 @@ def test_embedding_spec_takes_whole_number_features_as_indices(write_csv, tmp_pa
     fractions = write_csv([[0.5, 1, 0]], ["a", "b", "y"], name="f.csv")
     result = run("compare", ckpt, "--data", fractions)
     assert result.exit_code == 2 and "Embedding takes whole-number features" in result.stderr
+
+
+def test_save_is_repeatable_byte_for_byte(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(3, 2), nn.Tanh())
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for path in (a, b):
+        evalloss.save(module, path, loss="mse", target=["größe", "t2"])
+    assert a.read_bytes() == b.read_bytes()
+    (length,) = struct.unpack("<Q", a.read_bytes()[:8])
+    assert length % 8 == 0
+    metadata = json.loads(a.read_bytes()[8 : 8 + length])["__metadata__"]
+    assert list(metadata) == sorted(metadata)
+    with safe_open(str(a), "pt") as f:
+        assert f.metadata()["evalloss.target"] == "größe,t2"
+        assert torch.equal(f.get_tensor("0.weight"), module[0].weight.detach())
