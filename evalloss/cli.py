@@ -310,7 +310,8 @@ def cli() -> None:
     type=click.Path(dir_okay=False),
     metavar="PATH",
     help="Also write every item's loss under every model to PATH (.parquet, .pq, .csv or "
-    ".tsv): row, target(s), one column per model. Streamed; written atomically.",
+    ".tsv): row, target(s), one column per model. Streamed; written atomically; one "
+    "process only (refused under torchrun).",
 )
 @click.option(
     "--plot",

@@ -337,7 +337,24 @@ def _markdown(report: Report) -> str:
         table,
     ]
     lines += _markdown_gate(report)
+    lines += _markdown_provenance(report)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_provenance(report: Report) -> list[str]:
+    """A small footer: what ran, and the data file's hash (the JSON report has them all)."""
+    p = report.provenance
+    if p is None:
+        return []
+    text = (
+        f"evalloss {p.evalloss}, torch {p.torch}, Python {p.python} on {p.device} "
+        f"({p.device_name}), {p.threads} threads"
+    )
+    text = _md(text)
+    data = (p.sha256 or {}).get(report.data.path)
+    if data:
+        text += f"; data sha256 `{data[:16]}`"
+    return ["", f"<sub>{text}</sub>"]
 
 
 def _markdown_gate(report: Report) -> list[str]:
@@ -366,8 +383,13 @@ def _md(text: str) -> str:
 
 
 def _csv(report: Report) -> str:
-    """One row per model, in rank order; nested JSON fields flattened with dots."""
+    """One row per model, in rank order; nested JSON fields flattened with dots, then the
+    checkpoint's sha256 (from the provenance) when the files were hashed."""
+    hashes = (report.provenance.sha256 if report.provenance else None) or {}
     rows = [_flatten(m) for m in report.to_dict()["models"]]
+    if hashes:
+        for row in rows:
+            row["sha256"] = hashes.get(row["path"])
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]

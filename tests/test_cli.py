@@ -183,4 +183,14 @@ def test_import_and_help_load_no_heavy_module(args: list[str]) -> None:
         if "|" in line
     }
     assert "evalloss" in imported or args[0] == "-c"
-    assert not imported & {"torch", "pyarrow", "numpy", "scipy", "safetensors", "tabulate"}
+    assert not imported & {
+        "torch",
+        "pyarrow",
+        "numpy",
+        "scipy",
+        "safetensors",
+        "tabulate",
+        "tqdm",
+        "matplotlib",
+        "jsonschema",
+    }

@@ -114,3 +114,19 @@ def test_explain_has_the_progress_bar_too(monkeypatch) -> None:  # type: ignore[
     assert shown.exit_code == 0, shown.stderr
     assert [b.n for b in bars] == [600]
     assert run("explain", *args, "--no-progress").stdout == shown.stdout
+
+
+def test_csv_rows_carry_each_checkpoints_sha256_and_markdown_a_footer() -> None:
+    rows = run("compare", *ARGS, "--format", "csv").stdout.splitlines()
+    header = rows[0].split(",")
+    assert header[-1] == "sha256"
+    by_path = {r.split(",")[header.index("path")]: r.split(",")[-1] for r in rows[1:]}
+    assert by_path == {str(p): _sha256(p) for p in CKPTS}
+    assert (
+        run("compare", *ARGS, "--format", "csv", "--no-hash").stdout.splitlines()[0].split(",")[-1]
+        == "seconds"
+    )
+    markdown = run("compare", *ARGS, "--format", "markdown").stdout
+    footer = markdown.rstrip().splitlines()[-1]
+    assert footer.startswith("<sub>evalloss ") and footer.endswith("</sub>")
+    assert f"data sha256 `{_sha256(EXAMPLE / 'train.csv')[:16]}`" in footer
