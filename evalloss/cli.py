@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -33,8 +34,16 @@ class GateFailed(Exception):  # noqa: N818 - a verdict, not an error
     """Raised by a command after printing its report when the promotion gate failed."""
 
 
-class _Terminated(Exception):  # noqa: N818
-    pass
+class _Terminated(BaseException):  # like KeyboardInterrupt: no `except Exception` catches it
+    """SIGTERM arrived."""
+
+
+class _Interrupted(BaseException):
+    """SIGINT (KeyboardInterrupt) arrived while a command ran."""
+
+
+class _PipeClosed(BaseException):
+    """stdout's reader went away (EPIPE)."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -67,10 +76,21 @@ def _warnings_as_lines() -> Iterator[None]:
 class EvallossGroup(click.Group):
     """Maps every outcome to the documented exit code, so CliRunner sees the real codes."""
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command. Ctrl-C and a closed pipe leave as our own exceptions, past click's
+        handlers (which would print a blank line for Ctrl-C and exit 1 on EPIPE)."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _PipeClosed from exc
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
+
     def main(self, args: Sequence[str] | None = None, **extra: Any) -> Any:  # type: ignore[override]
         if extra.get("standalone_mode") is False:  # a caller that wants exceptions back
             return super().main(args, **extra)
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             super().main(args, standalone_mode=False, **extra)
             code = EXIT_OK
@@ -85,13 +105,13 @@ class EvallossGroup(click.Group):
             code = EXIT_USAGE
         except GateFailed:
             code = EXIT_GATE
-        except (click.Abort, KeyboardInterrupt):
-            _error("interrupted")
+        except (click.Abort, KeyboardInterrupt, _Interrupted):
+            _error("interrupted (SIGINT); no report written")
             code = EXIT_SIGINT
         except _Terminated:
-            _error("terminated")
+            _error("terminated (SIGTERM); no report written")
             code = EXIT_SIGTERM
-        except BrokenPipeError:
+        except (BrokenPipeError, _PipeClosed):
             _quiet_stdout()
             code = EXIT_PIPE
         except click.exceptions.Exit as exc:  # --help, --version
@@ -101,7 +121,8 @@ class EvallossGroup(click.Group):
             _error(f"internal error in evalloss {__version__}: please report it with the above")
             code = EXIT_BUG
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if main_thread:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         sys.exit(code)
 
 
@@ -341,6 +362,7 @@ def compare(
     """
     from . import api, render
 
+    render.check_output(output, _inputs(checkpoints, options))
     with _progress(no_progress) as progress:
         report = api.compare(checkpoints, progress=progress, **options)
     render.write(render.render(report, fmt), output)
@@ -378,9 +400,17 @@ def explain(
     """
     from . import explainer, render
 
+    render.check_output(output, _inputs([checkpoint], options))
     with _progress(no_progress) as progress:
         report = explainer.explain(checkpoint, progress=progress, **options)
     render.write(render.render_explain(report, fmt), output)
+
+
+def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:
+    """Every file a command reads, so that ``--output`` can never overwrite one of them."""
+    model = options.get("model")
+    model_file = model.rpartition(":")[0] if model else None
+    return [*checkpoints, options.get("baseline"), options.get("data"), model_file]
 
 
 def main() -> None:

@@ -14,10 +14,12 @@ the line, column and value to report.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 TSV_SUFFIXES = (".tsv", ".tab")
 BLOCK_BYTES = 1 << 20  # pyarrow's parse block (threads split a range into these)
 BLOCK_ROWS = 65_536  # Parquet rows per block
+MAX_HEADER_BYTES = 64 << 20  # a longer first line is not a header (and is not read whole)
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ class Dataset:
         try:
             for line, record in self._records(offset):
                 if len(record) != len(self.columns):
-                    return DataError(
+                    return _unclosed_quote(self.path, line, record) or DataError(
                         f"expected {len(self.columns)} fields, found {len(record)}",
                         path=self.path,
                         line=line,
@@ -188,11 +191,17 @@ class Dataset:
                 for i, column in wanted.items():
                     problem = _cell_problem(record[i])
                     if problem:
-                        return DataError(problem, path=self.path, line=line, key=column)
+                        return _unclosed_quote(self.path, line, [record[i]]) or DataError(
+                            problem, path=self.path, line=line, key=column
+                        )
         except UnicodeDecodeError as exc:
-            return DataError(f"not valid UTF-8 text ({exc.reason})", path=self.path)
+            return _unreadable(self.path, self.delimiter) or DataError(
+                f"not valid UTF-8 text ({exc.reason})", path=self.path
+            )
         except csv.Error as exc:
-            return DataError(f"malformed CSV ({exc})", path=self.path)
+            return _unreadable(self.path, self.delimiter) or DataError(
+                f"malformed CSV ({exc})", path=self.path
+            )
         return DataError(f"cannot parse ({arrow_message})", path=self.path)
 
     def _records(self, offset: int = 0) -> Iterator[tuple[int, list[str]]]:
@@ -326,8 +335,9 @@ def open_data(
         raise DataError("duplicate column name", path=path, line=1, key=dup)
     targets = tuple(target) or columns[-1:]
     features = tuple(feature) or tuple(c for c in columns if c not in targets)
+    known = set(columns)  # a set: a file may have 100k+ columns
     for name in (*targets, *features):
-        if name not in columns:
+        if name not in known:
             raise DataError(
                 f"no such column; columns are: {', '.join(columns)}", path=path, key=name
             )
@@ -340,24 +350,85 @@ def open_data(
 
 
 def _csv_columns(path: str, header: bool) -> tuple[str, tuple[str, ...]]:
+    """The delimiter and column names, from the first line only (read as bytes, so a bad byte
+    further down is reported at its own line by the reader, not here)."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            first = f.readline()
-            f.seek(0)
-            delimiter = (
-                "\t"
-                if path.lower().endswith(TSV_SUFFIXES) or ("\t" in first and "," not in first)
-                else ","
-            )
-            names = next(csv.reader(f, delimiter=delimiter), None)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid UTF-8 text ({exc.reason})", path=path, line=1) from exc
-    except (OSError, csv.Error) as exc:
-        raise DataError(f"cannot read ({exc})", path=path) from exc
-    if not names:
+        with open(path, "rb") as f:
+            raw = f.readline(MAX_HEADER_BYTES + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", path=path) from exc
+    if len(raw) > MAX_HEADER_BYTES:
+        raise DataError(
+            f"first line is longer than {MAX_HEADER_BYTES} bytes: not a CSV/TSV file?",
+            path=path,
+            line=1,
+        )
+    if not raw:
         raise DataError("empty file: no header and no data rows", path=path)
+    try:
+        first = re.split("\r|\n", raw.decode("utf-8-sig"), maxsplit=1)[0]
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not valid UTF-8 text ({exc.reason} at byte {exc.start + 1})", path=path, line=1
+        ) from exc
+    tsv = path.lower().endswith(TSV_SUFFIXES) or ("\t" in first and "," not in first)
+    delimiter = "\t" if tsv else ","
+    try:
+        names = next(csv.reader([first], delimiter=delimiter, strict=True), None)
+    except csv.Error as exc:
+        why = {"unexpected end of data": "unterminated quote"}.get(
+            str(exc), f"malformed CSV ({exc})"
+        )
+        if "field larger" in str(exc):
+            why = f"a field is longer than {csv.field_size_limit()} characters: not a CSV/TSV file?"
+        raise DataError(why, path=path, line=1) from exc
+    if not names:
+        what = "the header" if header else "data"
+        raise DataError(f"first line is blank; expected {what}", path=path, line=1)
     columns = tuple(n.strip() for n in names) if header else tuple(map(str, range(len(names))))
     return delimiter, columns
+
+
+def _unclosed_quote(path: str, line: int, fields: Sequence[str]) -> DataError | None:
+    """A bad record holding a line break: a quote opened on ``line`` that runs on."""
+    text = "".join(fields)
+    breaks = text.count("\n") + text.count("\r") - text.count("\r\n")
+    if not breaks:
+        return None
+    return DataError(
+        f"a quoted field opened on this line runs on to line {line + breaks} (unterminated quote?)",
+        path=path,
+        line=line,
+    )
+
+
+def _unreadable(path: str, delimiter: str) -> DataError | None:
+    """The first line the csv module cannot read: bad UTF-8, or a field past its size limit
+    (e.g. a binary file, or a huge line without delimiters). Reads bounded chunks."""
+    limit = csv.field_size_limit()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    sep = delimiter.encode()
+    line, run = 1, 0
+    with open(path, "rb") as f:
+        if f.read(3) != codecs.BOM_UTF8:
+            f.seek(0)
+        while chunk := f.readline(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return DataError(f"not valid UTF-8 text ({exc.reason})", path=path, line=line)
+            pieces = chunk.split(sep)
+            lengths = [run + len(pieces[0]), *map(len, pieces[1:])]
+            if max(lengths) > limit:
+                return DataError(
+                    f"a field is longer than {limit} characters: not a CSV/TSV file?",
+                    path=path,
+                    line=line,
+                )
+            run = lengths[-1]
+            if chunk.endswith(b"\n"):
+                line, run = line + 1, 0
+    return None
 
 
 def _parquet_columns(path: str) -> tuple[str, ...]:

@@ -47,32 +47,50 @@ class Accumulator:
         import torch
 
         start = time.perf_counter()
-        x = features.to(self.device, non_blocking=True)
-        y = targets.to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            try:
-                outputs = self.module(x)  # (n, ...)
-            except Exception as exc:
-                raise ModelError(
-                    f"forward failed on rows {row + 1}-{row + len(x)} with input of shape "
-                    f"{tuple(x.shape)}: {type(exc).__name__}: {exc}".splitlines()[0],
-                    path=self.label,
-                ) from exc
-            if not isinstance(outputs, torch.Tensor):
-                raise ModelError(
-                    f"forward returned {type(outputs).__name__}, expected a tensor", path=self.label
-                )
-            bad = self.loss.invalid_target(outputs, y)
-            if bad is not None:
-                raise BadTarget(*bad)
-            try:
-                losses = self.loss.per_item(outputs, y).cpu()  # (n,) float64
-            except LossError as exc:
-                exc.path = exc.path or self.label
+        rows = f"rows {row + 1}-{row + len(features)}"
+        try:
+            x = features.to(self.device, non_blocking=True)
+            y = targets.to(self.device, non_blocking=True)
+            with torch.inference_mode():
+                try:
+                    outputs = self.module(x)  # (n, ...)
+                except Exception as exc:
+                    if _out_of_memory(exc):
+                        raise
+                    raise ModelError(
+                        f"forward failed on {rows} with input of shape {tuple(x.shape)}: "
+                        f"{type(exc).__name__}: {_first_line(exc)}",
+                        path=self.label,
+                    ) from exc
+                if not isinstance(outputs, torch.Tensor):
+                    raise ModelError(
+                        f"forward returned {type(outputs).__name__} on {rows}, expected one "
+                        "tensor with the batch first (return the logits/predictions only)",
+                        path=self.label,
+                    )
+                bad = self.loss.invalid_target(outputs, y)
+                if bad is not None:
+                    raise BadTarget(*bad)
+                try:
+                    losses = self.loss.per_item(outputs, y).cpu()  # (n,) float64
+                except LossError as exc:
+                    exc.path = exc.path or self.label
+                    raise
+                except RuntimeError as exc:
+                    if _out_of_memory(exc):
+                        raise
+                    raise ModelError(
+                        f"{self.loss.name} failed on {rows}: {_first_line(exc)}", path=self.label
+                    ) from exc
+                correct, counted = self.loss.correct(outputs, y)
+        except Exception as exc:
+            if not _out_of_memory(exc):
                 raise
-            except RuntimeError as exc:
-                raise ModelError(f"{self.loss.name} failed: {exc}", path=self.label) from exc
-            correct, counted = self.loss.correct(outputs, y)
+            raise ModelError(
+                f"out of memory on {self.device} evaluating {rows} ({len(features)} rows per "
+                f"batch): use a smaller --batch-size, e.g. {max(1, len(features) // 4)}",
+                path=self.label,
+            ) from exc
         finite = torch.isfinite(losses)
         n_finite = int(finite.sum())
         self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
@@ -91,6 +109,22 @@ class Accumulator:
             nonfinite_items=self.nonfinite,
             seconds=self.seconds,
         )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: torch.OutOfMemoryError (CUDA), MPS/CPU allocator errors."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    text = str(exc).lower() if isinstance(exc, RuntimeError) else ""
+    return isinstance(exc, oom | MemoryError) or any(
+        phrase in text for phrase in ("out of memory", "can't allocate memory")
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
 
 
 def prepare(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:

@@ -8,21 +8,19 @@ comment; ``csv`` has one row per model with the JSON fields flattened (``vs_base
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
-import tempfile
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from . import gate
 from .names import shorten
+from .output import check_output as check_output  # re-exported: render.check_output
+from .output import write as write  # re-exported: render.write
 from .report import ExplainReport, ModelResult, Report
 
 FORMATS = ("table", "json", "markdown", "csv")
@@ -429,25 +427,3 @@ def _raw(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
-
-
-# -- output --------------------------------------------------------------------------------
-
-
-def write(text: str, output: str | os.PathLike[str] | None) -> None:
-    """Print ``text``, or write it to ``output`` atomically: complete or not at all."""
-    if output is None:
-        print(text, end="", flush=True)
-        return
-    target = Path(output)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise

@@ -1,0 +1,114 @@
+"""The report's way out: stdout, or an atomic write to ``--output`` after pre-checks.
+
+``check_output`` runs before any evaluation: a missing or unwritable folder, or an output
+path that is one of the inputs, is refused at once. ``write`` renders nothing; it puts a
+finished text on stdout or replaces the target atomically (temp file in the same folder,
+flush, fsync, rename): the old report stays as it was on any error or signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .errors import OptionError
+
+
+def check_output(
+    output: str | os.PathLike[str] | None, inputs: Iterable[str | os.PathLike[str] | None] = ()
+) -> None:
+    """Refuse, before any evaluation, an ``output`` that cannot be written or is an input.
+
+    A missing or unwritable folder, a folder given as the file, and a path that is one of
+    ``inputs`` (a checkpoint, the data file, the model's file) are all `OptionError`s.
+    """
+    if output is None:
+        return
+    target = Path(output)
+    folder = target.parent
+    if target.is_dir():
+        raise OptionError("is a folder; --output needs a file path", path=target)
+    if not folder.is_dir():
+        why = "does not exist" if not folder.exists() else "is not a folder"
+        raise OptionError(f"output folder {str(folder)!r} {why}", path=target)
+    for given in inputs:
+        if given is not None and _same_file(target, Path(given)):
+            raise OptionError(
+                f"--output is one of the inputs ({os.fspath(given)}); refusing to overwrite it",
+                path=target,
+            )
+    try:  # the one reliable test: permissions, read-only mounts, quotas, ACLs
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as exc:
+        raise OptionError(
+            f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc})", path=target
+        ) from exc
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def write(text: str, output: str | os.PathLike[str] | None) -> None:
+    """Print ``text``, or write it to ``output`` atomically: complete or not at all.
+
+    The text goes to a temporary file in the target's folder, is flushed and fsynced, then
+    renamed over the target. On any error or signal the old target stays as it was and the
+    temporary file is removed. The new file gets the old one's permissions (else 0666 - umask).
+    """
+    if output is None:
+        print(text, end="", flush=True)
+        return
+    target = Path(output)
+    tmp: str | None = None
+    try:
+        with _signals_held():  # no signal between creating the file and knowing its name
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            if hasattr(os, "fchmod"):  # POSIX
+                os.fchmod(f.fileno(), _mode_for(target))
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(target)
+        tmp = None
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink()
+        raise
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer SIGINT and SIGTERM for the duration (POSIX; elsewhere a no-op)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,0 +1,98 @@
+"""Models that misbehave on purpose (imported by file path with --model, as a user's would be).
+
+Each has one Linear(3, 3) so its checkpoint is an ordinary one; the fault is in ``forward``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class _Base(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+
+class Fine(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class Sleepy(_Base):
+    """Touches $EVALLOSS_TEST_STARTED on its first forward, then sleeps: a run to interrupt."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        marker = os.environ.get("EVALLOSS_TEST_STARTED")
+        if marker:
+            Path(marker).touch()
+        time.sleep(float(os.environ.get("EVALLOSS_TEST_SLEEP", "60")))
+        return self.linear(x)
+
+
+class Raises(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("the model is broken\nsecond line of the message")
+
+
+class RaisesOnSecondBatch(_Base):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("feature")
+        return self.linear(x)
+
+
+class OutOfMemory(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 15.78 GiB total capacity)"
+        )
+
+
+class Tuple(_Base):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), x
+
+
+class Integer(_Base):
+    def forward(self, x: torch.Tensor) -> int:
+        return 7
+
+
+class TooManyColumns(_Base):
+    """(N, 3) where mse against one target needs (N, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class DropsARow(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)[1:]
+
+
+class IntegerTensor(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).round().long()
+
+
+class NaNOnSecondRow(_Base):
+    """Finite except row 1 of each batch (NaN) and row 2 (+inf)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x).clone()
+        if len(out) > 1:
+            out[1] = float("nan")
+        if len(out) > 2:
+            out[2] = float("inf")
+        return out
