@@ -94,13 +94,13 @@ def from_layers(checkpoint: Checkpoint) -> nn.Module:
     from .layers import build, parse
 
     module = build(parse(checkpoint.metadata["evalloss.layers"], checkpoint.path), checkpoint.path)
-    check_fit(module, checkpoint)
+    check_fit(module, checkpoint, "its evalloss.layers spec")
     module.to_empty(device="cpu")
     load_strict(module, checkpoint)
     return module
 
 
-def check_fit(module: nn.Module, checkpoint: Checkpoint) -> None:
+def check_fit(module: nn.Module, checkpoint: Checkpoint, what: str = "the architecture") -> None:
     """Compare the module's state dict with the header's tensors; every bad key in one error."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     found = checkpoint.shapes
@@ -122,7 +122,7 @@ def check_fit(module: nn.Module, checkpoint: Checkpoint) -> None:
     ]
     if problems:
         raise CheckpointError(
-            "does not fit the architecture; " + "; ".join(problems), path=checkpoint.path
+            f"does not fit {what}; " + "; ".join(problems), path=checkpoint.path
         )
 
 

@@ -339,7 +339,7 @@ def test_spec_that_does_not_fit_the_tensors_is_refused_before_loading(write_csv,
     result = run("compare", _spec_file(tmp_path, spec), "--data", path)
     assert result.exit_code == 2
     assert "0.weight (checkpoint (3, 3), model (1000, 1000))" in result.stderr
-    assert "shape mismatch" in result.stderr
+    assert "does not fit its evalloss.layers spec; shape mismatch" in result.stderr
 
 
 def test_spec_and_model_checkpoints_in_one_run(write_csv, tmp_path) -> None:  # type: ignore[no-untyped-def]
