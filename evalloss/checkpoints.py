@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 HEADER_CAP = 100_000_000  # the safetensors library's own limit on the JSON header
 _ONLY = "evalloss reads only safetensors files"
+_CONVERT = f"{_ONLY} (docs/checkpoints.md shows how to convert one)"
 # Element sizes in bits of every dtype the safetensors format names.
 DTYPE_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8,
@@ -213,9 +214,9 @@ def _diagnose(header: dict[str, Any], data_size: int) -> str | None:
 def _what_is_it(head: bytes, length: int, size: int) -> str:
     """Name what a file that is not safetensors looks like."""
     if head.startswith(b"PK\x03\x04"):
-        return f"a PyTorch zip checkpoint (torch.save), which can run code when loaded; {_ONLY}"
+        return f"a PyTorch zip checkpoint (torch.save), which can run code when loaded; {_CONVERT}"
     if head[0] == 0x80 and 2 <= head[1] <= 5:
-        return f"a pickle file (old torch.save format), which can run code when loaded; {_ONLY}"
+        return f"a pickle file (old torch.save format), which can run code when loaded; {_CONVERT}"
     if head.startswith(b"version "):
         return "a Git LFS pointer, not the checkpoint itself: run `git lfs pull` to fetch it"
     if length > HEADER_CAP:
