@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,13 @@ def test_a_real_report_matches_the_schema(extra: list[str]) -> None:
     _check(json.loads(result.stdout))
 
 
-def test_a_real_report_with_a_baseline_matches_the_schema() -> None:
-    if "baseline" not in inspect.signature(evalloss.compare).parameters:
-        pytest.skip("compare has no baseline yet (issue 5)")
-    result = run("compare", *ARGS, "--baseline", CKPTS[1], "--format", "json")
-    assert result.exit_code == 0, result.stderr
+@pytest.mark.parametrize("gate", [[], ["--min-improvement", "1%", "--require-significant"]])
+def test_a_real_report_with_a_baseline_matches_the_schema(gate: list[str]) -> None:
+    result = run("compare", *ARGS, "--baseline", CKPTS[1], "--format", "json", *gate)
+    assert result.exit_code == (1 if gate else 0), result.stderr
     document = json.loads(result.stdout)
     assert any(m.get("vs_baseline") for m in document["models"])
+    assert (document["gate"] is None) == (not gate)
     _check(document)
 
 
