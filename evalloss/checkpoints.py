@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError, EvallossWarning, LossError
+from .errors import CheckpointError, EvallossWarning, LossError, OptionError
 
 if TYPE_CHECKING:
     import torch
@@ -264,7 +264,13 @@ def save(
     if loss is not None:
         metadata["evalloss.loss"] = loss
     if target is not None:
-        metadata["evalloss.target"] = target if isinstance(target, str) else ",".join(target)
+        targets = [target] if isinstance(target, str) else list(target)
+        if not targets or any("," in t or not t.strip() for t in targets):
+            raise OptionError(
+                f"target columns must be non-empty names without commas, got {target!r}",
+                key="target",
+            )
+        metadata["evalloss.target"] = ",".join(targets)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -342,3 +342,32 @@ def test_mutated_files_exit_0_or_2_with_one_line_and_no_traceback(
     else:
         assert errors == []
         assert all(line.startswith("evalloss: warning: ") for line in result.stderr.splitlines())
+
+
+@pytest.mark.parametrize("target", ["a,b", ["a", "b,c"], [], ["", "x"]])
+def test_save_refuses_target_names_it_cannot_store(tmp_path: Path, target: object) -> None:
+    with pytest.raises(evalloss.OptionError, match="target columns must be"):
+        evalloss.save(_net(), tmp_path / "m.safetensors", target=target)  # type: ignore[arg-type]
+
+
+def test_the_documented_pt_conversion_recipe(tmp_path: Path, data: Path) -> None:
+    """docs/checkpoints.md: torch.load(weights_only=True) in a trusted place, then evalloss.save."""
+    net = _net()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    trusted = nn.Sequential(nn.Linear(2, 3))
+    trusted.load_state_dict(
+        torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    )
+    out = tmp_path / "model.safetensors"
+    evalloss.save(trusted, out, loss="cross-entropy", target="y")
+    assert run("compare", tmp_path / "model.pt", "--data", data).exit_code == 2
+    report = evalloss.compare([out], data=data)
+    direct = evalloss.evaluate(
+        net,
+        [(torch.tensor([r[:2] for r in ROWS]), torch.tensor([r[2] for r in ROWS]))],
+        "cross-entropy",
+    )
+    assert report.models[0].loss_sum == pytest.approx(direct.loss_sum, rel=1e-12)
+    assert (
+        "weights_only=True" in (Path(__file__).parents[1] / "docs" / "checkpoints.md").read_text()
+    )
