@@ -61,7 +61,9 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     for key, value in metadata.items():
         if not isinstance(value, str):
             raise CheckpointError(
-                f"metadata value is {type(value).__name__}, not a string", path=path, key=key
+                f"metadata value is {type(value).__name__}, not a string",
+                path=path,
+                key=key if key.isprintable() and len(key) <= 60 else _shown(key),
             )
     _validate(path, header, data_size)
     shapes = {name: tuple(info["shape"]) for name, info in header.items()}

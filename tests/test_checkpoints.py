@@ -250,6 +250,7 @@ def test_truncated_inside_the_header(tmp_path: Path, data: Path) -> None:
         ({"evalloss.loss": 1}, "evalloss.loss: metadata value is int, not a string"),
         ({"evalloss.layers": [["Linear", {}]]}, "evalloss.layers: metadata value is list"),
         ({"x": None}, "x: metadata value is NoneType"),
+        ({"\x1b[2J\nx": 1}, "'\\x1b[2J\\nx': metadata value is int"),
         ([1, 2], "__metadata__ must be a JSON object of strings"),
     ],
 )
