@@ -101,6 +101,7 @@ def compare(
         per_item=per_item,
         plot=plot,
         progress=progress,
+        inputs=[*(c.path for c in plan.checkpoints), plan.dataset.path, *_model_file(model)],
     )
     kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
     accumulators = [
@@ -138,6 +139,12 @@ def compare(
             report = replace(report, gate=gate.evaluate(rules, report.models))
         taps.finish(report)
     return report
+
+
+def _model_file(spec: str | None) -> list[str]:
+    """The file a ``path/to/file.py:Name`` spec reads, if any."""
+    file = (spec or "").rpartition(":")[0]
+    return [file] if file and Path(file).is_file() else []
 
 
 def _with_baseline(

@@ -362,7 +362,8 @@ def compare(
     """
     from . import api, render
 
-    render.check_output(output, _inputs(checkpoints, options))
+    extra = [options.get("per_item"), options.get("plot")]  # -o must not replace them either
+    render.check_output(output, [*_inputs(checkpoints, options), *extra])
     with _progress(no_progress) as progress:
         report = api.compare(checkpoints, progress=progress, **options)
     render.write(render.render(report, fmt), output)

@@ -121,9 +121,7 @@ def check_fit(module: nn.Module, checkpoint: Checkpoint, what: str = "the archit
         if keys
     ]
     if problems:
-        raise CheckpointError(
-            f"does not fit {what}; " + "; ".join(problems), path=checkpoint.path
-        )
+        raise CheckpointError(f"does not fit {what}; " + "; ".join(problems), path=checkpoint.path)
 
 
 def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:

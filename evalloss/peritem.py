@@ -59,14 +59,29 @@ def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:
     return ["row", *targets, *(f"loss:{n}" if n in taken else n for n in names)]
 
 
-def check_path(path: str | os.PathLike[str]) -> None:
-    """A usable ``--per-item`` path: a known suffix, an existing folder, one process."""
+def check_path(path: str | os.PathLike[str], inputs: Sequence[str] = ()) -> None:
+    """A usable ``--per-item`` path: a known suffix, an existing folder, not one of the
+    ``inputs`` (checkpoints, data, model file), one process."""
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=path, key="--per-item")
     if not path.parent.is_dir():
         raise OptionError(f"no such folder {path.parent}", path=path, key="--per-item")
+    check_not_an_input(path, inputs, "--per-item")
     check_single_process("--per-item")
+
+
+def check_not_an_input(path: Path, inputs: Sequence[str], option: str) -> None:
+    """Refuse to replace a file the run reads (``--per-item train.csv`` would eat the data)."""
+    for given in inputs:
+        try:
+            same = path.samefile(given) if path.exists() else False
+        except OSError:
+            same = False
+        if same or path.resolve() == Path(given).resolve():
+            raise OptionError(
+                f"is one of the inputs ({given}); refusing to overwrite it", path=path, key=option
+            )
 
 
 class Export:
@@ -76,7 +91,6 @@ class Export:
         self, path: str | os.PathLike[str], names: Sequence[str], targets: Sequence[str], *,
         integer_targets: bool,
     ) -> None:  # fmt: skip
-        check_path(path)
         self.path = Path(path)
         self.kind = SUFFIXES[self.path.suffix.lower()]
         self.columns = columns(names, targets)
@@ -218,15 +232,16 @@ class Taps:
         per_item: str | os.PathLike[str] | None = None,
         plot: str | os.PathLike[str] | None = None,
         progress: Callable[[int], None] | None = None,
+        inputs: Sequence[str] = (),
     ) -> None:
         self.names, self.targets, self.integer_targets = names, targets, integer_targets
         self.per_item, self.plot, self.progress = per_item, plot, progress
         if per_item is not None:
-            check_path(per_item)
+            check_path(per_item, inputs)
         if plot is not None:
             from . import plot as plotting
 
-            plotting.check(plot)
+            plotting.check(plot, inputs)
         self.export: Export | None = None
         self.sample = Sample(len(names)) if plot is not None else None
 

@@ -174,7 +174,9 @@ def test_output_folder_where_no_file_can_be_made_is_refused(
 ) -> None:
     """/proc refuses new files even to root: the probe write, not a permission guess, decides."""
     line = _refused(ckpt, data, Path("/proc/report.json"), monkeypatch)
-    assert line.startswith("evalloss: error: /proc/report.json: cannot write to output folder '/proc'")
+    assert line.startswith(
+        "evalloss: error: /proc/report.json: cannot write to output folder '/proc'"
+    )
 
 
 @pytest.mark.parametrize("which", ["data", "checkpoint", "model file", "relative", "symlink"])

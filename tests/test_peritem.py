@@ -6,6 +6,8 @@ import csv
 import itertools
 import math
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 import evalloss
 from evalloss import peritem
 from tests import nets, oracles
-from tests.conftest import data_set, net, run
+from tests.conftest import NETS, data_set, net, run
 
 
 def _setup(write_csv, save, rows: int = 53):  # type: ignore[no-untyped-def]
@@ -196,3 +198,35 @@ def test_the_plot_sample_is_bounded_paired_and_independent_of_chunking(
     assert sorted(a[:, 0]) == sorted(b[:, 0])  # the same items, however they arrived
     assert np.array_equal(b[:, 1], 2 * b[:, 0] + 1)  # each kept row is one item for all models
     assert len(set(a[:, 0].tolist())) == len(a)
+
+
+@pytest.mark.parametrize("option", ["--per-item", "--plot", "-o"])
+def test_no_output_may_replace_an_input(write_csv, save, tmp_path, option) -> None:  # type: ignore[no-untyped-def]
+    """`--per-item train.csv` would eat the data; every output is checked before the run."""
+    _, _, path, _, ckpts = _setup(write_csv, save)
+    before = path.read_bytes()
+    target = {"--per-item": path, "--plot": tmp_path / "m0.png", "-o": tmp_path / "i.csv"}
+    args = ["compare", *ckpts, "--data", path, "--model", net("mlp"), "--loss", "cross-entropy"]
+    if option == "--plot":  # a checkpoint that happens to be named like a picture
+        shutil.copy(ckpts[0], target["--plot"])
+        args[1] = target["--plot"]
+        result = run(*args, "--plot", target["--plot"])
+    elif option == "-o":
+        result = run(*args, "--per-item", target["-o"], "-o", target["-o"])
+    else:
+        result = run(*args, "--per-item", path)
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert "refusing to overwrite it" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert path.read_bytes() == before
+
+
+def test_the_model_file_is_an_input_too(write_csv, save, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, _, ckpts = _setup(write_csv, save)
+    spec_file = tmp_path / "net.csv"  # a model file named like an export
+    shutil.copy(NETS, spec_file)
+    result = run(
+        "compare", *ckpts, "--data", path, "--model", f"{spec_file}:mlp",
+        "--loss", "cross-entropy", "--per-item", spec_file,
+    )  # fmt: skip
+    assert result.exit_code == 2 and "refusing to overwrite it" in result.stderr
+    assert spec_file.read_text() == Path(NETS).read_text()
