@@ -13,16 +13,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, gate
+from . import __version__, distributed, evaluation, gate
 from .checkpoints import Checkpoint, open_checkpoint
 from .data import Dataset, open_data
-from .engine import Accumulator, BadTarget, prepare
-from .errors import LossError, ModelError, OptionError
+from .engine import Accumulator, prepare
+from .errors import DataError, EvallossError, LossError, ModelError, OptionError
 from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
 from .models import from_layers, from_spec, load_strict, parse_kwargs
-from .peritem import Taps
+from .peritem import Taps, check_single_process
 from .provenance import collect as collect_provenance
 from .report import DataInfo, ModelResult, Report
 from .stats import PairedSum
@@ -68,6 +68,7 @@ def compare(
     plot: PathLike | None = None,
     progress: Callable[[int], None] | None = None,
     no_hash: bool = False,
+    threads: int | None = None,
 ) -> Report:
     """Evaluate every checkpoint over the whole data set and rank them by exact loss per item.
 
@@ -80,6 +81,11 @@ def compare(
     ``plot``: also draw the per-item loss distributions to this .png (needs matplotlib).
     ``progress``: called with the number of rows after every batch (for a progress bar).
     ``no_hash``: leave the files' sha256 out of ``report.provenance``.
+    ``threads``: torch's intra-op threads (default: the cores less one, left to the reader
+    thread; at least 1).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each process evaluates its share of the rows and
+    every process returns the same report, reduced exactly, with ``world_size`` set.
     """
     batch_size = _check_batch_size(batch_size)
     rules = gate.rules(
@@ -91,53 +97,64 @@ def compare(
     paths, base = _with_baseline(checkpoints, baseline)
     if rules is not None and len(paths) == 1 and base == 0:
         raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
-    plan = _plan(paths, data, loss, target, feature, no_header, device, precision)
-    if no_hash:
-        plan = replace(plan, dataset=replace(plan.dataset, checksum=False))
-    taps = Taps(
-        names=_unique_names([c.path for c in plan.checkpoints]),
-        targets=plan.dataset.targets,
-        integer_targets=plan.loss.classes,
-        per_item=per_item,
-        plot=plot,
-        progress=progress,
-        inputs=[*(c.path for c in plan.checkpoints), plan.dataset.path, *_model_file(model)],
-    )
-    kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
-    accumulators = [
-        Accumulator(
-            prepare(_build(c, model, kwargs or {}), plan.device, plan.dtype),
-            plan.loss,
-            plan.device,
-            c.path,
-        )
-        for c in plan.checkpoints
-    ]
-    # model index -> its paired statistics against the baseline, fed batch by batch
-    paired = {i: PairedSum() for i in range(len(paths)) if base is not None and i != base}
-    items = 0
-    with taps:
-        for block in plan.dataset.blocks(plan.dtype):
-            for start in range(0, len(block.features), batch_size):
-                x = block.features[start : start + batch_size]
-                y = block.targets[start : start + batch_size]
-                losses = []
-                for acc in accumulators:
-                    try:
-                        losses.append(acc.feed(x, y, row=block.row + start))
-                    except BadTarget as bad:
-                        raise plan.dataset.at(
-                            block, start + bad.row, plan.dataset.targets[bad.column], bad.why
-                        ) from None
-                if base is not None:
-                    for i, pair in paired.items():
-                        pair.add(losses[i].numpy(), losses[base].numpy())
-                taps.batch(block.row + start, y, losses)
-            items += len(block.features)
-        report = _report(plan, accumulators, items, batch_size, base, paired)
-        if rules is not None:
-            report = replace(report, gate=gate.evaluate(rules, report.models))
-        taps.finish(report)
+    for option, value in (("--per-item", per_item), ("--plot", plot)):
+        if value is not None:  # before any process group: the same refusal on every rank
+            check_single_process(option)
+    world = distributed.World.from_env()
+    with world, evaluation.threads(threads, world.local_size):
+        error, taps = None, None
+        try:  # every process resolves the same plan; they agree before reading
+            plan = _plan(paths, data, loss, target, feature, no_header, device, precision)
+            if no_hash:
+                plan = replace(plan, dataset=replace(plan.dataset, checksum=False))
+            taps = Taps(
+                names=_unique_names([c.path for c in plan.checkpoints]),
+                targets=plan.dataset.targets,
+                integer_targets=plan.loss.classes,
+                per_item=per_item,
+                plot=plot,
+                progress=progress,
+                inputs=[
+                    *(c.path for c in plan.checkpoints),
+                    plan.dataset.path,
+                    *_model_file(model),
+                ],
+            )
+            kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
+            accumulators = [
+                Accumulator(
+                    prepare(_build(c, model, kwargs or {}), plan.device, plan.dtype),
+                    plan.loss,
+                    plan.device,
+                    c.path,
+                )
+                for c in plan.checkpoints
+            ]
+        except EvallossError as exc:
+            error = exc
+        world.agree(error)
+        assert taps is not None
+        # model index -> its paired statistics against the baseline, fed batch by batch
+        paired = {i: PairedSum() for i in range(len(paths)) if base is not None and i != base}
+        with taps:
+            items = evaluation.run(
+                plan.dataset,
+                plan.dtype,
+                plan.device,
+                accumulators,
+                paired,
+                base,
+                batch_size,
+                world,
+                taps.batch,
+            )
+            items = evaluation.reduce(world, accumulators, paired, items)
+            if items == 0:
+                world.agree(DataError("no data rows", path=plan.dataset.path))
+            report = _report(plan, accumulators, items, batch_size, base, paired, world)
+            if rules is not None:
+                report = replace(report, gate=gate.evaluate(rules, report.models))
+            taps.finish(report)
     return report
 
 
@@ -240,7 +257,7 @@ def _device(name: str) -> torch.device:
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
@@ -249,6 +266,11 @@ def _device(name: str) -> torch.device:
         raise OptionError("CUDA is not available on this machine", key="--device")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise OptionError("MPS is not available on this machine", key="--device")
+    if device.type == "cuda" and ":" not in name and distributed.env_world()[1] > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+        device = torch.device("cuda", local)  # under torchrun: one GPU per local process
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     return device
 
 
@@ -290,6 +312,7 @@ def _report(
     batch_size: int,
     base: int | None = None,
     paired: dict[int, PairedSum] | None = None,
+    world: distributed.World | None = None,
 ) -> Report:
     results = [a.result() for a in accumulators]
     base_loss = None if base is None else results[base].loss_per_item
@@ -327,14 +350,14 @@ def _report(
         device=str(plan.device),
         precision="float64" if str(plan.dtype) == "torch.float64" else "float32",
         batch_size=batch_size,
-        world_size=1,
+        world_size=1 if world is None else world.size,
         models=models,
         has_baseline=base is not None,
         provenance=collect_provenance(
             checkpoints=[c.path for c in plan.checkpoints],
             dataset=plan.dataset,
             device=plan.device,
-            hashed=plan.dataset.checksum,
+            hashed=plan.dataset.checksum and (world is None or world.rank == 0),
         ),
     )
 

@@ -95,7 +95,8 @@ class EvallossGroup(click.Group):
             super().main(args, standalone_mode=False, **extra)
             code = EXIT_OK
         except EvallossError as exc:
-            _error(str(exc))
+            if not getattr(exc, "quiet", False):  # under torchrun, rank 0 alone reports it
+                _error(str(exc))
             code = exc.exit_code
         except click.UsageError as exc:
             _error(exc.format_message().replace("\n", " "))
@@ -325,6 +326,13 @@ def cli() -> None:
     metavar="N",
     help="Rows per forward pass (throughput only; the figure does not depend on it). Default 4096.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="torch intra-op threads. Default: the cores (per process under torchrun) less one, "
+    "which reads ahead; at least 1.",
+)
 @gate_options
 @click.option(
     "--per-item",
@@ -357,15 +365,24 @@ def compare(
 ) -> None:
     """Rank checkpoints by exact loss per item over the whole data set.
 
+    Under torchrun (torchrun --nproc_per_node=K -m evalloss compare ...) each process reads
+    and evaluates its share of the rows; rank 0 writes the same report as one process.
+
     With --baseline and a gate (--min-improvement, --max-loss, --require-significant), exit 1
     when the gate fails: the winner is the best-ranked model that is not the baseline.
     """
-    from . import api, render
+    from . import api, distributed, render
 
     extra = [options.get("per_item"), options.get("plot")]  # -o must not replace them either
     render.check_output(output, [*_inputs(checkpoints, options), *extra])
-    with _progress(no_progress) as progress:
+    distributed.reporter = lambda exc: _error(str(exc))
+    main = distributed.is_main()
+    with _progress(no_progress or not main) as progress:
         report = api.compare(checkpoints, progress=progress, **options)
+    if not main:  # under torchrun, rank 0 alone writes the report
+        if report.gate is not None and not report.gate.passed:
+            raise GateFailed
+        return
     render.write(render.render(report, fmt), output)
     line = render.verdict(report) if report.gate is not None else None
     if line is not None and (fmt != "table" or output is not None):

@@ -8,8 +8,8 @@ losses are computed with ``reduction='none'``, averaged per item in float64, and
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import LossError, ModelError
 from .losses import Loss
@@ -20,6 +20,8 @@ from .stats import ExactSum
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+T = TypeVar("T")
 
 
 class BadTarget(Exception):  # noqa: N818 - internal signal, turned into a DataError by the caller
@@ -101,6 +103,37 @@ class Accumulator:
         self.seconds += time.perf_counter() - start
         return losses
 
+    def state(self) -> tuple[list[float], bool, int, int, int, int, float]:
+        """Plain data for reduction across processes (see `merge_states`)."""
+        return (
+            list(self.loss_sum.partials),
+            self.loss_sum.overflowed,
+            self.items,
+            self.nonfinite,
+            self.correct,
+            self.counted,
+            self.seconds,
+        )
+
+    def merge_states(
+        self, states: Sequence[tuple[list[float], bool, int, int, int, int, float]]
+    ) -> None:
+        """Become the exact merge of every process's `state` (this one's included): sums are
+        merged exactly, counts added, ``seconds`` the slowest process's."""
+        total = ExactSum()
+        self.items = self.nonfinite = self.correct = self.counted = 0
+        self.seconds = 0.0
+        for partials, overflowed, items, nonfinite, correct, counted, seconds in states:
+            part = ExactSum(partials)
+            part.overflowed |= overflowed
+            total.merge(part)
+            self.items += items
+            self.nonfinite += nonfinite
+            self.correct += correct
+            self.counted += counted
+            self.seconds = max(self.seconds, seconds)
+        self.loss_sum = total
+
     def result(self) -> Result:
         return Result(
             loss_sum=None if self.nonfinite else self.loss_sum.value,
@@ -125,6 +158,63 @@ def _out_of_memory(exc: BaseException) -> bool:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else "(no message)"
+
+
+def prefetch(blocks: Iterator[T], depth: int = 1, pin: bool = False) -> Generator[T, None, None]:
+    """``blocks``, read ahead by a thread: the next block is parsed (pyarrow and torch release
+    the GIL) while the current one is evaluated. At most ``depth`` blocks wait in between.
+    ``pin``: copy each block's tensors to pinned memory there, for non-blocking GPU copies.
+    Errors in the reader are raised here, in the consumer; closing this generator stops it."""
+    import queue
+    import threading
+    from dataclasses import fields, replace
+
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for block in blocks:
+                if pin:
+                    tensors = {
+                        f.name: getattr(block, f.name).pin_memory()
+                        for f in fields(block)  # type: ignore[arg-type]
+                        if hasattr(getattr(block, f.name), "pin_memory")
+                    }
+                    block = replace(block, **tensors)  # type: ignore[type-var]
+                if not put(("block", block)):
+                    break
+            else:
+                put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="evalloss-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def prepare(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:

@@ -1,0 +1,177 @@
+"""Several processes at the edge: rank and world from torchrun's environment, exact reduction,
+and agreement on failure. Everything here is a no-op at world size 1.
+
+Under ``torchrun`` every process sees ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; each reads a
+disjoint share of the rows (`data.Dataset.blocks(rank=, world=)`), and the per-model states
+(exact partial sums, counts) are gathered and merged in rank order, so the report equals the
+one-process report. Only small Python objects cross processes, so the collectives run on a
+gloo group (CPU) whatever the device; CUDA ranks each take ``cuda:LOCAL_RANK``.
+
+Failure: every process checks in after each block (`step`), so an error on one rank stops all
+of them within a block; `agree` then gathers the errors and rank 0 raises the first rank's
+error (the others raise it quietly, so the user sees one line). A collective that waits longer
+than ``EVALLOSS_TIMEOUT`` seconds (default 1800) fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from . import errors
+from .errors import EvallossError
+
+DEFAULT_TIMEOUT_S = 1800.0
+
+# The CLI sets this to its one-line error printer: rank 0 calls it on an agreed error.
+reporter: Callable[[EvallossError], None] | None = None
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, world size, processes on this node) from torchrun's variables; (0, 1, 1) alone."""
+
+    def number(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    world = max(1, number("WORLD_SIZE", 1))
+    return number("RANK", 0), world, max(1, number("LOCAL_WORLD_SIZE", world))
+
+
+def is_main() -> bool:
+    """Whether this process writes the report: rank 0, or the only process."""
+    return env_world()[0] == 0
+
+
+@dataclass
+class World:
+    """This process's place among ``size`` processes; a context that joins the process group
+    (started on first use: torchrun's environment, gloo, a timeout)."""
+
+    rank: int = 0
+    size: int = 1
+    local_size: int = 1
+    _group: Any = None
+    _log: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls) -> World:
+        rank, size, local = env_world()
+        return cls(rank, size, local)
+
+    def __enter__(self) -> World:
+        if self.size == 1:
+            return self
+        import datetime
+
+        import torch.distributed as dist
+
+        timeout = datetime.timedelta(
+            seconds=float(os.environ.get("EVALLOSS_TIMEOUT", DEFAULT_TIMEOUT_S))
+        )
+        if not dist.is_available():
+            raise errors.OptionError("this torch build has no torch.distributed", key="torchrun")
+        if not dist.is_initialized():
+            # Kept for the life of the process: a second init under torchrun's store hangs,
+            # so a later compare() in the same process reuses this group.
+            try:
+                dist.init_process_group(backend="gloo", timeout=timeout)
+            except (ValueError, RuntimeError) as exc:
+                raise errors.OptionError(
+                    f"cannot join the torchrun process group ({str(exc).splitlines()[0]})",
+                    key="WORLD_SIZE",
+                ) from exc
+            atexit.register(_destroy)
+            self._group = dist.group.WORLD
+        elif dist.get_backend() == "gloo":
+            self._group = dist.group.WORLD
+        else:  # the caller's own group (e.g. NCCL): a gloo group for our small CPU objects
+            self._group = dist.new_group(backend="gloo", timeout=timeout)
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._group = None
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's ``value`` (picklable), in rank order; ``[value]`` alone."""
+        if self.size == 1:
+            return [value]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, value, group=self._group)
+        return out
+
+    def step(self, failed: bool, working: bool) -> tuple[bool, bool]:
+        """Check in after a block: (has any process failed, is any still working)."""
+        if self.size == 1:
+            return failed, working
+        import torch
+        import torch.distributed as dist
+
+        flags = torch.tensor([int(failed), int(working)], dtype=torch.int64)
+        dist.all_reduce(flags, group=self._group)
+        return bool(flags[0]), bool(flags[1])
+
+    def agree(self, error: EvallossError | None) -> None:
+        """Raise, on every process, the error of the lowest rank that has one (if any).
+
+        Rank 0 raises it loud; the others quietly (``quiet = True``: the CLI prints nothing,
+        but still exits with its code), so the user sees one line. With a `reporter` set (the
+        CLI's), rank 0 reports it before any process leaves: torchrun stops the others as soon
+        as one exits, which could cut rank 0 short.
+        """
+        if self.size == 1:
+            if error is not None:
+                raise error
+            return
+        payload = None if error is None else _payload(error)
+        first = next((p for p in self.gather(payload) if p is not None), None)
+        if first is None:
+            return
+        agreed = error if error is not None and _payload(error) == first else _rebuild(first)
+        if self.rank != 0 or reporter is not None:
+            if self.rank == 0 and reporter is not None:
+                reporter(agreed)
+            agreed.quiet = True  # type: ignore[attr-defined]
+        import torch.distributed as dist
+
+        dist.barrier(group=self._group)  # rank 0's line is out before any process exits
+        if agreed is error:
+            raise agreed
+        raise agreed from error
+
+    def merge(self, state: Any, combine: Callable[[list[Any]], Any]) -> Any:
+        """``combine`` of every process's ``state``, in rank order (the same on every rank)."""
+        return combine(self.gather(state))
+
+
+def _destroy() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _payload(error: EvallossError) -> tuple[str, str, str | None, int | None, str | None]:
+    return type(error).__name__, error.message, error.path, error.line, error.key
+
+
+def _rebuild(payload: tuple[str, str, str | None, int | None, str | None]) -> EvallossError:
+    name, message, path, line, key = payload
+    kind = getattr(errors, name, EvallossError)
+    if not (isinstance(kind, type) and issubclass(kind, EvallossError)):
+        kind = EvallossError
+    return kind(message, path=path, line=line, key=key)

@@ -1,0 +1,205 @@
+"""Several processes give the one-process report: torchrun on CPU (gloo), and the merge itself.
+
+The torchrun tests are slow (each starts torch in three processes), so there are two: one
+torchrun run drives many CLI invocations in the same two processes (tests/torchrun_driver.py),
+the other checks what a user sees when a rank fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import evalloss
+from evalloss import distributed
+from evalloss.engine import Accumulator
+from evalloss.losses import get as get_loss
+from tests import nets
+from tests.conftest import NETS, data_set
+
+DRIVER = Path(__file__).parent / "torchrun_driver.py"
+MODEL = f"{NETS}:mlp"
+
+
+def _torchrun(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=240)
+
+
+def _write_csv(path: Path, x: torch.Tensor, y: torch.Tensor, note: bool = False) -> Path:
+    lines = ["a,b,c,note,y" if note else "a,b,c,y"]
+    for i, (row, label) in enumerate(zip(x.tolist(), y.tolist(), strict=True)):
+        extra = [f'"row {i}\nsecond line"' if i % 50 == 7 else "x"] if note else []
+        lines.append(",".join([*map(repr, row), *extra, str(label)]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _same(one: dict, many: dict) -> None:  # type: ignore[type-arg]
+    """The K-process report is the one-process report but for world_size and seconds."""
+    assert many["world_size"] == 2 and one["world_size"] == 1
+    assert many["data"] == one["data"]
+    assert [m["path"] for m in many["models"]] == [m["path"] for m in one["models"]]
+    for a, b in zip(one["models"], many["models"], strict=True):
+        assert a["items"] == b["items"]
+        assert math.isclose(a["loss_per_item"], b["loss_per_item"], rel_tol=1e-12)
+        assert a["accuracy"] == b["accuracy"]
+        if a.get("vs_baseline"):
+            assert b["vs_baseline"]["wins"] == a["vs_baseline"]["wins"]
+            assert math.isclose(a["vs_baseline"]["delta"], b["vs_baseline"]["delta"], rel_tol=1e-9)
+            for u, v in zip(a["vs_baseline"]["ci95"], b["vs_baseline"]["ci95"], strict=True):
+                assert math.isclose(u, v, rel_tol=1e-9)
+    assert many["gate"] == one["gate"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
+    x, y = data_set(1001, seed=3)
+    files = {
+        "csv": _write_csv(tmp_path / "d.csv", x, y),
+        "one-row": _write_csv(tmp_path / "one.csv", x[:1], y[:1]),  # rank 1 gets no rows
+        "quoted": _write_csv(tmp_path / "q.csv", x[:300], y[:300], note=True),
+        "bad": _write_csv(tmp_path / "bad.csv", x, y),
+    }
+    table = pa.table({"a": x[:, 0].numpy(), "b": x[:, 1].numpy(), "c": x[:, 2].numpy()})
+    table = table.append_column("y", pa.array(y.numpy()))
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=400)  # 3 groups: 2 + 1
+    pq.write_table(table.slice(0, 10), tmp_path / "small.parquet")  # 1 group: rank 1 empty
+    files["parquet"], files["small"] = tmp_path / "d.parquet", tmp_path / "small.parquet"
+    lines = files["bad"].read_text().splitlines()
+    lines[900] = "1.0,2.0,oops,0"  # line 901, in the second half: rank 1's share
+    files["bad"].write_text("\n".join(lines) + "\n")
+    ckpts = []
+    for i in range(3):
+        torch.manual_seed(i)
+        ckpts.append(str(tmp_path / f"m{i}.safetensors"))
+        evalloss.save(nets.mlp(), ckpts[-1], loss="cross-entropy")
+    common = [*ckpts, "--model", MODEL, "--format", "json", "--precision", "float64"]
+    cases = {name: ["compare", *common, "--data", str(path)] for name, path in files.items()}
+    cases["csv"] += ["--baseline", ckpts[0], "--min-improvement", "0"]
+    cases["quoted"] += ["--feature", "a", "--feature", "b", "--feature", "c"]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+
+    done = _torchrun(DRIVER, tmp_path / "cases.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ranks = [json.loads((tmp_path / f"cases.json.{r}.out").read_text()) for r in range(2)]
+
+    for name, _args in cases.items():
+        zero, one = ranks[0][name], ranks[1][name]
+        assert one["stdout"] == "", name  # rank 1 prints nothing
+        if name == "bad":
+            assert zero["code"] == one["code"] == 2
+            assert (
+                zero["stderr"] == f"evalloss: error: {files['bad']}:901: c: not a number: 'oops'\n"
+            )
+            assert one["stderr"] == ""
+            continue
+        kwargs = {"model": MODEL, "precision": "float64"}
+        if name == "csv":
+            kwargs |= {"baseline": ckpts[0], "min_improvement": "0"}
+        if name == "quoted":
+            kwargs |= {"feature": ["a", "b", "c"]}
+        report = evalloss.compare(ckpts, data=files[name], **kwargs)  # type: ignore[arg-type]
+        code = 1 if report.gate is not None and not report.gate.passed else 0
+        assert zero["code"] == one["code"] == code, zero["stderr"]
+        assert one["stderr"] == "", name
+        if name == "quoted":  # said so, on rank 0 only
+            assert "quoted fields" in zero["stderr"]
+        elif name == "csv":  # the gate's verdict line, once
+            assert len(zero["stderr"].splitlines()) == 1
+        else:
+            assert zero["stderr"] == "", name
+        _same(report.to_dict(), json.loads(zero["stdout"]))
+
+
+@pytest.mark.slow
+def test_torchrun_bad_row_on_rank_1_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    x, y = data_set(400, seed=5)
+    path = _write_csv(tmp_path / "d.csv", x, y)
+    lines = path.read_text().splitlines()
+    lines[350] = "1.0,2.0,3.0,7"  # a class label the model cannot take, on line 351
+    path.write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    evalloss.save(nets.mlp(), tmp_path / "m.safetensors", loss="cross-entropy")
+    args = ["-m", "evalloss", "compare", "m.safetensors", "--data", "d.csv", "--model", MODEL]
+    done = _torchrun(*args, cwd=tmp_path)
+    assert done.returncode != 0  # torchrun's own code for a failed worker (1)
+    assert done.stdout == ""
+    ours = [line for line in done.stderr.splitlines() if line.startswith("evalloss:")]
+    assert ours == ["evalloss: error: d.csv:351: y: class label must be an integer in [0, 3): '7'"]
+    assert "exitcode  : 2" in done.stderr  # torchrun's summary of the failed rank
+
+
+def test_merged_states_equal_one_pass() -> None:
+    """Accumulators fed disjoint shards and merged equal one fed everything (exact sums)."""
+    x, y = data_set(97, seed=1)
+    torch.manual_seed(0)
+    model = nets.mlp().eval()
+    loss = get_loss("cross-entropy")
+    whole = Accumulator(model, loss, torch.device("cpu"), "m")
+    whole.feed(x, y.double().reshape(-1, 1))
+    cuts = [0, 0, 13, 60, 97]  # one shard empty
+    shards = []
+    for lo, hi in itertools.pairwise(cuts):
+        acc = Accumulator(model, loss, torch.device("cpu"), "m")
+        if hi > lo:
+            for s in range(lo, hi, 5):
+                e = min(s + 5, hi)
+                acc.feed(x[s:e], y[s:e].double().reshape(-1, 1))
+        shards.append(acc.state())
+    merged = Accumulator(model, loss, torch.device("cpu"), "m")
+    merged.merge_states(shards)
+    a, b = whole.result(), merged.result()
+    assert (a.items, a.accuracy, a.nonfinite_items) == (b.items, b.accuracy, b.nonfinite_items)
+    with torch.no_grad():
+        per_item = torch.nn.functional.cross_entropy(
+            model.double()(x.double()), y, reduction="none"
+        )
+    assert b.loss_sum == pytest.approx(math.fsum(per_item.tolist()), rel=1e-6)
+    assert a.loss_sum == pytest.approx(b.loss_sum, rel=1e-12)
+
+
+def test_world_of_one_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.env_world() == (0, 1, 1) and distributed.is_main()
+    with distributed.World.from_env() as world:
+        assert world.gather("x") == ["x"]
+        assert world.step(False, True) == (False, True)
+        world.agree(None)
+        with pytest.raises(evalloss.DataError):
+            world.agree(evalloss.DataError("bad", path="f"))
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    assert distributed.env_world() == (3, 4, 4) and not distributed.is_main()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu(tmp_path: Path) -> None:
+    x, y = data_set(5000, seed=2)
+    path = _write_csv(tmp_path / "d.csv", x, y)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.safetensors"
+    evalloss.save(nets.mlp(), ckpt, loss="cross-entropy")
+    reports = {
+        device: evalloss.compare(
+            [ckpt], data=path, model=MODEL, device=device, precision="float64"
+        ).models[0]
+        for device in ("cpu", "cuda")
+    }
+    assert reports["cuda"].items == reports["cpu"].items == 5000
+    assert reports["cuda"].loss_sum == pytest.approx(reports["cpu"].loss_sum, rel=1e-12)
