@@ -373,8 +373,8 @@ def compare(
     """
     from . import api, distributed, render
 
-    extra = [options.get("per_item"), options.get("plot")]  # -o must not replace them either
-    render.check_output(output, [*_inputs(checkpoints, options), *extra])
+    extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot")}
+    render.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
     distributed.reporter = lambda exc: _error(str(exc))
     main = distributed.is_main()
     with _progress(no_progress or not main) as progress:

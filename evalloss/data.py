@@ -234,13 +234,21 @@ class Dataset:
                 f"row {row + 1}: {why or 'value is null or not finite'}", path=self.path, key=column
             )
         index = self.columns.index(column)
-        for i, (line, record) in enumerate(self._records(offset)):
-            if i == row:
-                text = record[index]
-                problem = f"{why}: {text!r}" if why else _cell_problem(text)
-                return DataError(
-                    problem or f"bad value {text!r}", path=self.path, line=line, key=column
-                )
+        try:
+            for i, (line, record) in enumerate(self._records(offset)):
+                if i == row:
+                    text = record[index]
+                    problem = f"{why}: {_shown(text)}" if why else _cell_problem(text)
+                    return DataError(
+                        problem or f"bad value {_shown(text)}",
+                        path=self.path,
+                        line=line,
+                        key=column,
+                    )
+        except (csv.Error, UnicodeDecodeError):  # e.g. a huge field pyarrow took as a number
+            found = _unreadable(self.path, self.delimiter)
+            if found is not None:
+                return found
         return DataError(why or "bad value", path=self.path, key=column)
 
     # -- Parquet ---------------------------------------------------------------------------
@@ -306,10 +314,15 @@ def _cell_problem(text: str) -> str | None:
     try:
         number = float(value)
     except ValueError:
-        return f"not a number: {text!r}"
+        return f"not a number: {_shown(text)}"
     if number != number or number in (float("inf"), float("-inf")):
-        return f"not a finite number: {text!r}"
+        return f"not a finite number: {_shown(text)}"
     return None
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def open_data(
@@ -371,6 +384,12 @@ def _csv_columns(path: str, header: bool) -> tuple[str, tuple[str, ...]]:
         raise DataError(
             f"not valid UTF-8 text ({exc.reason} at byte {exc.start + 1})", path=path, line=1
         ) from exc
+    if b"\r" in raw.rstrip(b"\r\n"):  # the whole file read as one line
+        raise DataError(
+            "line ends are CR only (classic Mac text): convert them to LF or CRLF",
+            path=path,
+            line=1,
+        )
     tsv = path.lower().endswith(TSV_SUFFIXES) or ("\t" in first and "," not in first)
     delimiter = "\t" if tsv else ","
     try:

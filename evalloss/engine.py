@@ -49,7 +49,8 @@ class Accumulator:
         import torch
 
         start = time.perf_counter()
-        rows = f"rows {row + 1}-{row + len(features)}"
+        n = len(features)
+        rows = f"row {row + 1}" if n == 1 else f"rows {row + 1}-{row + n}"
         try:
             x = features.to(self.device, non_blocking=True)
             y = targets.to(self.device, non_blocking=True)
@@ -89,8 +90,8 @@ class Accumulator:
             if not _out_of_memory(exc):
                 raise
             raise ModelError(
-                f"out of memory on {self.device} evaluating {rows} ({len(features)} rows per "
-                f"batch): use a smaller --batch-size, e.g. {max(1, len(features) // 4)}",
+                f"out of memory on {self.device} evaluating {rows} ({n} rows per batch): "
+                f"use a smaller --batch-size, e.g. {max(1, n // 4)}",
                 path=self.label,
             ) from exc
         finite = torch.isfinite(losses)

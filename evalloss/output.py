@@ -13,14 +13,31 @@ import os
 import signal
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .errors import OptionError
 
 
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> None:
+    """`check_output` for each ``{option: path}`` given, and no two of them the same file."""
+    given = [(option, path) for option, path in outputs.items() if path is not None]
+    for option, path in given:
+        check_output(path, inputs, option=option)
+    for i, (option, path) in enumerate(given):
+        for other, earlier in given[:i]:
+            if _same_file(Path(path), Path(earlier)):
+                raise OptionError(f"{option} is the same file as {other}", path=Path(path))
+
+
 def check_output(
-    output: str | os.PathLike[str] | None, inputs: Iterable[str | os.PathLike[str] | None] = ()
+    output: str | os.PathLike[str] | None,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    *,
+    option: str = "--output",
 ) -> None:
     """Refuse, before any evaluation, an ``output`` that cannot be written or is an input.
 
@@ -32,14 +49,14 @@ def check_output(
     target = Path(output)
     folder = target.parent
     if target.is_dir():
-        raise OptionError("is a folder; --output needs a file path", path=target)
+        raise OptionError(f"is a folder; {option} needs a file path", path=target)
     if not folder.is_dir():
         why = "does not exist" if not folder.exists() else "is not a folder"
         raise OptionError(f"output folder {str(folder)!r} {why}", path=target)
     for given in inputs:
         if given is not None and _same_file(target, Path(given)):
             raise OptionError(
-                f"--output is one of the inputs ({os.fspath(given)}); refusing to overwrite it",
+                f"{option} is one of the inputs ({os.fspath(given)}); refusing to overwrite it",
                 path=target,
             )
     try:  # the one reliable test: permissions, read-only mounts, quotas, ACLs

@@ -96,3 +96,18 @@ class NaNOnSecondRow(_Base):
         if len(out) > 2:
             out[2] = float("inf")
         return out
+
+
+class Poisonable(_Base):
+    """linear(x), plus the buffer ``poison`` on rows whose first feature exceeds 5.
+
+    poison 0 is harmless; NaN or inf makes exactly those rows' outputs non-finite.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("poison", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hit = x[:, :1] > 5  # (n, 1)
+        return self.linear(x) + torch.where(hit, self.poison, torch.zeros((), dtype=x.dtype))

@@ -7,6 +7,7 @@ subprocesses), model faults (tests/faulty.py), and data edge cases.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -289,3 +290,229 @@ def test_shell_pipe_into_head(ckpt: Path, data: Path, tmp_path: Path) -> None:
     assert done.returncode == 0
     assert done.stdout.startswith("cross-entropy loss per item over 3 items of ")
     assert done.stderr == ""
+
+
+def test_per_item_and_plot_paths_are_checked_like_output(
+    ckpt: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ("compare", ckpt, "--data", data, "--model", spec("Fine"))
+    line = one_error(run(*args, "--per-item", tmp_path / "data.csv"))
+    assert line == (
+        f"evalloss: error: {data}: --per-item is one of the inputs ({data}); "
+        "refusing to overwrite it"
+    )
+    same = tmp_path / "report.csv"
+    line = one_error(run(*args, "-o", same, "--per-item", same))
+    assert line == f"evalloss: error: {same}: --per-item is the same file as --output"
+    assert not same.exists() and leftovers(tmp_path) == []
+
+
+# -- model faults --------------------------------------------------------------------------
+
+_SHAPE_HINT = "expected one tensor with the batch first (return the logits/predictions only)"
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "want"),
+    [
+        (
+            "Raises",
+            (),
+            "forward failed on rows 1-3 with input of shape (3, 3): "
+            "ValueError: the model is broken",
+        ),
+        (
+            "RaisesOnSecondBatch",
+            ("--batch-size", "2"),
+            "forward failed on row 3 with input of shape (1, 3): KeyError: 'feature'",
+        ),
+        (
+            "OutOfMemory",
+            ("--batch-size", "8"),
+            "out of memory on cpu evaluating rows 1-3 (3 rows per batch): "
+            "use a smaller --batch-size, e.g. 1",
+        ),
+        ("Tuple", (), f"forward returned tuple on rows 1-3, {_SHAPE_HINT}"),
+        ("Integer", (), f"forward returned int on rows 1-3, {_SHAPE_HINT}"),
+        (
+            "TooManyColumns",
+            ("--loss", "mse"),
+            "mse needs model output of shape (3, 1) for 1 target column(s), got (3, 3)",
+        ),
+        ("DropsARow", (), "model output has shape (2, 3), expected 3 items first"),
+        ("IntegerTensor", (), "model output has dtype torch.int64, expected floating point"),
+    ],
+)
+def test_model_fault_is_one_line_naming_the_model(
+    ckpt: Path, data: Path, tmp_path: Path, model: str, extra: tuple[str, ...], want: str
+) -> None:
+    out = tmp_path / "report.json"
+    out.write_text(OLD)
+    result = run("compare", ckpt, "--data", data, "--model", spec(model), "-o", out, *extra)
+    assert one_error(result) == f"evalloss: error: {ckpt}: {want}"
+    assert out.read_text() == OLD and leftovers(tmp_path) == []
+
+
+def test_out_of_memory_is_recognised_in_every_form() -> None:
+    from evalloss.engine import _out_of_memory
+
+    assert _out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    assert _out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert _out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert _out_of_memory(MemoryError())
+    assert not _out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not _out_of_memory(ValueError("out of memory"))  # only allocator errors
+
+
+def _cross_entropy_sum(weight: torch.Tensor, bias: torch.Tensor, text: str) -> float:
+    """Independent oracle: float64 logits by hand, log-sum-exp with math, summed with fsum."""
+    rows = [list(map(float, line.split(","))) for line in text.strip().splitlines()[1:]]
+    w, b = weight.double().tolist(), bias.double().tolist()
+    losses = []
+    for *x, y in rows:
+        z = [math.fsum(wi * xi for wi, xi in zip(w[k], x, strict=True)) + b[k] for k in range(3)]
+        top = max(z)
+        losses.append(top + math.log(math.fsum(math.exp(v - top) for v in z)) - z[int(y)])
+    return math.fsum(losses)
+
+
+def test_non_finite_outputs_are_counted_and_rank_last(tmp_path: Path) -> None:
+    text = "a,b,c,y\n1,2,3,0\n4,5,6,1\n7,8,9,2\n6,1,1,0\n"  # rows 3 and 4 have a > 5
+    data = tmp_path / "data.csv"
+    data.write_text(text)
+    torch.manual_seed(0)
+    model = faulty.Poisonable()
+    paths = {}
+    for name, poison in (("nan", math.nan), ("good", 0.0), ("inf", math.inf)):
+        model.poison.fill_(poison)
+        paths[name] = tmp_path / f"{name}.safetensors"
+        evalloss.save(model, paths[name], loss="cross-entropy")
+    result = run(
+        "compare", paths["nan"], paths["good"], paths["inf"], "--data", data,
+        "--model", spec("Poisonable"), "--precision", "float64", "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    models = json.loads(result.stdout)["models"]
+    assert [(m["name"], m["rank"]) for m in models] == [("good", 1), ("nan", 2), ("inf", 3)]
+    good, nan, inf = models
+    assert good["nonfinite_items"] == 0 and good["items"] == 4
+    want = _cross_entropy_sum(model.linear.weight, model.linear.bias, text)
+    assert good["loss_sum"] == pytest.approx(want, rel=1e-12)
+    for bad in (nan, inf):
+        assert bad["nonfinite_items"] == 2 and bad["items"] == 4
+        assert bad["loss_per_item"] is None and bad["loss_sum"] is None
+    table = run(
+        "compare", paths["nan"], paths["good"], "--data", data, "--model", spec("Poisonable")
+    )
+    assert table.exit_code == 0
+    last = table.stdout.strip().splitlines()[-1].split()
+    assert last[:3] == ["2", "nan", "-"]
+
+
+# -- data edge cases -----------------------------------------------------------------------
+
+PLAIN = "a,b,c,y\n1,2,3,0\n4,5,6,1\n7,8,9,2\n"
+
+
+def _want(ckpt: Path, text: str) -> float:
+    """The oracle's loss sum for the Linear(3, 3) in ``ckpt`` over CSV ``text``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(ckpt)
+    return _cross_entropy_sum(tensors["linear.weight"], tensors["linear.bias"], text)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xef\xbb\xbfa,b,c,y\n1,2,3,0\n4,5,6,1\n7,8,9,2\n",  # UTF-8 BOM
+        b"a,b,c,y\r\n1,2,3,0\r\n4,5,6,1\r\n7,8,9,2\r\n",  # CRLF
+        b"a,b,c,y\n1,2,3,0\n4,5,6,1\n7,8,9,2",  # no final newline
+        b"\xef\xbb\xbfa,b,c,y\r\n1,2,3,0\r\n4,5,6,1\r\n7,8,9,2",  # all three
+        b'"a","b","c","y"\r\n1,"2",3,0\r\n4,5,6,"1"\r\n7,8,9,2',  # quoted, CRLF, no newline
+    ],
+    ids=["bom", "crlf", "no-final-newline", "bom-crlf-no-newline", "quoted-crlf"],
+)
+def test_bom_crlf_and_missing_final_newline_are_accepted(
+    ckpt: Path, tmp_path: Path, raw: bytes
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_bytes(raw)
+    by_name = ("--feature", "a", "--feature", "b", "--feature", "c", "--target", "y")
+    args = ("compare", ckpt, "--data", data, "--model", spec("Fine"), "--precision", "float64")
+    result = run(*args, *by_name, "--format", "json")  # the header names are clean: no \ufeff, \r
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["data"]["items"] == 3 and report["data"]["targets"] == ["y"]
+    assert report["models"][0]["loss_sum"] == pytest.approx(_want(ckpt, PLAIN), rel=1e-12)
+
+
+def test_bom_without_header(ckpt: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"\xef\xbb\xbf1,2,3,0\n4,5,6,1\n7,8,9,2\n")
+    args = ("compare", ckpt, "--data", data, "--model", spec("Fine"), "--no-header")
+    result = run(*args, "--format", "json", "--precision", "float64")
+    assert result.exit_code == 0, result.stderr
+    loss_sum = json.loads(result.stdout)["models"][0]["loss_sum"]
+    assert loss_sum == pytest.approx(_want(ckpt, PLAIN), rel=1e-12)
+
+
+def test_a_data_set_of_one_row(ckpt: Path, tmp_path: Path) -> None:
+    data = tmp_path / "one.csv"
+    data.write_text("a,b,c,y\n4,5,6,1")
+    args = ("compare", ckpt, "--data", data, "--model", spec("Fine"), "--precision", "float64")
+    result = run(*args, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    model = json.loads(result.stdout)["models"][0]
+    assert model["items"] == 1
+    assert model["loss_per_item"] == pytest.approx(_want(ckpt, "h\n4,5,6,1\n"), rel=1e-12)
+
+
+_LONG = 200_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (b"a,b,c,y\n1,2,3,0\n4,\xff,6,1\n7,8,9,2\n", "DATA:3: not valid UTF-8 text (invalid start byte)"),
+        (
+            b"a,b,c,y\n" + b"1,2,3,0\n" * 5000 + b"4,5,6,\xc3\x281\n",
+            "DATA:5002: not valid UTF-8 text (invalid continuation byte)",
+        ),
+        (b"a,\xffb,c,y\n1,2,3,0\n", "DATA:1: not valid UTF-8 text (invalid start byte at byte 3)"),
+        (b'a,b,c,y\n1,2,3,0\n"4,5,6,1\n7,8,9,2\n', "DATA:3: a quoted field opened on this line runs on to line 5 (unterminated quote?)"),
+        (b'a,b,c,y\n1,2,3,0\n4,"5,6,1\n7,8,9,2\n', "DATA:3: a quoted field opened on this line runs on to line 5 (unterminated quote?)"),
+        (b'a,"b,c,y\n1,2,3,0\n', "DATA:1: unterminated quote"),
+        (b"a,b,a,y\n1,2,3,0\n", "DATA:1: a: duplicate column name"),
+        (b"a,b,c,y\n1,2,3,0\n4," + b"5" * _LONG + b",6,1\n", "DATA:3: a field is longer than 131072 characters: not a CSV/TSV file?"),
+        (b"a,b,c,y" + b"z" * _LONG + b"\n1,2,3,0\n", "DATA:1: a field is longer than 131072 characters: not a CSV/TSV file?"),
+        (b"a,b,c,y\n1,2,3,0\n" + b"4,5,6,1" + b",1" * _LONG + b"\n", f"DATA:3: expected 4 fields, found {_LONG + 4}"),
+        (b"a,b,c,y\r1,2,3,0\r4,5,6,1\r", "DATA:1: line ends are CR only (classic Mac text): convert them to LF or CRLF"),
+        (b"a,b,c,y\n1,2,3,0\n4,5\x00,6,1\n", "DATA:3: b: not a number: '5\\x00'"),
+        (b"a,b,c,y\n1,2,3,0\n4," + b"9" * 1000 + b",6,1\n", "DATA:3: b: not a finite number: '" + "9" * 40 + "'... (1000 characters)"),
+        (b"\n1,2,3,0\n", "DATA:1: first line is blank; expected the header"),
+    ],
+    ids=[
+        "utf8", "utf8-late", "utf8-header", "quote", "quote-mid", "quote-header", "duplicate",
+        "long-line", "long-header", "many-fields", "cr-only", "nul", "huge-number", "blank-first-line",
+    ],
+)  # fmt: skip
+def test_bad_text_is_one_line_with_its_line_number(
+    ckpt: Path, tmp_path: Path, raw: bytes, want: str
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_bytes(raw)
+    line = one_error(run("compare", ckpt, "--data", data, "--model", spec("Fine")))
+    assert line.replace(str(data), "DATA") == f"evalloss: error: {want}"
+
+
+def test_an_absurd_first_line_is_not_read_whole(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evalloss import data as data_module
+
+    monkeypatch.setattr(data_module, "MAX_HEADER_BYTES", 1000)
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"a," * 1000 + b"y\n1,2\n")
+    line = one_error(run("compare", ckpt, "--data", data, "--model", spec("Fine")))
+    assert line == f"evalloss: error: {data}:1: first line is longer than 1000 bytes: not a CSV/TSV file?"
