@@ -30,7 +30,7 @@ def check_outputs(
     for i, (option, path) in enumerate(given):
         for other, earlier in given[:i]:
             if _same_file(Path(path), Path(earlier)):
-                raise OptionError(f"{option} is the same file as {other}", path=Path(path))
+                raise OptionError(f"the same file as {other}", path=Path(path), key=option)
 
 
 def check_output(
@@ -49,15 +49,18 @@ def check_output(
     target = Path(output)
     folder = target.parent
     if target.is_dir():
-        raise OptionError(f"is a folder; {option} needs a file path", path=target)
+        raise OptionError("is a folder, not a file path", path=target, key=option)
     if not folder.is_dir():
-        why = "does not exist" if not folder.exists() else "is not a folder"
-        raise OptionError(f"output folder {str(folder)!r} {why}", path=target)
+        why = f"no such folder {str(folder)!r}"
+        if folder.exists():
+            why = f"{str(folder)!r} is not a folder"
+        raise OptionError(why, path=target, key=option)
     for given in inputs:
         if given is not None and _same_file(target, Path(given)):
             raise OptionError(
-                f"{option} is one of the inputs ({os.fspath(given)}); refusing to overwrite it",
+                f"is one of the inputs ({os.fspath(given)}); refusing to overwrite it",
                 path=target,
+                key=option,
             )
     try:  # the one reliable test: permissions, read-only mounts, quotas, ACLs
         fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
@@ -65,7 +68,9 @@ def check_output(
         Path(probe).unlink()
     except OSError as exc:
         raise OptionError(
-            f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc})", path=target
+            f"cannot write to folder {str(folder)!r} ({exc.strerror or exc})",
+            path=target,
+            key=option,
         ) from exc
 
 

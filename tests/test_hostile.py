@@ -135,7 +135,7 @@ def test_missing_output_folder_is_refused_before_evaluation(
 ) -> None:
     out = tmp_path / "no" / "such" / "report.json"
     line = _refused(ckpt, data, out, monkeypatch)
-    assert line == f"evalloss: error: {out}: output folder '{out.parent}' does not exist"
+    assert line == f"evalloss: error: {out}: --output: no such folder '{out.parent}'"
 
 
 def test_output_folder_that_is_a_file_is_refused(
@@ -143,7 +143,7 @@ def test_output_folder_that_is_a_file_is_refused(
 ) -> None:
     out = data / "report.json"
     line = _refused(ckpt, data, out, monkeypatch)
-    assert line == f"evalloss: error: {out}: output folder '{data}' is not a folder"
+    assert line == f"evalloss: error: {out}: --output: '{data}' is not a folder"
 
 
 def test_output_that_is_a_folder_is_refused(
@@ -151,7 +151,7 @@ def test_output_that_is_a_folder_is_refused(
 ) -> None:
     line = _refused(ckpt, data, tmp_path, monkeypatch)
     assert str(tmp_path) in line and "is a directory" in line  # click's own check comes first
-    with pytest.raises(evalloss.EvallossError, match="is a folder; --output needs a file path"):
+    with pytest.raises(evalloss.EvallossError, match="--output: is a folder, not a file path"):
         render.check_output(tmp_path)  # the library's, for API callers
 
 
@@ -166,7 +166,7 @@ def test_unwritable_output_folder_is_refused(
         line = _refused(ckpt, data, folder / "report.json", monkeypatch)
     finally:
         folder.chmod(0o755)
-    assert "cannot write to output folder" in line and "Permission denied" in line
+    assert "--output: cannot write to folder" in line and "Permission denied" in line
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
@@ -176,7 +176,7 @@ def test_output_folder_where_no_file_can_be_made_is_refused(
     """/proc refuses new files even to root: the probe write, not a permission guess, decides."""
     line = _refused(ckpt, data, Path("/proc/report.json"), monkeypatch)
     assert line.startswith(
-        "evalloss: error: /proc/report.json: cannot write to output folder '/proc'"
+        "evalloss: error: /proc/report.json: --output: cannot write to folder '/proc'"
     )
 
 
@@ -208,7 +208,7 @@ def test_output_that_is_an_input_is_refused(
     line = one_error(
         run("compare", ckpt, "--data", data, "--model", f"{model_file}:Sleepy", "-o", out)
     )
-    assert line.startswith(f"evalloss: error: {out}: --output is one of the inputs (")
+    assert line.startswith(f"evalloss: error: {out}: --output: is one of the inputs (")
     assert line.endswith("); refusing to overwrite it")
     assert not marker.exists()
     assert {p: p.read_bytes() for p in before} == before
@@ -298,12 +298,12 @@ def test_per_item_and_plot_paths_are_checked_like_output(
     args = ("compare", ckpt, "--data", data, "--model", spec("Fine"))
     line = one_error(run(*args, "--per-item", tmp_path / "data.csv"))
     assert line == (
-        f"evalloss: error: {data}: --per-item is one of the inputs ({data}); "
+        f"evalloss: error: {data}: --per-item: is one of the inputs ({data}); "
         "refusing to overwrite it"
     )
     same = tmp_path / "report.csv"
     line = one_error(run(*args, "-o", same, "--per-item", same))
-    assert line == f"evalloss: error: {same}: --per-item is the same file as --output"
+    assert line == f"evalloss: error: {same}: --per-item: the same file as --output"
     assert not same.exists() and leftovers(tmp_path) == []
 
 
