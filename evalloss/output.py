@@ -30,7 +30,11 @@ def check_outputs(
     for i, (option, path) in enumerate(given):
         for other, earlier in given[:i]:
             if _same_file(Path(path), Path(earlier)):
-                raise OptionError(f"the same file as {other}", path=Path(path), key=option)
+                raise OptionError(
+                    f"the same file as {other}; refusing to overwrite it",
+                    path=Path(path),
+                    key=option,
+                )
 
 
 def check_output(

@@ -303,7 +303,9 @@ def test_per_item_and_plot_paths_are_checked_like_output(
     )
     same = tmp_path / "report.csv"
     line = one_error(run(*args, "-o", same, "--per-item", same))
-    assert line == f"evalloss: error: {same}: --per-item: the same file as --output"
+    assert line == (
+        f"evalloss: error: {same}: --per-item: the same file as --output; refusing to overwrite it"
+    )
     assert not same.exists() and leftovers(tmp_path) == []
 
 
