@@ -284,8 +284,8 @@ def _progress(disabled: bool) -> Iterator[Callable[[int], None] | None]:
     One bar per pass over the data (every model sees each batch), fed the rows of each batch.
     Coloured unless NO_COLOR is set (https://no-color.org).
     """
-    if disabled or not _stderr_is_tty():
-        yield None
+    if disabled or not _stderr_is_tty() or os.environ.get("RANK", "0") != "0":
+        yield None  # under torchrun only rank 0 draws (its own shard's rows)
         return
     from tqdm import tqdm
 

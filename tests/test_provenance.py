@@ -86,6 +86,8 @@ def test_progress_bar_on_a_terminal_only(monkeypatch) -> None:  # type: ignore[n
     assert "\x1b[3" not in shown.stderr  # no colour under NO_COLOR
     quiet = run("compare", *ARGS, "--no-progress")
     assert quiet.stderr == "" and quiet.stdout == plain.stdout
+    monkeypatch.setenv("RANK", "1")  # torchrun: only rank 0 draws
+    assert run("compare", *ARGS).stderr == ""
 
 
 def test_no_hash_leaves_the_hashes_out_and_nothing_else() -> None:
