@@ -171,7 +171,12 @@ class Export:
 
 
 class Sample:
-    """A bounded, deterministic sample of items: their per-item loss under every model."""
+    """A bounded, deterministic sample of items: their per-item loss under every model.
+
+    Incoming batches wait in a list until they hold ``size`` items, then merge with the kept
+    sample and are cut back to ``size``: each item is copied O(1) times on average, whatever
+    the batch size, and memory stays under about three times ``size`` items.
+    """
 
     def __init__(self, models: int, size: int = SAMPLE_ITEMS) -> None:
         import numpy as np
@@ -180,6 +185,8 @@ class Sample:
         self.seen = 0
         self.keys = np.empty(0, dtype=np.uint64)
         self.losses = np.empty((0, models), dtype=np.float64)  # (kept, models)
+        self._pending: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]] = []
+        self._waiting = 0
 
     def add(self, row: int, losses: Sequence[torch.Tensor]) -> None:
         import numpy as np
@@ -187,22 +194,25 @@ class Sample:
         n = len(losses[0])
         self.seen += n
         keys = _hash(np.arange(row, row + n, dtype=np.uint64))
-        block = np.stack([loss.numpy() for loss in losses], axis=1)  # (n, models)
-        self.keys = np.concatenate([self.keys, keys])
-        self.losses = np.concatenate([self.losses, block])
-        if len(self.keys) > 2 * self.size:
-            self._prune()
+        self._pending.append((keys, np.stack([loss.numpy() for loss in losses], axis=1)))
+        self._waiting += n
+        if self._waiting >= self.size:
+            self._merge()
 
-    def _prune(self) -> None:
+    def _merge(self) -> None:
         import numpy as np
 
+        if self._pending:
+            self.keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
+            self.losses = np.concatenate([self.losses, *(v for _, v in self._pending)])
+            self._pending, self._waiting = [], 0
         if len(self.keys) > self.size:
             keep = np.argpartition(self.keys, self.size)[: self.size]
             self.keys, self.losses = self.keys[keep], self.losses[keep]
 
     def values(self) -> npt.NDArray[np.float64]:
         """The kept items' losses, (kept, models), at most ``size`` rows."""
-        self._prune()
+        self._merge()
         return self.losses
 
 
