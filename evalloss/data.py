@@ -306,15 +306,19 @@ class Dataset:
         return block
 
 
+_NUMBER = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE | re.ASCII
+)  # the numbers pyarrow reads
+
+
 def _cell_problem(text: str) -> str | None:
     """Why ``text`` is not a finite number, or None if it is one."""
     value = text.strip()
     if not value:
         return "empty value"
-    try:
-        number = float(value)
-    except ValueError:
+    if not _NUMBER.fullmatch(value):  # stricter than float(): no "1_000", no non-ASCII digits
         return f"not a number: {_shown(text)}"
+    number = float(value)
     if number != number or number in (float("inf"), float("-inf")):
         return f"not a finite number: {_shown(text)}"
     return None
@@ -343,9 +347,12 @@ def open_data(
     else:
         kind, header = "csv", not no_header
         delimiter, columns = _csv_columns(path, header)
-    if len(set(columns)) != len(columns):
-        dup = next(c for c in columns if columns.count(c) > 1)
-        raise DataError("duplicate column name", path=path, line=1, key=dup)
+    seen: set[str] = set()
+    for name in columns:
+        if name in seen:
+            what = "duplicate column name" if name else "two columns have an empty name"
+            raise DataError(what, path=path, line=1, key=name or None)
+        seen.add(name)
     targets = tuple(target) or columns[-1:]
     features = tuple(feature) or tuple(c for c in columns if c not in targets)
     known = set(columns)  # a set: a file may have 100k+ columns
@@ -355,7 +362,11 @@ def open_data(
                 f"no such column; columns are: {', '.join(columns)}", path=path, key=name
             )
     if not features:
-        raise DataError("no feature columns left after the targets", path=path)
+        hint = ""
+        if kind == "csv" and len(columns) == 1:
+            sep = "tab" if delimiter == "\t" else "comma"
+            hint = f": the file has one column, {_shown(columns[0])}; is it {sep}-separated?"
+        raise DataError("no feature columns left after the targets" + hint, path=path)
     overlap = set(targets) & set(features)
     if overlap:
         raise DataError("column is both a target and a feature", path=path, key=min(overlap))

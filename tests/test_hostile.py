@@ -493,10 +493,16 @@ _LONG = 200_000
         (b"a,b,c,y\n1,2,3,0\n4,5\x00,6,1\n", "DATA:3: b: not a number: '5\\x00'"),
         (b"a,b,c,y\n1,2,3,0\n4," + b"9" * 1000 + b",6,1\n", "DATA:3: b: not a finite number: '" + "9" * 40 + "'... (1000 characters)"),
         (b"\n1,2,3,0\n", "DATA:1: first line is blank; expected the header"),
+        (b",,c,y\n1,2,3,0\n", "DATA:1: two columns have an empty name"),
+        # found by fuzzing: Python's float() takes these, pyarrow does not; the message was
+        # "cannot parse (In CSV column #0: CSV conversion error ...)" without line or column
+        (b"a,b,c,y\n1,2,3,0\n1_0,2,3,0\n", "DATA:3: a: not a number: '1_0'"),
+        ("a,b,c,y\n1,\u0661,3,0\n".encode(), "DATA:2: b: not a number: '\u0661'"),
+        (b"a;b;c;y\n1;2;3;0\n", "DATA: no feature columns left after the targets: the file has one column, 'a;b;c;y'; is it comma-separated?"),
     ],
     ids=[
         "utf8", "utf8-late", "utf8-header", "quote", "quote-mid", "quote-header", "duplicate",
-        "long-line", "long-header", "many-fields", "cr-only", "nul", "huge-number", "blank-first-line",
+        "long-line", "long-header", "many-fields", "cr-only", "nul", "huge-number", "blank-first-line", "empty-names", "underscore", "arabic-digit", "semicolons",
     ],
 )  # fmt: skip
 def test_bad_text_is_one_line_with_its_line_number(
