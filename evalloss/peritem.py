@@ -131,9 +131,12 @@ class Export:
             arrays.append(pa.array(np.concatenate([losses[k] for _, _, losses in self._buffer])))
         table = pa.Table.from_arrays(arrays, names=self.columns)
         self._buffer, self._buffered = [], 0
-        if self._writer is None:
-            self._writer = self._open(table.schema)
-        self._writer.write_table(table)
+        try:
+            if self._writer is None:
+                self._writer = self._open(table.schema)
+            self._writer.write_table(table)
+        except (OSError, pa.ArrowException) as exc:  # a full disk, a vanished folder
+            raise OptionError(f"cannot write ({exc})", path=self.path, key="--per-item") from exc
 
     def _open(self, schema: Any) -> Any:
         import pyarrow.csv as pacsv
@@ -147,19 +150,21 @@ class Export:
         return pacsv.CSVWriter(str(self._tmp), schema, write_options=options)
 
     def commit(self) -> None:
-        """Write what is buffered and put the file in place."""
+        """Write what is buffered and put the file in place (on failure, drop it)."""
+        import pyarrow as pa
+
         try:
             self._flush()
             if self._writer is None:  # no items: an empty file with the header
-                import pyarrow as pa
-
-                schema = pa.schema([(c, pa.float64()) for c in self.columns])
-                self._writer = self._open(schema)
+                self._writer = self._open(pa.schema([(c, pa.float64()) for c in self.columns]))
             self._writer.close()
             place(self._tmp, self.path)
-        except OSError as exc:
+        except (OSError, pa.ArrowException) as exc:
             self.abort()
             raise OptionError(f"cannot write ({exc})", path=self.path, key="--per-item") from exc
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         """Drop the partial file: nothing is left behind."""

@@ -226,12 +226,22 @@ def _save(fig: Any, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    tmp: Path | None = None
     try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(fd)
+        tmp = Path(name)
         fig.savefig(tmp, dpi=120, format=path.suffix.lower().lstrip("."))
-        place(Path(tmp), path)
+        place(tmp, path)
+    except OSError as exc:
+        _drop(tmp)
+        raise OptionError(f"cannot write ({exc})", path=path, key="--plot") from exc
     except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
+        _drop(tmp)
         raise
+
+
+def _drop(tmp: Path | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

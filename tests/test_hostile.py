@@ -523,4 +523,7 @@ def test_an_absurd_first_line_is_not_read_whole(
     data = tmp_path / "data.csv"
     data.write_bytes(b"a," * 1000 + b"y\n1,2\n")
     line = one_error(run("compare", ckpt, "--data", data, "--model", spec("Fine")))
-    assert line == f"evalloss: error: {data}:1: first line is longer than 1000 bytes: not a CSV/TSV file?"
+    assert (
+        line
+        == f"evalloss: error: {data}:1: first line is longer than 1000 bytes: not a CSV/TSV file?"
+    )

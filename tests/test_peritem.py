@@ -230,3 +230,24 @@ def test_the_model_file_is_an_input_too(write_csv, save, tmp_path) -> None:  # t
     )  # fmt: skip
     assert result.exit_code == 2 and "refusing to overwrite it" in result.stderr
     assert spec_file.read_text() == Path(NETS).read_text()
+
+
+def test_a_failing_disk_is_an_exit_2_error_and_leaves_nothing(
+    write_csv, save, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    _, _, path, _, ckpts = _setup(write_csv, save, rows=30)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def full(self, table):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(peritem, "FLUSH_ROWS", 8)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    result = run(
+        "compare", *ckpts, "--data", path, "--model", net("mlp"), "--loss", "cross-entropy",
+        "--per-item", out / "items.parquet",
+    )  # fmt: skip
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--per-item: cannot write ([Errno 28] No space left on device)" in result.stderr
+    assert list(out.iterdir()) == []
