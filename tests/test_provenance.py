@@ -132,3 +132,11 @@ def test_csv_rows_carry_each_checkpoints_sha256_and_markdown_a_footer() -> None:
     footer = markdown.rstrip().splitlines()[-1]
     assert footer.startswith("<sub>evalloss ") and footer.endswith("</sub>")
     assert f"data sha256 `{_sha256(EXAMPLE / 'train.csv')[:16]}`" in footer
+
+
+def test_threads_is_what_the_run_used() -> None:
+    before = torch.get_num_threads()
+    result = run("compare", *ARGS, "--format", "json", "--threads", "1")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["provenance"]["threads"] == 1
+    assert torch.get_num_threads() == before  # restored after the run
