@@ -348,7 +348,7 @@ def cli() -> None:
     metavar="PATH",
     help="Also draw the per-item loss distributions (and, with a baseline, the paired "
     "differences with their 95% CI) to PATH (.png, .svg, .pdf). Needs: pip install "
-    "'evalloss[plot]'.",
+    "'evalloss[plot]'. One process only (refused under torchrun).",
 )
 @click.option(
     "--no-hash",
