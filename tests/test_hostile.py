@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -527,3 +528,58 @@ def test_an_absurd_first_line_is_not_read_whole(
         line
         == f"evalloss: error: {data}:1: first line is longer than 1000 bytes: not a CSV/TSV file?"
     )
+
+
+# -- docs/errors.md stays in step ----------------------------------------------------------
+
+DOC = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+SOURCE = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "evalloss").glob("*.py"))
+
+
+def test_errors_doc_has_every_exit_code_and_error_class() -> None:
+    from evalloss import cli, errors
+
+    table = {int(m.group(1)) for m in re.finditer(r"^\| (\d+) \|", DOC, flags=re.MULTILINE)}
+    codes = {getattr(cli, n) for n in dir(cli) if n.startswith("EXIT_")}
+    assert table == codes == {0, 1, 2, 3, 130, 141, 143}
+    classes = [c.__name__ for c in vars(errors).values() if isinstance(c, type)]
+    for name in classes:
+        if name.endswith("Error") and name != "EvallossError":
+            assert f"`{name}`" in DOC, f"docs/errors.md does not cover {name}"
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "interrupted (SIGINT); no report written",
+        "terminated (SIGTERM); no report written",
+        "please report it with the above",
+        "is one of the inputs (",
+        "); refusing to overwrite it",
+        "is a folder, not a file path",
+        "cannot write to folder",
+        "two columns have an empty name",
+        "duplicate column name",
+        "(unterminated quote?)",
+        "line ends are CR only (classic Mac text): convert them to LF or CRLF",
+        "not valid UTF-8 text (",
+        "characters: not a CSV/TSV file?",
+        "no feature columns left after the targets",
+        "column is both a target and a feature",
+        "empty file: no header and no data rows",
+        "forward failed on ",
+        "use a smaller --batch-size, e.g. ",
+        "tensor with the batch first (return the logits/predictions only)",
+        "expected floating point",
+        "no architecture: the file has no evalloss.layers spec and no --model was given",
+        "a Git LFS pointer, not the checkpoint itself",
+        "which can run code when loaded",
+        "too short for safetensors",
+        "the header names it twice",
+        "NaN or Inf weights in ",
+    ],
+)
+def test_errors_doc_quotes_the_code(phrase: str) -> None:
+    """Each phrase is in the code and in docs/errors.md: change one, update the other."""
+    assert phrase in SOURCE, f"the code no longer says {phrase!r}: update docs/errors.md"
+    assert phrase in DOC, f"docs/errors.md does not show {phrase!r}"
