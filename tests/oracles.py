@@ -14,10 +14,6 @@ def _logsumexp(z: Sequence[float]) -> float:
     return m + math.log(sum(math.exp(v - m) for v in z))
 
 
-def _sigmoid(v: float) -> float:
-    return 1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v))
-
-
 def item_loss(name: str, output: Sequence[float], target: Sequence[float]) -> float:
     """The contract's loss_i for one item: mean over the item's elements, float64."""
     if name == "cross-entropy":
@@ -33,10 +29,8 @@ def item_loss(name: str, output: Sequence[float], target: Sequence[float]) -> fl
         values = [0.5 * (o - t) ** 2 if abs(o - t) < 1 else abs(o - t) - 0.5 for o, t in pairs]
     elif name == "bce":
         values = [-(t * math.log(o) + (1 - t) * math.log(1 - o)) for o, t in pairs]
-    elif name == "bce-logits":
-        values = [
-            -(t * math.log(_sigmoid(o)) + (1 - t) * math.log(1 - _sigmoid(o))) for o, t in pairs
-        ]
+    elif name == "bce-logits":  # -(t log s(o) + (1-t) log(1-s(o))) = softplus(o) - t o, stably
+        values = [max(o, 0.0) + math.log1p(math.exp(-abs(o))) - t * o for o, t in pairs]
     else:
         raise ValueError(name)
     return math.fsum(values) / len(values)

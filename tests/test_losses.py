@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from tests import oracles
 
 
 def _case(name: str, n: int = 7, t: int = 1, c: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(hash(name) % 1000)
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     if name in ("cross-entropy", "nll"):
         out = torch.randn(n, c, generator=g, dtype=torch.float64) * 3
         if name == "nll":
