@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -104,6 +105,10 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
 def _read_header(path: str) -> tuple[bytes, int]:
     """The raw JSON header and the size of the data section after it."""
     try:
+        mode = Path(path).stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # a FIFO or device would block or never end: refuse before opening it
+            raise CheckpointError("not a regular file", path=path)
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)

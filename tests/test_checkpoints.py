@@ -82,6 +82,11 @@ def test_directory(tmp_path: Path, data: Path) -> None:
     _refused(tmp_path / "d.safetensors", data, tmp_path, "is a directory")
 
 
+def test_fifo_is_refused_without_blocking(tmp_path: Path, data: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    _refused(tmp_path / "pipe.safetensors", data, tmp_path, "not a regular file")
+
+
 def test_unreadable_file(tmp_path: Path, data: Path) -> None:
     path = tmp_path / "secret.safetensors"
     path.write_bytes(_valid(tmp_path))
