@@ -67,9 +67,10 @@ def check_output(
                 key=option,
             )
     try:  # the one reliable test: permissions, read-only mounts, quotas, ACLs
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
-        os.close(fd)
-        Path(probe).unlink()
+        with _signals_held():  # never leave the probe behind
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+            os.close(fd)
+            Path(probe).unlink()
     except OSError as exc:
         raise OptionError(
             f"cannot write to folder {str(folder)!r} ({exc.strerror or exc})",

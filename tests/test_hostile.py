@@ -170,6 +170,41 @@ def test_unwritable_output_folder_is_refused(
     assert "--output: cannot write to folder" in line and "Permission denied" in line
 
 
+def test_a_folder_that_refuses_new_files_is_refused(
+    ckpt: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever runs the tests (root too): the probe file's creation decides, not a guess."""
+    from evalloss import output
+
+    real = output.tempfile.mkstemp
+
+    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
+        if str(kwargs.get("suffix")) == ".probe":
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(output.tempfile, "mkstemp", refuse)
+    out = tmp_path / "report.json"
+    line = _refused(ckpt, data, out, monkeypatch)
+    assert line == (
+        f"evalloss: error: {out}: --output: cannot write to folder '{tmp_path}' (Permission denied)"
+    )
+
+
+def test_explain_checks_its_output_too(ckpt: Path, data: Path) -> None:
+    args = ("explain", ckpt, "--data", data, "--model", spec("Fine"), "-o", data)
+    line = one_error(run(*args))
+    assert line.endswith(f"--output: is one of the inputs ({data}); refusing to overwrite it")
+    assert data.read_text() == DATA
+
+
+def test_model_faults_reach_api_callers_as_exceptions(ckpt: Path, data: Path) -> None:
+    with pytest.raises(evalloss.ModelError, match="forward failed on rows 1-3") as info:
+        evalloss.compare([ckpt], data=data, model=spec("Raises"))
+    assert info.value.exit_code == 2 and info.value.path == str(ckpt)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_output_folder_where_no_file_can_be_made_is_refused(
     ckpt: Path, data: Path, monkeypatch: pytest.MonkeyPatch
@@ -251,7 +286,8 @@ def test_signal_mid_run_exits_with_its_code_and_leaves_the_old_report(
     out.write_text(OLD)
     marker = tmp_path / "forward-ran"
     args = ("compare", ckpt, "--data", data, "--model", spec("Sleepy"), "-o", out)
-    proc = _cli(*args, EVALLOSS_TEST_STARTED=str(marker), EVALLOSS_TEST_SLEEP="120")
+    items = ("--per-item", tmp_path / "items.csv")  # its temporary file is open mid-run
+    proc = _cli(*args, *items, EVALLOSS_TEST_STARTED=str(marker), EVALLOSS_TEST_SLEEP="120")
     deadline = time.monotonic() + 120
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -264,7 +300,8 @@ def test_signal_mid_run_exits_with_its_code_and_leaves_the_old_report(
     assert stdout == ""
     assert stderr.splitlines() == [line]
     assert out.read_text() == OLD
-    assert leftovers(tmp_path) == []
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["data.csv", "forward-ran", "m.safetensors", "report.json"]
 
 
 def test_closed_stdout_exits_141_quietly(ckpt: Path, data: Path) -> None:
