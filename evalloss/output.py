@@ -50,22 +50,25 @@ def check_output(
     """
     if output is None:
         return
-    target = Path(output)
+    shown = Path(output)
+    target = shown if _special(shown) else _real(shown)
     folder = target.parent
     if target.is_dir():
-        raise OptionError("is a folder, not a file path", path=target, key=option)
+        raise OptionError("is a folder, not a file path", path=shown, key=option)
     if not folder.is_dir():
         why = f"no such folder {str(folder)!r}"
         if folder.exists():
             why = f"{str(folder)!r} is not a folder"
-        raise OptionError(why, path=target, key=option)
+        raise OptionError(why, path=shown, key=option)
     for given in inputs:
         if given is not None and _same_file(target, Path(given)):
             raise OptionError(
                 f"is one of the inputs ({os.fspath(given)}); refusing to overwrite it",
-                path=target,
+                path=shown,
                 key=option,
             )
+    if _special(target):  # /dev/stdout, /dev/null, a FIFO: written in place, no temp file
+        return
     try:  # the one reliable test: permissions, read-only mounts, quotas, ACLs
         with _signals_held():  # never leave the probe behind
             fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
@@ -74,7 +77,7 @@ def check_output(
     except OSError as exc:
         raise OptionError(
             f"cannot write to folder {str(folder)!r} ({exc.strerror or exc})",
-            path=target,
+            path=shown,
             key=option,
         ) from exc
 
@@ -94,11 +97,17 @@ def write(text: str, output: str | os.PathLike[str] | None) -> None:
     The text goes to a temporary file in the target's folder, is flushed and fsynced, then
     renamed over the target. On any error or signal the old target stays as it was and the
     temporary file is removed. The new file gets the old one's permissions (else 0666 - umask).
+    A symlink is followed (its target gets the report); a device or FIFO (``/dev/stdout``)
+    is written in place.
     """
     if output is None:
         print(text, end="", flush=True)
         return
-    target = Path(output)
+    if _special(Path(output)):  # /dev/stdout, a FIFO: no rename possible, and nothing to tear
+        with open(output, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        return
+    target = _real(Path(output))  # through a symlink: the file it points to gets the report
     tmp: str | None = None
     try:
         with _signals_held():  # no signal between creating the file and knowing its name
@@ -116,6 +125,16 @@ def write(text: str, output: str | os.PathLike[str] | None) -> None:
             with contextlib.suppress(OSError):
                 Path(tmp).unlink()
         raise
+
+
+def _real(path: Path) -> Path:
+    """``path``, or where it points if it is a symlink (a new file there if it dangles)."""
+    return path.resolve() if path.is_symlink() else path
+
+
+def _special(path: Path) -> bool:
+    """An existing path that is neither a regular file nor a folder: a device, FIFO, socket."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def _mode_for(target: Path) -> int:

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -93,6 +94,41 @@ def test_replacing_a_report_keeps_its_permissions(ckpt, data, tmp_path: Path) ->
     assert result.exit_code == 0, result.stderr
     assert out.read_text().startswith("rank,name,")
     assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_output_through_a_symlink_updates_the_file_it_points_to(
+    ckpt: Path, data: Path, tmp_path: Path
+) -> None:
+    real = tmp_path / "reports" / "2026.json"
+    real.parent.mkdir()
+    real.write_text(OLD)
+    link = tmp_path / "latest.json"
+    link.symlink_to(real)
+    args = ("compare", ckpt, "--data", data, "--model", spec("Fine"), "--format", "json")
+    result = run(*args, "-o", link)
+    assert result.exit_code == 0, result.stderr
+    assert link.is_symlink() and link.resolve() == real
+    assert json.loads(real.read_text())["data"]["items"] == 3
+    assert leftovers(tmp_path) == [] and leftovers(real.parent) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
+def test_output_to_a_fifo_is_written_in_place(ckpt: Path, data: Path, tmp_path: Path) -> None:
+    """Like -o /dev/stdout: no rename over a device or FIFO, just the text written to it."""
+    import threading
+
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    args = ("compare", ckpt, "--data", data, "--model", spec("Fine"), "--format", "csv")
+    result = run(*args, "-o", fifo)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.stderr
+    assert got and got[0].startswith("rank,name,")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert leftovers(tmp_path) == []
 
 
 def test_a_failed_run_leaves_the_old_report(ckpt, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
