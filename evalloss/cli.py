@@ -378,7 +378,7 @@ def compare(
     render.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
     distributed.reporter = lambda exc: _error(str(exc))
     main = distributed.is_main()
-    with _progress(no_progress or not main) as progress:
+    with _progress(no_progress or not main) as progress, _prints_to_stderr():
         report = api.compare(checkpoints, progress=progress, **options)
     if not main:  # under torchrun, rank 0 alone writes the report
         if report.gate is not None and not report.gate.passed:
@@ -420,9 +420,15 @@ def explain(
     from . import explainer, render
 
     render.check_output(output, _inputs([checkpoint], options))
-    with _progress(no_progress) as progress:
+    with _progress(no_progress) as progress, _prints_to_stderr():
         report = explainer.explain(checkpoint, progress=progress, **options)
     render.write(render.render_explain(report, fmt), output)
+
+
+def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:
+    """While models run, a ``print`` in the user's code goes to stderr: stdout carries the
+    report alone, so ``--format json | jq`` never sees debug output."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:

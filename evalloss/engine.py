@@ -57,7 +57,7 @@ class Accumulator:
             with torch.inference_mode():
                 try:
                     outputs = self.module(x)  # (n, ...)
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:  # sys.exit() in a forward, too
                     if _out_of_memory(exc):
                         raise
                     raise ModelError(

@@ -111,3 +111,16 @@ class Poisonable(_Base):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hit = x[:, :1] > 5  # (n, 1)
         return self.linear(x) + torch.where(hit, self.poison, torch.zeros((), dtype=x.dtype))
+
+
+class Chatty(_Base):
+    """Prints while it works, as a model with debug output does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print(f"debug: batch of {len(x)}")
+        return self.linear(x)
+
+
+class Exits(_Base):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise SystemExit(3)

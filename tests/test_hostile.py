@@ -408,6 +408,7 @@ _SHAPE_HINT = "expected one tensor with the batch first (return the logits/predi
             "out of memory on cpu evaluating rows 1-3 (3 rows per batch): "
             "use a smaller --batch-size, e.g. 1",
         ),
+        ("Exits", (), "forward failed on rows 1-3 with input of shape (3, 3): SystemExit: 3"),
         ("Tuple", (), f"forward returned tuple on rows 1-3, {_SHAPE_HINT}"),
         ("Integer", (), f"forward returned int on rows 1-3, {_SHAPE_HINT}"),
         (
@@ -427,6 +428,14 @@ def test_model_fault_is_one_line_naming_the_model(
     result = run("compare", ckpt, "--data", data, "--model", spec(model), "-o", out, *extra)
     assert one_error(result) == f"evalloss: error: {ckpt}: {want}"
     assert out.read_text() == OLD and leftovers(tmp_path) == []
+
+
+def test_prints_in_a_model_go_to_stderr_not_into_the_report(ckpt: Path, data: Path) -> None:
+    for command in ("compare", "explain"):
+        result = run(command, ckpt, "--data", data, "--model", spec("Chatty"), "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        json.loads(result.stdout)  # the report alone
+        assert "debug: batch of 3" in result.stderr
 
 
 def test_out_of_memory_is_recognised_in_every_form() -> None:
