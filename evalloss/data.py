@@ -273,7 +273,7 @@ class Dataset:
             for batch in batches:
                 yield self._to_block(batch, row, dtype)
                 row += batch.num_rows
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, ValueError) as exc:  # a corrupt file
             raise DataError(f"cannot read Parquet ({exc})", path=self.path) from exc
         if world == 1 and row == 0:
             raise DataError("no data rows", path=self.path)
@@ -467,5 +467,5 @@ def _parquet_columns(path: str) -> tuple[str, ...]:
 
     try:
         return tuple(pq.read_schema(path).names)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError
         raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc

@@ -219,3 +219,49 @@ def test_random_csv_text(
         "--format", "json", "-o", out, *flat,
     )  # fmt: skip
     check(result, out)
+
+
+# -- Parquet files -------------------------------------------------------------------------
+
+
+def _parquet(folder: Path) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {"a\u00e9": [1.0, 4.0, 7.0], "b": [2.0, 5.0, 8.0], "c": [3.0, 6.0, 9.0], "y": [0, 1, 2]}
+    )
+    pq.write_table(table, folder / "base.parquet", store_schema=False)
+    return (folder / "base.parquet").read_bytes()
+
+
+def test_parquet_column_name_that_is_not_utf8(folder: Path) -> None:
+    """Found by fuzzing: pyarrow raised UnicodeDecodeError reading the schema: exit 3."""
+    if not (folder / "fine.safetensors").exists():
+        _bases(folder)
+    data = folder / "names.parquet"
+    data.write_bytes(_parquet(folder).replace(b"a\xc3\xa9", b"a\xff\xa9"))
+    out = folder / "report.json"
+    out.unlink(missing_ok=True)
+    args = ("compare", folder / "fine.safetensors", "--data", data, "--model", f"{FAULTY}:Fine")
+    result = run(*args, "-o", out)
+    check(result, out)
+    assert result.stderr.startswith(f"evalloss: error: {data}: not a readable Parquet file (")
+
+
+@settings(
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(edits=st.lists(_EDIT, min_size=1, max_size=3))
+def test_mutated_parquet(folder: Path, edits: list[tuple[str, int, object]]) -> None:
+    if not (folder / "fine.safetensors").exists():
+        _bases(folder)
+    data = folder / "mutant.parquet"
+    data.write_bytes(_mutate(_parquet(folder), edits))
+    out = folder / "report.json"
+    out.unlink(missing_ok=True)
+    args = ("compare", folder / "fine.safetensors", "--data", data, "--model", f"{FAULTY}:Fine")
+    check(run(*args, "--format", "json", "-o", out), out)
