@@ -98,8 +98,22 @@ def write(text: str, output: str | os.PathLike[str] | None) -> None:
     renamed over the target. On any error or signal the old target stays as it was and the
     temporary file is removed. The new file gets the old one's permissions (else 0666 - umask).
     A symlink is followed (its target gets the report); a device or FIFO (``/dev/stdout``)
-    is written in place.
+    is written in place. A failed write (full disk, ...) is an `OptionError`.
     """
+    try:
+        _write(text, output)
+    except BrokenPipeError:
+        raise  # the reader went away: the CLI exits 141, quietly
+    except OSError as exc:  # a full disk, a vanished folder, an I/O error
+        why = exc.strerror or str(exc)
+        if output is None:
+            raise OptionError(f"cannot write the report to stdout ({why})") from exc
+        raise OptionError(
+            f"cannot write it ({why}); no report written", path=Path(output), key="--output"
+        ) from exc
+
+
+def _write(text: str, output: str | os.PathLike[str] | None) -> None:
     if output is None:
         print(text, end="", flush=True)
         return

@@ -151,10 +151,44 @@ def test_write_interrupted_before_the_rename_leaves_the_old_report(
         raise fault
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(type(fault)):
+    expected = evalloss.EvallossError if isinstance(fault, OSError) else type(fault)
+    with pytest.raises(expected):
         render.write("the new report\n" * 1000, out)
     assert out.read_text() == OLD
     assert leftovers(tmp_path) == []
+
+
+def test_a_full_disk_at_the_end_is_one_line_and_exit_2(
+    ckpt: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "report.json"
+    out.write_text(OLD)
+    line = one_error(run("compare", ckpt, "--data", data, "--model", spec("Fine"), "-o", out))
+    assert line == (
+        f"evalloss: error: {out}: --output: cannot write it (No space left on device); "
+        "no report written"
+    )
+    assert out.read_text() == OLD and leftovers(tmp_path) == []
+
+
+def test_stdout_that_fails_is_one_line_and_exit_2(
+    ckpt: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    def failing_print(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(builtins, "print", failing_print)
+    result = run("compare", ckpt, "--data", data, "--model", spec("Fine"))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "evalloss: error: cannot write the report to stdout (Input/output error)\n"
+    )
 
 
 def _refused(ckpt: Path, data: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> str:
