@@ -216,9 +216,40 @@ def test_random_csv_text(
     flat = [part for option in options for part in option]
     result = run(
         "compare", folder / "fine.safetensors", "--data", data, "--model", f"{FAULTY}:Fine",
-        "--format", "json", "-o", out, *flat,
+        "--format", "json", "-o", out, "--precision", "float64", *flat,
     )  # fmt: skip
     check(result, out)
+    if result.exit_code == 0 and flat in ([], ["--no-header"]):  # the figures, not just the code
+        model = json.loads(out.read_text())["models"][0]
+        items, want = _oracle(folder / "fine.safetensors", raw, suffix, header=not flat)
+        assert model["items"] == items
+        assert model["loss_sum"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def _oracle(ckpt: Path, raw: bytes, suffix: str, *, header: bool) -> tuple[int, float]:
+    """Items and cross-entropy loss sum, read with the csv module and summed with math.fsum:
+    an independent reading of the same bytes (BOM, CRLF, quotes, blank lines, spaces)."""
+    import csv
+    import io
+    import math
+
+    from safetensors.torch import load_file
+
+    text = raw.decode("utf-8-sig")
+    first = text.splitlines()[0] if text else ""
+    sep = "\t" if suffix == ".tsv" or ("\t" in first and "," not in first) else ","
+    records = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=sep) if r]
+    rows = records[1:] if header else records
+    tensors = load_file(ckpt)
+    w, b = tensors["linear.weight"].tolist(), tensors["linear.bias"].tolist()
+    losses = []
+    for *x, y in ([float(v) for v in row] for row in rows):
+        z = [
+            math.fsum([*(wi * xi for wi, xi in zip(w[k], x, strict=True)), b[k]]) for k in range(3)
+        ]
+        top = max(z)
+        losses.append(top + math.log(math.fsum(math.exp(v - top) for v in z)) - z[int(y)])
+    return len(rows), math.fsum(losses)
 
 
 # -- Parquet files -------------------------------------------------------------------------
