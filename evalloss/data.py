@@ -258,7 +258,7 @@ class Dataset:
         import pyarrow.parquet as pq
 
         try:
-            parquet = pq.ParquetFile(self.path)
+            parquet = pq.ParquetFile(self.path, pre_buffer=False)  # pre-buffering: RSS grows
             meta = parquet.metadata
             groups = meta.num_row_groups
             mine = list(range(groups * rank // world, groups * (rank + 1) // world))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import distributed
@@ -51,7 +51,11 @@ def run(
                 stacklevel=3,
             )
         shard = {"rank": world.rank, "world": world.size, "exact": unsafe}
-    blocks = prefetch(dataset.blocks(dtype, **shard), pin=device.type == "cuda")
+    source = dataset.blocks(dtype, **shard)
+    if os.environ.get("EVALLOSS_READ_AHEAD", "1") == "0":  # a benchmark knob: no reader thread
+        blocks: Generator[Block, None, None] = (b for b in source)
+    else:
+        blocks = prefetch(source, pin=device.type == "cuda")
     items, error, working = 0, None, True
     try:
         while True:
