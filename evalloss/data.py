@@ -180,8 +180,10 @@ class Dataset:
     def _diagnose(self, arrow_message: str, offset: int = 0) -> DataError:
         """Find the first bad record from ``offset`` with an exact scan: line, column, value."""
         wanted = {self.columns.index(c): c for c in (*self.features, *self.targets)}
+        end = 1 if self.header and offset == 0 else 0  # the last line of the last record read
         try:
             for line, record in self._records(offset):
+                end = line + _breaks("".join(record))
                 if len(record) != len(self.columns):
                     return _unclosed_quote(self.path, line, record) or DataError(
                         f"expected {len(self.columns)} fields, found {len(record)}",
@@ -199,9 +201,15 @@ class Dataset:
                 f"not valid UTF-8 text ({exc.reason})", path=self.path
             )
         except csv.Error as exc:
-            return _unreadable(self.path, self.delimiter) or DataError(
-                f"malformed CSV ({exc})", path=self.path
-            )
+            found = _unreadable(self.path, self.delimiter)
+            if found is None and "field larger" in str(exc) and (end or offset == 0):
+                return DataError(  # no long line, yet a long field: a quote that never closes
+                    f"a quoted field opened on this line runs on past {csv.field_size_limit()} "
+                    "characters (unterminated quote?)",
+                    path=self.path,
+                    line=end + 1,
+                )
+            return found or DataError(f"malformed CSV ({exc})", path=self.path)
         return DataError(f"cannot parse ({arrow_message})", path=self.path)
 
     def _records(self, offset: int = 0) -> Iterator[tuple[int, list[str]]]:
@@ -421,8 +429,7 @@ def _csv_columns(path: str, header: bool) -> tuple[str, tuple[str, ...]]:
 
 def _unclosed_quote(path: str, line: int, fields: Sequence[str]) -> DataError | None:
     """A bad record holding a line break: a quote opened on ``line`` that runs on."""
-    text = "".join(fields)
-    breaks = text.count("\n") + text.count("\r") - text.count("\r\n")
+    breaks = _breaks("".join(fields))
     if not breaks:
         return None
     return DataError(
@@ -430,6 +437,11 @@ def _unclosed_quote(path: str, line: int, fields: Sequence[str]) -> DataError | 
         path=path,
         line=line,
     )
+
+
+def _breaks(text: str) -> int:
+    """Line breaks in ``text`` (CRLF counts once)."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
 def _unreadable(path: str, delimiter: str) -> DataError | None:

@@ -602,6 +602,11 @@ _LONG = 200_000
         (b'a,b,c,y\n1,2,3,0\n"4,5,6,1\n7,8,9,2\n', "DATA:3: a quoted field opened on this line runs on to line 5 (unterminated quote?)"),
         (b'a,b,c,y\n1,2,3,0\n4,"5,6,1\n7,8,9,2\n', "DATA:3: a quoted field opened on this line runs on to line 5 (unterminated quote?)"),
         (b'a,"b,c,y\n1,2,3,0\n', "DATA:1: unterminated quote"),
+        (
+            b'a,b,c,y\n1,2,3,0\n4,"5,6,1\n' + b"1,2,3,0\n" * 30_000,
+            "DATA:3: a quoted field opened on this line runs on past 131072 characters "
+            "(unterminated quote?)",
+        ),
         (b"a,b,a,y\n1,2,3,0\n", "DATA:1: a: duplicate column name"),
         (b"a,b,c,y\n1,2,3,0\n4," + b"5" * _LONG + b",6,1\n", "DATA:3: a field is longer than 131072 characters: not a CSV/TSV file?"),
         (b"a,b,c,y" + b"z" * _LONG + b"\n1,2,3,0\n", "DATA:1: a field is longer than 131072 characters: not a CSV/TSV file?"),
@@ -618,7 +623,7 @@ _LONG = 200_000
         (b"a;b;c;y\n1;2;3;0\n", "DATA: no feature columns left after the targets: the file has one column, 'a;b;c;y'; is it comma-separated?"),
     ],
     ids=[
-        "utf8", "utf8-late", "utf8-header", "quote", "quote-mid", "quote-header", "duplicate",
+        "utf8", "utf8-late", "utf8-header", "quote", "quote-mid", "quote-header", "quote-runaway", "duplicate",
         "long-line", "long-header", "many-fields", "cr-only", "nul", "huge-number", "blank-first-line", "empty-names", "underscore", "arabic-digit", "semicolons",
     ],
 )  # fmt: skip
