@@ -400,9 +400,15 @@ def _csv_columns(path: str, header: bool) -> tuple[str, tuple[str, ...]]:
     try:
         first = re.split("\r|\n", raw.decode("utf-8-sig"), maxsplit=1)[0]
     except UnicodeDecodeError as exc:
+        kind = _binary_kind(path)
+        if kind:
+            raise DataError(f"not a CSV/TSV file: {kind}", path=path) from exc
         raise DataError(
             f"not valid UTF-8 text ({exc.reason} at byte {exc.start + 1})", path=path, line=1
         ) from exc
+    if "\x00" in first:
+        kind = _binary_kind(path) or "NUL bytes: UTF-16 or binary data, not UTF-8 text"
+        raise DataError(f"not a CSV/TSV file: {kind}", path=path, line=1)
     if b"\r" in raw.rstrip(b"\r\n"):  # the whole file read as one line
         raise DataError(
             "line ends are CR only (classic Mac text): convert them to LF or CRLF",
@@ -425,6 +431,31 @@ def _csv_columns(path: str, header: bool) -> tuple[str, tuple[str, ...]]:
         raise DataError(f"first line is blank; expected {what}", path=path, line=1)
     columns = tuple(n.strip() for n in names) if header else tuple(map(str, range(len(names))))
     return delimiter, columns
+
+
+_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed; decompress it first",
+    b"BZh": "bzip2-compressed; decompress it first",
+    b"\xfd7zXZ\x00": "xz-compressed; decompress it first",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it first",
+    b"PK\x03\x04": "a zip archive; extract the CSV first",
+    b"PAR1": "a Parquet file; name it .parquet or .pq",
+    b"\xff\xfe": "UTF-16 text; save it as UTF-8",
+    b"\xfe\xff": "UTF-16 text; save it as UTF-8",
+}
+
+
+def _binary_kind(path: str) -> str | None:
+    """What a data file that is not text looks like (compressed, Parquet, a checkpoint)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+        size = os.fstat(f.fileno()).st_size
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
+        return "a safetensors checkpoint, not a data set"
+    return None
 
 
 def _unclosed_quote(path: str, line: int, fields: Sequence[str]) -> DataError | None:

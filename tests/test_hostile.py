@@ -704,3 +704,41 @@ def test_errors_doc_quotes_the_code(phrase: str) -> None:
     """Each phrase is in the code and in docs/errors.md: change one, update the other."""
     assert phrase in SOURCE, f"the code no longer says {phrase!r}: update docs/errors.md"
     assert phrase in DOC, f"docs/errors.md does not show {phrase!r}"
+
+
+def _binary_files(ckpt: Path, tmp: Path) -> dict[str, bytes]:
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1.0], "b": [2.0], "c": [3.0], "y": [0]}), tmp / "t.parquet")
+    with zipfile.ZipFile(tmp / "t.zip", "w") as z:
+        z.writestr("data.csv", PLAIN)
+    return {
+        "gzip-compressed; decompress it first": gzip.compress(PLAIN.encode()),
+        "bzip2-compressed; decompress it first": bz2.compress(PLAIN.encode()),
+        "xz-compressed; decompress it first": lzma.compress(PLAIN.encode()),
+        "a zip archive; extract the CSV first": (tmp / "t.zip").read_bytes(),
+        "a Parquet file; name it .parquet or .pq": (tmp / "t.parquet").read_bytes(),
+        "a safetensors checkpoint, not a data set": ckpt.read_bytes(),
+        "UTF-16 text; save it as UTF-8": PLAIN.encode("utf-16"),
+    }
+
+
+def test_a_data_file_that_is_not_text_is_named(ckpt: Path, tmp_path: Path) -> None:
+    """A compressed file, Parquet or a checkpoint given as --data: say what it is."""
+    data = tmp_path / "data.csv"
+    for kind, raw in _binary_files(ckpt, tmp_path).items():
+        data.write_bytes(raw)
+        line = one_error(run("compare", ckpt, "--data", data, "--model", spec("Fine")))
+        assert line == f"evalloss: error: {data}: not a CSV/TSV file: {kind}"
+    data.write_bytes(PLAIN.encode("utf-16-le"))  # no BOM: NUL bytes give it away
+    line = one_error(run("compare", ckpt, "--data", data, "--model", spec("Fine")))
+    assert line == (
+        f"evalloss: error: {data}:1: not a CSV/TSV file: NUL bytes: UTF-16 or binary data, "
+        "not UTF-8 text"
+    )
