@@ -14,28 +14,26 @@ the line, column and value to report.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import chunks
+from .csvtext import TSV_SUFFIXES as TSV_SUFFIXES  # re-exported
+from .csvtext import breaks, cell_problem, read_header, shown, unclosed_quote, unreadable
 from .errors import DataError
 
 if TYPE_CHECKING:
     import torch
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
-TSV_SUFFIXES = (".tsv", ".tab")
 BLOCK_BYTES = 1 << 20  # pyarrow's parse block (threads split a range into these)
 BLOCK_ROWS = 65_536  # Parquet rows per block
-MAX_HEADER_BYTES = 64 << 20  # a longer first line is not a header (and is not read whole)
 
 
 @dataclass(frozen=True)
@@ -183,25 +181,25 @@ class Dataset:
         end = 1 if self.header and offset == 0 else 0  # the last line of the last record read
         try:
             for line, record in self._records(offset):
-                end = line + _breaks("".join(record))
+                end = line + breaks("".join(record))
                 if len(record) != len(self.columns):
-                    return _unclosed_quote(self.path, line, record) or DataError(
+                    return unclosed_quote(self.path, line, record) or DataError(
                         f"expected {len(self.columns)} fields, found {len(record)}",
                         path=self.path,
                         line=line,
                     )
                 for i, column in wanted.items():
-                    problem = _cell_problem(record[i])
+                    problem = cell_problem(record[i])
                     if problem:
-                        return _unclosed_quote(self.path, line, [record[i]]) or DataError(
+                        return unclosed_quote(self.path, line, [record[i]]) or DataError(
                             problem, path=self.path, line=line, key=column
                         )
         except UnicodeDecodeError as exc:
-            return _unreadable(self.path, self.delimiter) or DataError(
+            return unreadable(self.path, self.delimiter) or DataError(
                 f"not valid UTF-8 text ({exc.reason})", path=self.path
             )
         except csv.Error as exc:
-            found = _unreadable(self.path, self.delimiter)
+            found = unreadable(self.path, self.delimiter)
             if found is None and "field larger" in str(exc) and (end or offset == 0):
                 return DataError(  # no long line, yet a long field: a quote that never closes
                     f"a quoted field opened on this line runs on past {csv.field_size_limit()} "
@@ -246,15 +244,15 @@ class Dataset:
             for i, (line, record) in enumerate(self._records(offset)):
                 if i == row:
                     text = record[index]
-                    problem = f"{why}: {_shown(text)}" if why else _cell_problem(text)
+                    problem = f"{why}: {shown(text)}" if why else cell_problem(text)
                     return DataError(
-                        problem or f"bad value {_shown(text)}",
+                        problem or f"bad value {shown(text)}",
                         path=self.path,
                         line=line,
                         key=column,
                     )
         except (csv.Error, UnicodeDecodeError):  # e.g. a huge field pyarrow took as a number
-            found = _unreadable(self.path, self.delimiter)
+            found = unreadable(self.path, self.delimiter)
             if found is not None:
                 return found
         return DataError(why or "bad value", path=self.path, key=column)
@@ -314,29 +312,6 @@ class Dataset:
         return block
 
 
-_NUMBER = re.compile(
-    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE | re.ASCII
-)  # the numbers pyarrow reads
-
-
-def _cell_problem(text: str) -> str | None:
-    """Why ``text`` is not a finite number, or None if it is one."""
-    value = text.strip()
-    if not value:
-        return "empty value"
-    if not _NUMBER.fullmatch(value):  # stricter than float(): no "1_000", no non-ASCII digits
-        return f"not a number: {_shown(text)}"
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
-        return f"not a finite number: {_shown(text)}"
-    return None
-
-
-def _shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, cut to ``limit`` characters."""
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
-
-
 def open_data(
     path: str | os.PathLike[str],
     *,
@@ -354,7 +329,7 @@ def open_data(
         columns = _parquet_columns(path)
     else:
         kind, header = "csv", not no_header
-        delimiter, columns = _csv_columns(path, header)
+        delimiter, columns = read_header(path, header)
     seen: set[str] = set()
     for name in columns:
         if name in seen:
@@ -373,135 +348,12 @@ def open_data(
         hint = ""
         if kind == "csv" and len(columns) == 1:
             sep = "tab" if delimiter == "\t" else "comma"
-            hint = f": the file has one column, {_shown(columns[0])}; is it {sep}-separated?"
+            hint = f": the file has one column, {shown(columns[0])}; is it {sep}-separated?"
         raise DataError("no feature columns left after the targets" + hint, path=path)
     overlap = set(targets) & set(features)
     if overlap:
         raise DataError("column is both a target and a feature", path=path, key=min(overlap))
     return Dataset(path, kind, columns, features, targets, header, delimiter, checksum)
-
-
-def _csv_columns(path: str, header: bool) -> tuple[str, tuple[str, ...]]:
-    """The delimiter and column names, from the first line only (read as bytes, so a bad byte
-    further down is reported at its own line by the reader, not here)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.readline(MAX_HEADER_BYTES + 1)
-    except OSError as exc:
-        raise DataError(f"cannot read ({exc.strerror or exc})", path=path) from exc
-    if len(raw) > MAX_HEADER_BYTES:
-        raise DataError(
-            f"first line is longer than {MAX_HEADER_BYTES} bytes: not a CSV/TSV file?",
-            path=path,
-            line=1,
-        )
-    if not raw:
-        raise DataError("empty file: no header and no data rows", path=path)
-    try:
-        first = re.split("\r|\n", raw.decode("utf-8-sig"), maxsplit=1)[0]
-    except UnicodeDecodeError as exc:
-        kind = _binary_kind(path)
-        if kind:
-            raise DataError(f"not a CSV/TSV file: {kind}", path=path) from exc
-        raise DataError(
-            f"not valid UTF-8 text ({exc.reason} at byte {exc.start + 1})", path=path, line=1
-        ) from exc
-    if "\x00" in first:
-        kind = _binary_kind(path) or "NUL bytes: UTF-16 or binary data, not UTF-8 text"
-        raise DataError(f"not a CSV/TSV file: {kind}", path=path, line=1)
-    if b"\r" in raw.rstrip(b"\r\n"):  # the whole file read as one line
-        raise DataError(
-            "line ends are CR only (classic Mac text): convert them to LF or CRLF",
-            path=path,
-            line=1,
-        )
-    tsv = path.lower().endswith(TSV_SUFFIXES) or ("\t" in first and "," not in first)
-    delimiter = "\t" if tsv else ","
-    try:
-        names = next(csv.reader([first], delimiter=delimiter, strict=True), None)
-    except csv.Error as exc:
-        why = {"unexpected end of data": "unterminated quote"}.get(
-            str(exc), f"malformed CSV ({exc})"
-        )
-        if "field larger" in str(exc):
-            why = f"a field is longer than {csv.field_size_limit()} characters: not a CSV/TSV file?"
-        raise DataError(why, path=path, line=1) from exc
-    if not names:
-        what = "the header" if header else "data"
-        raise DataError(f"first line is blank; expected {what}", path=path, line=1)
-    columns = tuple(n.strip() for n in names) if header else tuple(map(str, range(len(names))))
-    return delimiter, columns
-
-
-_MAGIC = {
-    b"\x1f\x8b": "gzip-compressed; decompress it first",
-    b"BZh": "bzip2-compressed; decompress it first",
-    b"\xfd7zXZ\x00": "xz-compressed; decompress it first",
-    b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it first",
-    b"PK\x03\x04": "a zip archive; extract the CSV first",
-    b"PAR1": "a Parquet file; name it .parquet or .pq",
-    b"\xff\xfe": "UTF-16 text; save it as UTF-8",
-    b"\xfe\xff": "UTF-16 text; save it as UTF-8",
-}
-
-
-def _binary_kind(path: str) -> str | None:
-    """What a data file that is not text looks like (compressed, Parquet, a checkpoint)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-        size = os.fstat(f.fileno()).st_size
-    for magic, kind in _MAGIC.items():
-        if head.startswith(magic):
-            return kind
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
-        return "a safetensors checkpoint, not a data set"
-    return None
-
-
-def _unclosed_quote(path: str, line: int, fields: Sequence[str]) -> DataError | None:
-    """A bad record holding a line break: a quote opened on ``line`` that runs on."""
-    breaks = _breaks("".join(fields))
-    if not breaks:
-        return None
-    return DataError(
-        f"a quoted field opened on this line runs on to line {line + breaks} (unterminated quote?)",
-        path=path,
-        line=line,
-    )
-
-
-def _breaks(text: str) -> int:
-    """Line breaks in ``text`` (CRLF counts once)."""
-    return text.count("\n") + text.count("\r") - text.count("\r\n")
-
-
-def _unreadable(path: str, delimiter: str) -> DataError | None:
-    """The first line the csv module cannot read: bad UTF-8, or a field past its size limit
-    (e.g. a binary file, or a huge line without delimiters). Reads bounded chunks."""
-    limit = csv.field_size_limit()
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    sep = delimiter.encode()
-    line, run = 1, 0
-    with open(path, "rb") as f:
-        if f.read(3) != codecs.BOM_UTF8:
-            f.seek(0)
-        while chunk := f.readline(1 << 20):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                return DataError(f"not valid UTF-8 text ({exc.reason})", path=path, line=line)
-            pieces = chunk.split(sep)
-            lengths = [run + len(pieces[0]), *map(len, pieces[1:])]
-            if max(lengths) > limit:
-                return DataError(
-                    f"a field is longer than {limit} characters: not a CSV/TSV file?",
-                    path=path,
-                    line=line,
-                )
-            run = lengths[-1]
-            if chunk.endswith(b"\n"):
-                line, run = line + 1, 0
-    return None
 
 
 def _parquet_columns(path: str) -> tuple[str, ...]:

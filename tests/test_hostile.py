@@ -639,9 +639,9 @@ def test_bad_text_is_one_line_with_its_line_number(
 def test_an_absurd_first_line_is_not_read_whole(
     ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from evalloss import data as data_module
+    from evalloss import csvtext
 
-    monkeypatch.setattr(data_module, "MAX_HEADER_BYTES", 1000)
+    monkeypatch.setattr(csvtext, "MAX_HEADER_BYTES", 1000)
     data = tmp_path / "data.csv"
     data.write_bytes(b"a," * 1000 + b"y\n1,2\n")
     line = one_error(run("compare", ckpt, "--data", data, "--model", spec("Fine")))
