@@ -51,7 +51,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _error(message: str) -> None:
-    click.echo(f"evalloss: error: {message}", err=True)
+    with contextlib.suppress(OSError):  # stderr closed too (`2>&1 | head`): the code still holds
+        click.echo(f"evalloss: error: {message}", err=True)
 
 
 @contextlib.contextmanager

@@ -385,6 +385,21 @@ def test_closed_stdout_exits_141_quietly(ckpt: Path, data: Path) -> None:
     assert stderr == ""
 
 
+def test_error_with_stdout_and_stderr_closed_keeps_its_exit_code(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    """`evalloss ... 2>&1 | head -0` on bad input: still exit 2, no crash on the closed pipe."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evalloss", "compare", ckpt, "--data", tmp_path / "none.csv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 2
+
+
 def test_shell_pipe_into_head(ckpt: Path, data: Path, tmp_path: Path) -> None:
     """The real thing through a shell: `| head -1` prints the first line, nothing on stderr."""
     script = tmp_path / "pipe.sh"
