@@ -25,12 +25,12 @@ class Fine(_Base):
 
 
 class Sleepy(_Base):
-    """Touches $EVALLOSS_TEST_STARTED on its first forward, then sleeps: a run to interrupt."""
+    """Touches $EVALLOSS_TEST_STARTED (+ $RANK) in forward, then sleeps: a run to interrupt."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         marker = os.environ.get("EVALLOSS_TEST_STARTED")
         if marker:
-            Path(marker).touch()
+            Path(marker + os.environ.get("RANK", "")).touch()  # one per rank under torchrun
         time.sleep(float(os.environ.get("EVALLOSS_TEST_SLEEP", "60")))
         return self.linear(x)
 

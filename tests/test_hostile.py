@@ -374,6 +374,33 @@ def test_signal_mid_run_exits_with_its_code_and_leaves_the_old_report(
     assert names == ["data.csv", "forward-ran", "m.safetensors", "report.json"]
 
 
+@pytest.mark.slow
+def test_sigterm_under_torchrun_stops_every_rank(ckpt: Path, tmp_path: Path) -> None:
+    """torchrun forwards SIGTERM to each worker: every rank exits 143 with its line, no report."""
+    data = tmp_path / "data.csv"
+    data.write_text("a,b,c,y\n" + "".join(f"{i % 7},{i % 5},{i % 3},{i % 3}\n" for i in range(40)))
+    out = tmp_path / "report.json"
+    out.write_text(OLD)
+    marker = tmp_path / "forward-ran"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "evalloss", "compare", str(ckpt), "--data", str(data), "-o", str(out)]
+    command += ["--model", spec("Sleepy"), "--batch-size", "4"]
+    env = {**os.environ, "EVALLOSS_TEST_STARTED": str(marker), "EVALLOSS_TEST_SLEEP": "120"}
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not all(Path(f"{marker}{rank}").exists() for rank in (0, 1)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the ranks never reached forward: {proc.communicate()}")
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0  # torchrun's own code; each rank's is 143
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("evalloss: ")]
+    assert lines == ["evalloss: error: terminated (SIGTERM); no report written"] * 2
+    assert out.read_text() == OLD and leftovers(tmp_path) == []
+
+
 def test_closed_stdout_exits_141_quietly(ckpt: Path, data: Path) -> None:
     """`evalloss compare ... | head -0`: the reader is gone before the report is printed."""
     proc = _cli("compare", ckpt, "--data", data, "--model", spec("Fine"))
