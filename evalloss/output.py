@@ -25,6 +25,7 @@ def check_outputs(
 ) -> None:
     """`check_output` for each ``{option: path}`` given, and no two of them the same file."""
     given = [(option, path) for option, path in outputs.items() if path is not None]
+    inputs = list(inputs)  # read once per output
     for option, path in given:
         check_output(path, inputs, option=option)
     for i, (option, path) in enumerate(given):

@@ -326,6 +326,9 @@ def test_check_output_is_library_code_for_api_callers(tmp_path: Path, data: Path
     with pytest.raises(evalloss.EvallossError) as info:
         render.check_output(data, [data])
     assert info.value.exit_code == 2
+    outputs = {"--output": tmp_path / "r.json", "--per-item": data}
+    with pytest.raises(evalloss.OptionError, match="--per-item: is one of the inputs"):
+        render.check_outputs(outputs, iter([data]))  # inputs read once per output
 
 
 # -- signals and a closed pipe: real processes ---------------------------------------------
