@@ -87,6 +87,13 @@ class EvallossGroup(click.Group):
         except KeyboardInterrupt as exc:
             raise _Interrupted from exc
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """Parse the top-level arguments; ``--help | head`` is a closed pipe like any other."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as exc:
+            raise _PipeClosed from exc
+
     def main(self, args: Sequence[str] | None = None, **extra: Any) -> Any:  # type: ignore[override]
         if extra.get("standalone_mode") is False:  # a caller that wants exceptions back
             return super().main(args, **extra)

@@ -415,6 +415,21 @@ def test_closed_stdout_exits_141_quietly(ckpt: Path, data: Path) -> None:
     assert stderr == ""
 
 
+@pytest.mark.parametrize("args", [["--help"], ["compare", "--help"], ["--version"]])
+def test_help_into_a_closed_pipe_is_141_too(args: list[str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evalloss", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    assert (proc.wait(timeout=60), stderr) == (141, b"")
+
+
 def test_error_with_stdout_and_stderr_closed_keeps_its_exit_code(
     ckpt: Path, tmp_path: Path
 ) -> None:
