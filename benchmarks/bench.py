@@ -89,31 +89,41 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, err
 
 
-def median_run(
-    label: str, command: list[str], repeat: int, env: dict[str, str] | None = None
+def _summary(
+    label: str, walls: list[float], rss: list[float], cpus: list[float]
 ) -> dict[str, float]:
-    walls, rss, cpus, errs = [], [], [], []
-    for _ in range(repeat):
-        wall, peak, cpu, err = timed(command, env)
-        walls.append(wall)
-        cpus.append(cpu)
-        rss.append(peak)
-        errs.append(err)
     result = {
         "seconds": statistics.median(walls),
         "cpu": statistics.median(cpus),
         "rss_mb": max(rss),
-        "runs": repeat,
+        "runs": len(walls),
     }
-    loop = [float(e.split("loop ")[1]) for e in errs if "loop " in e]
-    if loop:
-        result["loop"] = statistics.median(loop)
     print(
         f"{label:<28} {result['seconds']:8.2f} s  (runs: {', '.join(f'{w:.2f}' for w in walls)})"
         f"  CPU {result['cpu']:6.2f} s  peak RSS {result['rss_mb']:5.0f} MB",
         flush=True,
     )
     return result
+
+
+def interleaved(
+    commands: dict[str, list[str]], repeat: int, env: dict[str, dict[str, str]] | None = None
+) -> dict[str, dict[str, float]]:
+    """Run every command once per round, ``repeat`` rounds (so each sees the same load over
+    time); the median wall and CPU time and the largest peak RSS of each."""
+    runs: dict[str, list[tuple[float, float, float, str]]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, command in commands.items():
+            runs[name].append(timed(command, (env or {}).get(name)))
+    results = {}
+    for name, got in runs.items():
+        results[name] = _summary(
+            name, [g[0] for g in got], [g[1] for g in got], [g[2] for g in got]
+        )
+        loop = [float(g[3].split("loop ")[1]) for g in got if "loop " in g[3]]
+        if loop:
+            results[name]["loop"] = statistics.median(loop)
+    return results
 
 
 def evalloss_cmd(data: Path, ckpts: list[str], *extra: str) -> list[str]:
@@ -132,22 +142,23 @@ def evalloss_cmd(data: Path, ckpts: list[str], *extra: str) -> list[str]:
 
 
 def sweep(files: dict[str, Path], ckpts: list[str], repeat: int) -> None:
-    print("\n# batch size (evalloss compare, CSV, whole process)")
-    for size in (1024, 2048, 4096, 8192, 16384):
-        median_run(
-            f"--batch-size {size}",
-            evalloss_cmd(files["csv"], ckpts, "--batch-size", str(size)),
-            repeat,
-        )
-    print("\n# threads and read-ahead (CSV)")
-    for threads in ("1", "2"):
-        for ahead in ("1", "0"):
-            median_run(
-                f"--threads {threads} read-ahead {ahead}",
-                evalloss_cmd(files["csv"], ckpts, "--threads", threads),
-                repeat,
-                {"EVALLOSS_READ_AHEAD": ahead},
-            )
+    print("# batch size (evalloss compare, CSV, whole process)")
+    interleaved(
+        {
+            f"--batch-size {size}": evalloss_cmd(files["csv"], ckpts, "--batch-size", str(size))
+            for size in (1024, 2048, 4096, 8192, 16384)
+        },
+        repeat,
+    )
+    print("\n# threads and read-ahead (CSV and Parquet)")
+    commands, env = {}, {}
+    for kind in ("csv", "parquet"):
+        for threads in ("1", "2"):
+            for ahead in ("1", "0"):
+                name = f"{kind} --threads {threads} read-ahead {ahead}"
+                commands[name] = evalloss_cmd(files[kind], ckpts, "--threads", threads)
+                env[name] = {"EVALLOSS_READ_AHEAD": ahead}
+    interleaved(commands, repeat, env)
 
 
 def _versions() -> str:
@@ -195,16 +206,17 @@ def main() -> None:
         return
     if args.torchrun:
         two = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        commands = {}
         for kind in ("csv", "parquet"):
-            one = median_run(
-                f"evalloss {kind}, 1 process", evalloss_cmd(files[kind], ckpts), args.repeat
-            )
-            many = median_run(
-                f"evalloss {kind}, 2 processes",
-                [*two, *evalloss_cmd(files[kind], ckpts)[1:]],
-                args.repeat,
-            )
-            print(f"  speed-up {one['seconds'] / many['seconds']:.2f}x")
+            commands[f"evalloss {kind}, 1 process"] = evalloss_cmd(files[kind], ckpts)
+            commands[f"evalloss {kind}, 2 processes"] = [
+                *two,
+                *evalloss_cmd(files[kind], ckpts)[1:],
+            ]
+        got = interleaved(commands, args.repeat)
+        for kind in ("csv", "parquet"):
+            one, many = got[f"evalloss {kind}, 1 process"], got[f"evalloss {kind}, 2 processes"]
+            print(f"speed-up, {kind}: {one['seconds'] / many['seconds']:.2f}x")
         return
 
     scale = args.rows / min(args.rows, SLICE)
@@ -227,7 +239,7 @@ def main() -> None:
         "tutorial-slice": [PY, "tutorial.py", str(files["slice"]), *ckpts],
     }
     wanted = set(args.only.split(",")) if args.only else set(runs)
-    got = {name: median_run(name, cmd, args.repeat) for name, cmd in runs.items() if name in wanted}
+    got = interleaved({name: cmd for name, cmd in runs.items() if name in wanted}, args.repeat)
     for kind in ("csv", "parquet"):  # the limit: the faster of torch on 1 or 2 threads
         tries = [got[f"limit-{kind}-t{t}"] for t in (1, 2) if f"limit-{kind}-t{t}" in got]
         if tries:
@@ -235,6 +247,7 @@ def main() -> None:
     if "tutorial-slice" in got:
         t = got["tutorial-slice"]
         t["seconds"] = t["seconds"] - t["loop"] + t["loop"] * scale
+        t["cpu"] = t["cpu"] - t["loop"] + t["loop"] * scale  # the loop runs on one core
         print(
             f"{'tutorial (extrapolated)':<28} {t['seconds']:8.2f} s  = start-up and read of "
             f"the {SLICE:,}-row slice + its loop time x {scale:.1f}"
@@ -242,7 +255,10 @@ def main() -> None:
 
     def ratio(a: str, b: str, label: str) -> None:
         if a in got and b in got:
-            print(f"{label:<28} {got[a]['seconds'] / got[b]['seconds']:6.2f}x")
+            print(
+                f"{label:<28} {got[a]['seconds'] / got[b]['seconds']:6.2f}x wall, "
+                f"{got[a]['cpu'] / got[b]['cpu']:6.2f}x CPU"
+            )
 
     print()
     ratio("evalloss-csv", "limit-csv", "evalloss / limit, CSV")
