@@ -170,17 +170,14 @@ def to_json(document: Any) -> str:
 
 
 def _title(report: Report, width: int = WIDTH) -> str:
-    def title(path: str) -> str:
-        return (
-            f"{report.loss} loss per item over {report.data.items} items of {path}"
-            f" ({report.precision}, {report.device})"
-        )
-
+    what = f"{report.loss} loss per item over {report.data.items} items"
+    how = f"({report.precision}, {report.device})"
     path = report.data.path
-    excess = len(title(path)) - width
-    if excess > 0:  # keep the end of the path: the file name
-        path = _ELLIPSIS + path[min(len(path) - 1, excess + len(_ELLIPSIS)) :]
-    return title(path)
+    if len(f"{what} of {path} {how}") <= width:
+        return f"{what} of {path} {how}"
+    if len(path) + 3 > width:  # keep the end of the path: the file name
+        path = _ELLIPSIS + path[len(path) + 3 + len(_ELLIPSIS) - width :]
+    return f"{what} {how}\nof {path}"
 
 
 def _table(report: Report) -> str:

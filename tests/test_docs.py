@@ -117,3 +117,19 @@ def test_relative_links_in_the_docs_resolve() -> None:
     for page in [*DOCS.glob("*.md"), DOCS.parent / "README.md"]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_readme_commands_and_example_output_are_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first command (less its install) prints the table the README shows; its
+    second command is the one .ci/run runs."""
+    root = DOCS.parent
+    monkeypatch.chdir(root)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    commands = [line.strip() for line in readme.splitlines() if line.startswith("    python3 -m venv")]
+    assert len(commands) == 2
+    assert commands[1] in (root / ".ci" / "run").read_text(encoding="utf-8")
+    args = commands[0].split(".venv/bin/evalloss ", 1)[1].split()
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    shown = readme.split("`evalloss compare` tells the truth:\n\n```\n", 1)[1].split("```", 1)[0]
+    assert shown == result.stdout

@@ -155,11 +155,19 @@ def test_table_fits_80_columns_with_long_names_and_keeps_them_apart() -> None:
     lines = text.splitlines()
     assert lines[-1] == render.verdict(report)  # one line for a CI log, names in full
     assert max(map(len, lines[:-1])) <= 80, text
-    assert lines[0].endswith("/train.csv (float32, cpu)")
-    ranked = [line.split()[1] for line in lines[4:7]]
+    assert lines[:2] == ["cross-entropy loss per item over 600 items (float32, cpu)", f"of {long_data}"]
+    ranked = [line.split()[1] for line in lines[5:8]]
     assert len(set(ranked)) == 3
     assert [k in r for k, r in zip(("bs10", "bs50", "barely"), ranked, strict=True)] == [True] * 3
-    assert "(baseline)" in lines[5]
+    assert "(baseline)" in lines[6]
+
+
+def test_title_keeps_the_file_name_of_a_path_longer_than_a_line() -> None:
+    path = "/" + "x" * 120 + "/train.csv"
+    report = _report((_model(1, "a", 0.5),), data=DataInfo(path, 600, ("y",), 4))
+    title, second = render.render(report, "table").splitlines()[:2]
+    assert len(second) == 80 and second.endswith("xx/train.csv") and second.startswith("of ")
+    assert title.endswith("over 600 items (float32, cpu)")
 
 
 def test_short_names_are_left_alone() -> None:
