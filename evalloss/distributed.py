@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -58,7 +58,6 @@ class World:
     size: int = 1
     local_size: int = 1
     _group: Any = None
-    _log: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls) -> World:

@@ -229,3 +229,55 @@ def test_quotes_make_byte_cuts_unsafe(tmp_path: Path) -> None:
         for x in b.features.tolist()
     ]
     assert exact == [[1, 2], [3, 4], [5, 6]]
+
+
+def test_read_ahead_thread_gives_every_block_and_raises_reader_errors() -> None:
+    from evalloss.engine import prefetch
+
+    assert list(prefetch(iter(range(50)))) == list(range(50))
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield 1
+        raise DataError("bad row", path="f", line=3)
+
+    got = []
+    with pytest.raises(DataError, match="bad row"):
+        for x in prefetch(failing()):
+            got.append(x)
+    assert got == [1]
+    closed = []
+
+    def endless():  # type: ignore[no-untyped-def]
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    reader = prefetch(endless())
+    assert next(reader) == 0
+    reader.close()  # the consumer stops early: the reader thread stops and closes its source
+    assert closed == [True]
+
+
+def test_threads_option_and_read_ahead_off_give_the_same_figures(
+    write_csv, save, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    path = write_csv(_text(500))
+    torch.manual_seed(0)
+    ckpt = save(nets.linear(features=2, outputs=3), loss="cross-entropy")
+    model = f"{net('linear')}"
+    kwargs = {"features": 2, "outputs": 3}
+    before = torch.get_num_threads()
+    default = evalloss.compare([ckpt], data=path, model=model, model_kwargs=kwargs, batch_size=7)
+    assert torch.get_num_threads() == before  # restored after the run
+    monkeypatch.setenv("EVALLOSS_READ_AHEAD", "0")
+    plain = evalloss.compare(
+        [ckpt], data=path, model=model, model_kwargs=kwargs, batch_size=7, threads=2
+    )
+    assert plain.models[0].loss_sum == default.models[0].loss_sum
+    assert plain.models[0].items == default.models[0].items == 500
+    with pytest.raises(evalloss.OptionError, match="--threads"):
+        evalloss.compare([ckpt], data=path, model=model, model_kwargs=kwargs, threads=0)
