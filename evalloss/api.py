@@ -81,8 +81,8 @@ def compare(
     ``plot``: also draw the per-item loss distributions to this .png (needs matplotlib).
     ``progress``: called with the number of rows after every batch (for a progress bar).
     ``no_hash``: leave the files' sha256 out of ``report.provenance``.
-    ``threads``: torch's intra-op threads (default: the cores less one, left to the reader
-    thread; at least 1).
+    ``threads``: torch's intra-op threads (default: the cores this process may use, divided
+    by the processes on the node under torchrun).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each process evaluates its share of the rows and
     every process returns the same report, reduced exactly, with ``world_size`` set.

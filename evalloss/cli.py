@@ -338,8 +338,8 @@ def cli() -> None:
     "--threads",
     type=click.IntRange(min=1),
     metavar="N",
-    help="torch intra-op threads. Default: the cores (per process under torchrun) less one, "
-    "which reads ahead; at least 1.",
+    help="torch intra-op threads. Default: the cores (divided by the processes per node under "
+    "torchrun). Try 1 on a busy shared machine.",
 )
 @gate_options
 @click.option(

@@ -130,7 +130,8 @@ def reduce(
 @contextlib.contextmanager
 def threads(wanted: int | None, local_processes: int) -> Iterator[None]:
     """torch's intra-op threads for the run (restored after): ``threads``, or the cores this
-    process may use, less one for the reader thread. pyarrow parses on its own pool."""
+    process may use (the machine's, divided by the processes on this node). pyarrow parses on
+    its own pool; the reader thread mostly waits on it."""
     import torch
 
     if wanted is not None and wanted < 1:
@@ -138,7 +139,7 @@ def threads(wanted: int | None, local_processes: int) -> Iterator[None]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     share = max(1, (cores or 1) // local_processes)
     previous = torch.get_num_threads()
-    torch.set_num_threads(wanted or max(1, share - 1))
+    torch.set_num_threads(wanted or share)
     arrow_previous = None
     if local_processes > 1:
         import pyarrow as pa
