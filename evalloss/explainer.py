@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, distributed
 from .api import DEFAULT_BATCH_SIZE, PathLike, _build, _plan
 from .engine import Accumulator, BadTarget, prepare
 from .errors import OptionError
@@ -44,6 +44,14 @@ def explain(
     in the order given, duplicates dropped. The model is evaluated once over the whole data set.
     ``progress``: called with the number of rows after every batch (for a progress bar).
     """
+    rank, world, _ = distributed.env_world()
+    if world > 1:  # every process would evaluate everything and print its own table
+        error = OptionError(
+            f"runs in one process, not under torchrun (WORLD_SIZE={world}): run it without "
+            "torchrun", key="explain"
+        )
+        error.quiet = rank != 0  # type: ignore[attr-defined]  # one line, from rank 0
+        raise error
     sizes = _check_batch_sizes(batch_sizes)
     plan = _plan([checkpoint], data, loss, target, feature, no_header, device, precision)
     kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs

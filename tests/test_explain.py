@@ -385,3 +385,16 @@ def test_docs_why_shows_the_real_output(monkeypatch) -> None:  # type: ignore[no
         result = run(*shlex.split(command)[1:])
         assert result.exit_code == 0, result.stderr
         assert result.stdout == pasted, f"docs/why.md is out of step: paste the output of {command}"
+
+
+@pytest.mark.parametrize(("rank", "lines"), [("0", 1), ("1", 0)])
+def test_explain_refuses_torchrun_with_one_line_from_rank_0(
+    monkeypatch: pytest.MonkeyPatch, rank: str, lines: int
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    result = run("explain", "nothing.safetensors", "--data", "nothing.csv")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == lines
+    if lines:
+        assert "explain: runs in one process, not under torchrun (WORLD_SIZE=2)" in result.stderr

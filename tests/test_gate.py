@@ -266,8 +266,9 @@ def test_exit_codes_through_the_cli(constant, targets, tmp_path: Path) -> None: 
     assert ok.exit_code == 0, ok.stderr
     assert ok.stderr == ""
     lines = ok.stdout.splitlines()
-    assert lines[4].split() == ["1", "cand", "2", "8", "4", "-"]
-    assert lines[5].split() == ["2", "base", "(baseline)", "2.5", "10", "4", "-"]
+    top = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "model"]) + 2
+    assert lines[top].split() == ["1", "cand", "2", "8", "4", "-"]
+    assert lines[top + 1].split() == ["2", "base", "(baseline)", "2.5", "10", "4", "-"]
     assert ["cand", "-0.5", "-20.00%", "[-0.5,", "-0.5]", "0", "100.0%"] in [
         line.split() for line in lines
     ]

@@ -456,7 +456,8 @@ def test_shell_pipe_into_head(ckpt: Path, data: Path, tmp_path: Path) -> None:
         ["bash", str(script)], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
     )
     assert done.returncode == 0
-    assert done.stdout.startswith("cross-entropy loss per item over 3 items of ")
+    assert done.stdout.startswith("cross-entropy loss per item over 3 items ")
+    assert done.stdout.count("\n") == 1  # head -1: the title's first line alone
     assert done.stderr == ""
 
 
