@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError
+from .output import check_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,28 +61,12 @@ def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:
 
 
 def check_path(path: str | os.PathLike[str], inputs: Sequence[str] = ()) -> None:
-    """A usable ``--per-item`` path: a known suffix, an existing folder, not one of the
-    ``inputs`` (checkpoints, data, model file), one process."""
-    path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=path, key="--per-item")
-    if not path.parent.is_dir():
-        raise OptionError(f"no such folder {path.parent}", path=path, key="--per-item")
-    check_not_an_input(path, inputs, "--per-item")
+    """A usable ``--per-item`` path: a known suffix, writable like ``-o`` and not one of the
+    ``inputs`` (`output.check_output`), one process."""
+    if Path(path).suffix.lower() not in SUFFIXES:
+        raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=Path(path), key="--per-item")
+    check_output(path, inputs, option="--per-item")
     check_single_process("--per-item")
-
-
-def check_not_an_input(path: Path, inputs: Sequence[str], option: str) -> None:
-    """Refuse to replace a file the run reads (``--per-item train.csv`` would eat the data)."""
-    for given in inputs:
-        try:
-            same = path.samefile(given) if path.exists() else False
-        except OSError:
-            same = False
-        if same or path.resolve() == Path(given).resolve():
-            raise OptionError(
-                f"is one of the inputs ({given}); refusing to overwrite it", path=path, key=option
-            )
 
 
 class Export:

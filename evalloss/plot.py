@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError
-from .peritem import check_not_an_input, check_single_process, place
+from .output import check_output
+from .peritem import check_single_process, place
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,12 +35,9 @@ INSTALL = "pip install 'evalloss[plot]'"
 def check(path: str | os.PathLike[str], inputs: Sequence[str] = ()) -> None:
     """Fail before the pass, not after it: matplotlib installed, a known suffix, a folder,
     not one of the ``inputs``."""
-    path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=path, key="--plot")
-    if not path.parent.is_dir():
-        raise OptionError(f"no such folder {path.parent}", path=path, key="--plot")
-    check_not_an_input(path, inputs, "--plot")
+    if Path(path).suffix.lower() not in SUFFIXES:
+        raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=Path(path), key="--plot")
+    check_output(path, inputs, option="--plot")
     if importlib.util.find_spec("matplotlib") is None:
         raise OptionError(f"needs matplotlib, which is not installed: {INSTALL}", key="--plot")
     check_single_process("--plot")
