@@ -44,6 +44,17 @@ def env_world() -> tuple[int, int, int]:
     return number("RANK", 0), world, max(1, number("LOCAL_WORLD_SIZE", world))
 
 
+def single_process_only(key: str, why: str) -> None:
+    """Refuse under torchrun with one line, from rank 0 (the other ranks exit quietly)."""
+    rank, world, _ = env_world()
+    if world > 1:
+        error = errors.OptionError(
+            f"not supported under torchrun (WORLD_SIZE={world}): {why}", key=key
+        )
+        error.quiet = rank != 0  # type: ignore[attr-defined]
+        raise error
+
+
 def is_main() -> bool:
     """Whether this process writes the report: rank 0, or the only process."""
     return env_world()[0] == 0

@@ -44,14 +44,8 @@ def explain(
     in the order given, duplicates dropped. The model is evaluated once over the whole data set.
     ``progress``: called with the number of rows after every batch (for a progress bar).
     """
-    rank, world, _ = distributed.env_world()
-    if world > 1:  # every process would evaluate everything and print its own table
-        error = OptionError(
-            f"runs in one process, not under torchrun (WORLD_SIZE={world}): run it without "
-            "torchrun", key="explain"
-        )
-        error.quiet = rank != 0  # type: ignore[attr-defined]  # one line, from rank 0
-        raise error
+    # every process would evaluate everything and print its own table
+    distributed.single_process_only("explain", "it runs in one process; run it without torchrun")
     sizes = _check_batch_sizes(batch_sizes)
     plan = _plan([checkpoint], data, loss, target, feature, no_header, device, precision)
     kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import distributed
 from .errors import OptionError
 from .output import check_output
 
@@ -45,13 +46,11 @@ def place(tmp: Path, target: Path) -> None:
 
 def check_single_process(option: str) -> None:
     """Refuse under torchrun: each process sees only its shard of the items."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    if world.isdigit() and int(world) > 1:
-        raise OptionError(
-            f"not supported under torchrun (WORLD_SIZE={world}): every process sees only its "
-            "shard of the items; run in one process to export or plot per-item losses",
-            key=option,
-        )
+    distributed.single_process_only(
+        option,
+        "every process sees only its shard of the items; run in one process to export or plot "
+        "per-item losses",
+    )
 
 
 def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:

@@ -397,4 +397,4 @@ def test_explain_refuses_torchrun_with_one_line_from_rank_0(
     assert result.exit_code == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == lines
     if lines:
-        assert "explain: runs in one process, not under torchrun (WORLD_SIZE=2)" in result.stderr
+        assert "explain: not supported under torchrun (WORLD_SIZE=2): it runs in one process" in result.stderr
