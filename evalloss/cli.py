@@ -381,9 +381,10 @@ def compare(
     when the gate fails: the winner is the best-ranked model that is not the baseline.
     """
     from . import api, distributed, render
+    from . import output as files
 
     extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot")}
-    render.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
+    files.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
     distributed.reporter = lambda exc: _error(str(exc))
     main = distributed.is_main()
     with _progress(no_progress or not main) as progress, _prints_to_stderr():
@@ -392,7 +393,7 @@ def compare(
         if report.gate is not None and not report.gate.passed:
             raise GateFailed
         return
-    render.write(render.render(report, fmt), output)
+    files.write(render.render(report, fmt), output)
     line = render.verdict(report) if report.gate is not None else None
     if line is not None and (fmt != "table" or output is not None):
         click.echo(line, err=True)  # the table ends with it; other reports get it on stderr
@@ -426,11 +427,12 @@ def explain(
     sum over the number of batches, each with its error against the exact figure.
     """
     from . import explainer, render
+    from . import output as files
 
-    render.check_output(output, _inputs([checkpoint], options))
+    files.check_output(output, _inputs([checkpoint], options))
     with _progress(no_progress) as progress, _prints_to_stderr():
         report = explainer.explain(checkpoint, progress=progress, **options)
-    render.write(render.render_explain(report, fmt), output)
+    files.write(render.render_explain(report, fmt), output)
 
 
 def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:

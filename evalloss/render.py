@@ -19,9 +19,6 @@ from tabulate import tabulate
 
 from . import gate
 from .names import shorten
-from .output import check_output as check_output  # re-exported: render.check_output
-from .output import check_outputs as check_outputs  # re-exported
-from .output import write as write  # re-exported: render.write
 from .report import ExplainReport, ModelResult, Report
 
 FORMATS = ("table", "json", "markdown", "csv")

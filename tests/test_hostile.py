@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import evalloss
-from evalloss import render
+from evalloss import output
 from tests import faulty
 from tests.conftest import run
 
@@ -153,7 +153,7 @@ def test_write_interrupted_before_the_rename_leaves_the_old_report(
     monkeypatch.setattr(os, "fsync", broken_fsync)
     expected = evalloss.EvallossError if isinstance(fault, OSError) else type(fault)
     with pytest.raises(expected):
-        render.write("the new report\n" * 1000, out)
+        output.write("the new report\n" * 1000, out)
     assert out.read_text() == OLD
     assert leftovers(tmp_path) == []
 
@@ -223,7 +223,7 @@ def test_output_that_is_a_folder_is_refused(
     line = _refused(ckpt, data, tmp_path, monkeypatch)
     assert str(tmp_path) in line and "is a directory" in line  # click's own check comes first
     with pytest.raises(evalloss.EvallossError, match="--output: is a folder, not a file path"):
-        render.check_output(tmp_path)  # the library's, for API callers
+        output.check_output(tmp_path)  # the library's, for API callers
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only folder")
@@ -321,14 +321,14 @@ def test_output_that_is_an_input_is_refused(
 
 
 def test_check_output_is_library_code_for_api_callers(tmp_path: Path, data: Path) -> None:
-    render.check_output(None, [data])  # stdout: nothing to check
-    render.check_output(tmp_path / "new.json", [data, None])
+    output.check_output(None, [data])  # stdout: nothing to check
+    output.check_output(tmp_path / "new.json", [data, None])
     with pytest.raises(evalloss.EvallossError) as info:
-        render.check_output(data, [data])
+        output.check_output(data, [data])
     assert info.value.exit_code == 2
     outputs = {"--output": tmp_path / "r.json", "--per-item": data}
     with pytest.raises(evalloss.OptionError, match="--per-item: is one of the inputs"):
-        render.check_outputs(outputs, iter([data]))  # inputs read once per output
+        output.check_outputs(outputs, iter([data]))  # inputs read once per output
 
 
 # -- signals and a closed pipe: real processes ---------------------------------------------
