@@ -10,15 +10,18 @@ forward batch size is only a throughput knob: the rows do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, distributed
+from . import __version__, distributed, evaluation
 from .api import DEFAULT_BATCH_SIZE, PathLike, _build, _plan
-from .engine import Accumulator, BadTarget, prepare
+from .engine import Accumulator, prepare
 from .errors import OptionError
 from .models import parse_kwargs
 from .report import DataInfo, ExplainReport, ExplainRow
 from .stats import BatchGrouping, relative_error
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_BATCH_SIZES = (1, 10, 32, 64, 256)
 
@@ -53,22 +56,27 @@ def explain(
     module = prepare(_build(ckpt, model, kwargs or {}), plan.device, plan.dtype)
     acc = Accumulator(module, plan.loss, plan.device, ckpt.path)
     groupings = [BatchGrouping(b) for b in sizes]
-    for block in plan.dataset.blocks(plan.dtype):
-        for start in range(0, len(block.features), DEFAULT_BATCH_SIZE):
-            x = block.features[start : start + DEFAULT_BATCH_SIZE]
-            y = block.targets[start : start + DEFAULT_BATCH_SIZE]
-            try:
-                losses = acc.feed(x, y, row=block.row + start)  # (n,) float64
-            except BadTarget as bad:
-                column = plan.dataset.targets[bad.column]
-                raise plan.dataset.at(block, start + bad.row, column, bad.why) from None
-            if progress is not None:
-                progress(len(x))
-            if acc.nonfinite:
-                continue  # a non-finite item makes every figure undefined; keep counting
-            values = losses.tolist()
-            for grouping in groupings:
-                grouping.add(values)
+
+    def regroup(row: int, targets: torch.Tensor, losses: list[torch.Tensor]) -> None:
+        if progress is not None:
+            progress(len(targets))
+        if acc.nonfinite:
+            return  # a non-finite item makes every figure undefined; keep counting
+        values = losses[0].tolist()  # (n,) float64
+        for grouping in groupings:
+            grouping.add(values)
+
+    evaluation.run(
+        plan.dataset,
+        plan.dtype,
+        plan.device,
+        [acc],
+        {},
+        None,
+        DEFAULT_BATCH_SIZE,
+        distributed.World(),
+        on_batch=regroup,
+    )
     result = acc.result()
     return ExplainReport(
         evalloss_version=__version__,
