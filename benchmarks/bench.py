@@ -173,9 +173,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=2048, help="the limit's batch size")
+    parser.add_argument(
+        "--limit-batch", default="1024,2048", help="the limit's batch sizes (the fastest counts)"
+    )
+    parser.add_argument(
+        "--limit-threads", default="2", help="the limit's torch threads (the fastest counts)"
+    )
     parser.add_argument("--folder", type=Path, default=Path("/tmp/evalloss-bench"))
-    parser.add_argument("--only", default="", help="comma-separated: evalloss-csv,limit-csv-t1,...")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: evalloss-csv,limit-csv-b1024-t2,..."
+    )
     parser.add_argument("--sweep", action="store_true", help="batch sizes, threads, read-ahead")
     parser.add_argument("--torchrun", action="store_true", help="1 vs 2 processes")
     parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
@@ -224,24 +231,25 @@ def main() -> None:
         "evalloss-csv": evalloss_cmd(files["csv"], ckpts),
         "evalloss-parquet": evalloss_cmd(files["parquet"], ckpts),
         **{
-            f"limit-{kind}-t{threads}": [
+            f"limit-{kind}-b{batch}-t{threads}": [
                 PY,
                 "limit.py",
                 str(files[kind]),
-                str(args.batch_size),
-                str(threads),
+                batch,
+                threads,
                 *ckpts,
             ]
             for kind in ("csv", "parquet")
-            for threads in (1, 2)
+            for batch in args.limit_batch.split(",")
+            for threads in args.limit_threads.split(",")
         },
         "pandas-csv": [PY, "pandas_script.py", str(files["csv"]), *ckpts],
         "tutorial-slice": [PY, "tutorial.py", str(files["slice"]), *ckpts],
     }
     wanted = set(args.only.split(",")) if args.only else set(runs)
     got = interleaved({name: cmd for name, cmd in runs.items() if name in wanted}, args.repeat)
-    for kind in ("csv", "parquet"):  # the limit: the faster of torch on 1 or 2 threads
-        tries = [got[f"limit-{kind}-t{t}"] for t in (1, 2) if f"limit-{kind}-t{t}" in got]
+    for kind in ("csv", "parquet"):  # the limit: its fastest batch size and thread count
+        tries = [r for name, r in got.items() if name.startswith(f"limit-{kind}-")]
         if tries:
             got[f"limit-{kind}"] = min(tries, key=lambda r: r["seconds"])
     if "tutorial-slice" in got:

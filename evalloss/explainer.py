@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, distributed, evaluation
-from .api import DEFAULT_BATCH_SIZE, PathLike, _build, _plan
+from .api import PathLike, _build, _plan, default_batch_size
 from .engine import Accumulator, prepare
 from .errors import OptionError
 from .models import parse_kwargs
@@ -73,7 +73,7 @@ def explain(
         [acc],
         {},
         None,
-        DEFAULT_BATCH_SIZE,
+        default_batch_size(plan.device),
         distributed.World(),
         on_batch=regroup,
     )

@@ -90,13 +90,17 @@ def from_layers(checkpoint: Checkpoint) -> nn.Module:
     """Build the checkpoint's ``evalloss.layers`` spec from the allow-list and load it.
 
     The spec is checked and its shapes compared with the header before any storage exists.
+    The file's tensors, cast to the layers' dtypes, replace the ``meta`` ones (``assign``):
+    nothing is allocated twice, and ``to_empty``'s meta kernels (which import sympy, half a
+    second) are not needed.
     """
     from .layers import build, parse
 
     module = build(parse(checkpoint.metadata["evalloss.layers"], checkpoint.path), checkpoint.path)
     check_fit(module, checkpoint, "its evalloss.layers spec")
-    module.to_empty(device="cpu")
-    load_strict(module, checkpoint)
+    dtypes = {k: v.dtype for k, v in module.state_dict().items()}
+    tensors = {k: t.to(dtypes[k]) for k, t in load_tensors(checkpoint).items()}
+    _load(module, tensors, checkpoint.path, assign=True)
     return module
 
 
@@ -130,8 +134,10 @@ def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:
     _load(module, load_tensors(checkpoint), checkpoint.path)
 
 
-def _load(module: nn.Module, tensors: dict[str, torch.Tensor], path: str) -> None:
+def _load(
+    module: nn.Module, tensors: dict[str, torch.Tensor], path: str, assign: bool = False
+) -> None:
     try:
-        module.load_state_dict(tensors, strict=True)
+        module.load_state_dict(tensors, strict=True, assign=assign)
     except RuntimeError as exc:  # e.g. a dtype torch cannot copy
         raise CheckpointError(f"cannot load state dict ({exc})", path=path) from exc

@@ -144,6 +144,10 @@ def test_every_allowed_layer_is_described_and_rebuilt_identically(name: str) -> 
     assert rebuilt.extra_repr() == layer.extra_repr()
     mine = {k: v.shape for k, v in layer.state_dict().items()}
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == mine
+    # from_layers loads by assignment: every tensor must be in the state dict, or it would stay
+    # on the meta device (a non-persistent buffer)
+    held = [n for n, _ in [*rebuilt.named_parameters(), *rebuilt.named_buffers()]]
+    assert sorted(held) == sorted(mine)
     assert layers.parameters(name, dict(layers.parse(text)[0][1])) >= sum(
         v.numel() for v in layer.state_dict().values()
     )
