@@ -1,5 +1,6 @@
-"""One pass over the data for every model: this process's share, read ahead by a thread,
-split into batches, every model fed each batch; then the exact reduction across processes.
+"""One pass over the data for every model: this process's share, in blocks (read ahead by a
+thread where that pays), split into batches, every model fed each batch; then the exact
+reduction across processes.
 
 `run` reads the data once whatever the number of models. With several processes (`distributed`)
 each reads its share and all check in after every block, so a failure anywhere stops them all
@@ -52,10 +53,10 @@ def run(
             )
         shard = {"rank": world.rank, "world": world.size, "exact": unsafe}
     source = dataset.blocks(dtype, **shard)
-    if os.environ.get("EVALLOSS_READ_AHEAD", "1") == "0":  # a benchmark knob: no reader thread
-        blocks: Generator[Block, None, None] = (b for b in source)
+    if read_ahead(device, world.local_size):
+        blocks: Generator[Block, None, None] = prefetch(source, pin=device.type == "cuda")
     else:
-        blocks = prefetch(source, pin=device.type == "cuda")
+        blocks = (b for b in source)
     items, error, working = 0, None, True
     try:
         while True:
@@ -127,6 +128,30 @@ def reduce(
     return sum(s[0] for s in states)
 
 
+def read_ahead(device: torch.device, local_processes: int) -> bool:
+    """Whether a reader thread parses the next block while the models evaluate this one: when
+    the models leave cores free to parse (a GPU, or torch on fewer threads than this process's
+    cores). With torch on every core the two phases take turns instead, each on all cores:
+    measured on 2 cores (docs/performance.md), a reader thread then made a CSV pass 13% slower
+    (parser and models fight for the cores), while with torch on one thread it made it 13%
+    faster. ``EVALLOSS_READ_AHEAD=1`` or ``0`` forces it either way (a benchmark knob)."""
+    import torch
+
+    forced = os.environ.get("EVALLOSS_READ_AHEAD")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return device.type != "cpu" or torch.get_num_threads() < cores(local_processes)
+
+
+def cores(local_processes: int = 1) -> int:
+    """This process's share of the CPU cores it may run on, at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        total = len(os.sched_getaffinity(0))
+    else:
+        total = os.cpu_count() or 1
+    return max(1, total // local_processes)
+
+
 @contextlib.contextmanager
 def threads(wanted: int | None, local_processes: int) -> Iterator[None]:
     """torch's intra-op threads for the run (restored after): ``threads``, or the cores this
@@ -136,8 +161,7 @@ def threads(wanted: int | None, local_processes: int) -> Iterator[None]:
 
     if wanted is not None and wanted < 1:
         raise OptionError(f"must be a positive integer, got {wanted}", key="--threads")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    share = max(1, (cores or 1) // local_processes)
+    share = cores(local_processes)
     previous = torch.get_num_threads()
     torch.set_num_threads(wanted or share)
     arrow_previous = None

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import chunks
+from evalloss import chunks, evaluation
 from evalloss import data as data_module
 from evalloss.data import open_data
 from evalloss.errors import DataError
@@ -262,7 +262,7 @@ def test_read_ahead_thread_gives_every_block_and_raises_reader_errors() -> None:
     assert closed == [True]
 
 
-def test_threads_option_and_read_ahead_off_give_the_same_figures(
+def test_threads_option_and_read_ahead_on_or_off_give_the_same_figures(
     write_csv, save, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     path = write_csv(_text(500))
@@ -271,6 +271,7 @@ def test_threads_option_and_read_ahead_off_give_the_same_figures(
     model = f"{net('linear')}"
     kwargs = {"features": 2, "outputs": 3}
     before = torch.get_num_threads()
+    monkeypatch.setenv("EVALLOSS_READ_AHEAD", "1")
     default = evalloss.compare([ckpt], data=path, model=model, model_kwargs=kwargs, batch_size=7)
     assert torch.get_num_threads() == before  # restored after the run
     monkeypatch.setenv("EVALLOSS_READ_AHEAD", "0")
@@ -281,3 +282,25 @@ def test_threads_option_and_read_ahead_off_give_the_same_figures(
     assert plain.models[0].items == default.models[0].items == 500
     with pytest.raises(evalloss.OptionError, match="--threads"):
         evalloss.compare([ckpt], data=path, model=model, model_kwargs=kwargs, threads=0)
+
+
+def test_read_ahead_only_where_the_models_leave_cores_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVALLOSS_READ_AHEAD", raising=False)
+    monkeypatch.setattr(evaluation, "cores", lambda local_processes=1: 4 // local_processes)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert not evaluation.read_ahead(cpu, 1)  # torch on every core: take turns
+        assert evaluation.read_ahead(cuda, 1)  # the GPU computes while the CPU parses
+        assert not evaluation.read_ahead(cpu, 2)  # 4 threads on a 2-core share
+        torch.set_num_threads(2)
+        assert evaluation.read_ahead(cpu, 1)  # two cores left to parse
+        assert not evaluation.read_ahead(cpu, 2)
+        monkeypatch.setenv("EVALLOSS_READ_AHEAD", "0")
+        assert not evaluation.read_ahead(cuda, 1)
+        monkeypatch.setenv("EVALLOSS_READ_AHEAD", "1")
+        torch.set_num_threads(4)
+        assert evaluation.read_ahead(cpu, 1)
+    finally:
+        torch.set_num_threads(before)
