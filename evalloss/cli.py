@@ -333,7 +333,7 @@ def cli() -> None:
     type=click.IntRange(min=1),
     metavar="N",
     help="Rows per forward pass (throughput only; the figure does not depend on it). "
-    "Default: 1024 on the CPU, 4096 on a GPU.",
+    "Default: 2048 on the CPU, 4096 on a GPU.",
 )
 @click.option(
     "--threads",

@@ -83,12 +83,12 @@ def test_batch_size_changes_the_figure_only_by_float32_rounding(write_csv, save)
     assert max(sums.values()) - min(sums.values()) <= 1e-6 * max(sums.values())
 
 
-def test_default_batch_size_is_1024_on_the_cpu_and_4096_elsewhere(write_csv, save) -> None:  # type: ignore[no-untyped-def]
+def test_default_batch_size_is_2048_on_the_cpu_and_4096_elsewhere(write_csv, save) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(30)
     report = evalloss.compare(
         [save(nets.mlp())], data=_csv(write_csv, x, y), model=net("mlp"), loss="cross-entropy"
     )
-    assert report.batch_size == 1024
+    assert report.batch_size == 2048
     assert evalloss.api.default_batch_size(torch.device("cuda")) == 4096
 
 
