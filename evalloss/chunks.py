@@ -26,7 +26,7 @@ class Range:
     """``data`` is the file's bytes from ``offset``, whole lines (the file's last may lack \\n)."""
 
     offset: int
-    data: bytes
+    data: bytes | bytearray
 
 
 def header_end(path: str) -> int | None:
@@ -69,32 +69,34 @@ def _next_line_start(f: BinaryIO, nominal: int, size: int) -> int:
 def ranges(path: str, start: int, end: int, digest: hashlib._Hash | None = None) -> Iterator[Range]:
     """The bytes ``[start, end)`` as ranges of whole lines (``start``, ``end`` at line starts).
 
+    Each range is read straight into its own buffer, after the partial line the last one left
+    over, and cut at its last newline in place: no copy of the bulk of the bytes.
     ``digest``, when given, is updated with every byte read, in file order: with ``start == 0``
     and ``end`` the file size, it ends as the hash of the whole file.
     """
     with open(path, "rb") as f:
         f.seek(start)
-        pos, rest = start, b""
+        pos, tail = start, b""  # pos: the file offset after the bytes read so far
         while pos < end:
-            piece = f.read(min(RANGE_BYTES, end - pos))
-            if not piece:
+            buf = bytearray(len(tail) + min(RANGE_BYTES, end - pos))
+            buf[: len(tail)] = tail
+            got = f.readinto(memoryview(buf)[len(tail) :])
+            if not got:
                 break
+            del buf[len(tail) + got :]  # a short read: the file ended early
             if digest is not None:
-                digest.update(piece)
-            pos += len(piece)
-            data = rest + piece if rest else piece
-            if pos >= end:
-                rest = b""
-                yield Range(pos - len(data), data)
-                return
-            cut = data.rfind(b"\n") + 1
+                digest.update(memoryview(buf)[len(tail) :])
+            pos += got
+            offset = pos - len(buf)
+            cut = len(buf) if pos >= end else buf.rfind(b"\n") + 1
             if cut == 0:  # one line longer than a range: keep reading
-                rest = data
+                tail = bytes(buf)
                 continue
-            rest = data[cut:]
-            yield Range(pos - len(data), data[:cut])
-        if rest:
-            yield Range(pos - len(rest), rest)
+            tail = bytes(buf[cut:])
+            del buf[cut:]
+            yield Range(offset, buf)
+        if tail:
+            yield Range(pos - len(tail), tail)
 
 
 def line_of(path: str, offset: int) -> int:

@@ -163,6 +163,33 @@ def test_shards_partition_the_rows(rows: int, world: int, range_bytes: int) -> N
         assert (xs, ys) == _oracle(path, ["a", "b"], ["y"])
 
 
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(
+    lines=st.lists(st.text("x,", max_size=30), max_size=30),
+    final_newline=st.booleans(),
+    range_bytes=st.integers(1, 50),
+)
+def test_ranges_are_whole_lines_at_their_offsets_and_hash_the_file(
+    lines: list[str], final_newline: bool, range_bytes: int
+) -> None:
+    import tempfile
+
+    text = ("\n".join(lines) + ("\n" if final_newline else "")).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.csv"
+        path.write_bytes(text)
+        previous, chunks.RANGE_BYTES = chunks.RANGE_BYTES, range_bytes
+        try:
+            digest = hashlib.sha256()
+            got = [(r.offset, bytes(r.data)) for r in chunks.ranges(str(path), 0, len(text), digest)]
+        finally:
+            chunks.RANGE_BYTES = previous
+    assert b"".join(data for _, data in got) == text
+    assert all(text[offset : offset + len(data)] == data for offset, data in got)
+    assert all(data.endswith(b"\n") for _, data in got[:-1])  # cut at line ends only
+    assert digest.hexdigest() == hashlib.sha256(text).hexdigest()
+
+
 def _table(rows: int) -> pa.Table:
     g = torch.Generator().manual_seed(1)
     x = torch.randint(-64, 64, (rows, 3), generator=g).double() / 16  # exact in float32 and text
