@@ -299,7 +299,8 @@ class Dataset:
 
         def matrix(columns: Sequence[str], arrow_type: Any) -> Any:
             table = batch.select(list(columns))
-            table = table.cast(pa.schema([(c, arrow_type) for c in columns]))
+            if any(t != arrow_type for t in table.schema.types):  # CSV: parsed as wanted
+                table = table.cast(pa.schema([(c, arrow_type) for c in columns]))
             if table.num_rows == 0:
                 return np.empty((0, len(columns)), dtype=arrow_type.to_pandas_dtype())
             return np.asarray(table.to_tensor(null_to_nan=True, row_major=True))
