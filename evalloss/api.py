@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,15 @@ from . import __version__, distributed, evaluation, gate
 from .checkpoints import Checkpoint, open_checkpoint
 from .data import Dataset, open_data
 from .engine import Accumulator, prepare
-from .errors import DataError, EvallossError, LossError, ModelError, OptionError
+from .errors import (
+    DataError,
+    EvallossError,
+    EvallossWarning,
+    LossError,
+    ModelError,
+    OptionError,
+)
+from .layers import KEY
 from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
@@ -119,6 +128,7 @@ def compare(
                     *_model_file(model),
                 ],
             )
+            _warn_unused_model(model, plan.checkpoints, world)
             kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
             accumulators = [
                 Accumulator(
@@ -279,9 +289,22 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _warn_unused_model(
+    spec: str | None, checkpoints: Sequence[Checkpoint], world: distributed.World
+) -> None:
+    """``--model`` with checkpoints that all carry their own layers spec goes unused: say so
+    (rank 0 alone under torchrun)."""
+    if spec is not None and world.rank == 0 and all(KEY in c.metadata for c in checkpoints):
+        warnings.warn(
+            f"--model {spec} is not used: every checkpoint carries its own {KEY} spec",
+            EvallossWarning,
+            stacklevel=3,
+        )
+
+
 def _build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
     """The checkpoint's own ``evalloss.layers`` spec if it has one, else ``--model``."""
-    if "evalloss.layers" in checkpoint.metadata:
+    if KEY in checkpoint.metadata:
         return from_layers(checkpoint)
     if spec is None:
         raise ModelError(

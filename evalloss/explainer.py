@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, distributed, evaluation
-from .api import PathLike, _build, _plan, default_batch_size
+from .api import PathLike, _build, _plan, _warn_unused_model, default_batch_size
 from .engine import Accumulator, prepare
 from .errors import OptionError
 from .models import parse_kwargs
@@ -51,6 +51,7 @@ def explain(
     distributed.single_process_only("explain", "it runs in one process; run it without torchrun")
     sizes = _check_batch_sizes(batch_sizes)
     plan = _plan([checkpoint], data, loss, target, feature, no_header, device, precision)
+    _warn_unused_model(model, plan.checkpoints, distributed.World())
     kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
     (ckpt,) = plan.checkpoints
     module = prepare(_build(ckpt, model, kwargs or {}), plan.device, plan.dtype)

@@ -40,7 +40,7 @@ def test_compare_matches_the_float64_oracle(write_csv, save, batch_size: int) ->
         models.append(nets.mlp())
     ckpts = [save(m, f"m{i}") for i, m in enumerate(models)]
     report = evalloss.compare(
-        ckpts, data=path, model=net("mlp"), loss="cross-entropy", batch_size=batch_size
+        ckpts, data=path, loss="cross-entropy", batch_size=batch_size
     )
     assert report.data.items == 131
     wanted = {f"m{i}": _oracle(m, x, y, "cross-entropy") for i, m in enumerate(models)}
@@ -59,7 +59,6 @@ def test_float64_precision_is_reference_grade(write_csv, save) -> None:  # type:
     report = evalloss.compare(
         [save(model)],
         data=_csv(write_csv, x, y),
-        model=net("mlp"),
         loss="cross-entropy",
         precision="float64",
     )
@@ -74,7 +73,7 @@ def test_batch_size_changes_the_figure_only_by_float32_rounding(write_csv, save)
     ckpt, path = save(nets.mlp()), _csv(write_csv, x, y)
     sums = {
         bs: evalloss.compare(
-            [ckpt], data=path, model=net("mlp"), loss="cross-entropy", batch_size=bs
+            [ckpt], data=path, loss="cross-entropy", batch_size=bs
         )
         .models[0]
         .loss_sum
@@ -86,7 +85,7 @@ def test_batch_size_changes_the_figure_only_by_float32_rounding(write_csv, save)
 def test_default_batch_size_is_2048_on_the_cpu_and_4096_elsewhere(write_csv, save) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(30)
     report = evalloss.compare(
-        [save(nets.mlp())], data=_csv(write_csv, x, y), model=net("mlp"), loss="cross-entropy"
+        [save(nets.mlp())], data=_csv(write_csv, x, y), loss="cross-entropy"
     )
     assert report.batch_size == 2048
     assert evalloss.api.default_batch_size(torch.device("cuda")) == 4096
@@ -104,7 +103,7 @@ def test_k_models_read_the_data_once(write_csv, save, monkeypatch) -> None:  # t
         return original(self, dtype)
 
     monkeypatch.setattr(data_module.Dataset, "blocks", counting)
-    report = evalloss.compare(ckpts, data=path, model=net("mlp"), loss="cross-entropy")
+    report = evalloss.compare(ckpts, data=path, loss="cross-entropy")
     assert reads == [str(path)]
     assert len(report.models) == 4
 
@@ -120,7 +119,6 @@ def test_nonfinite_model_ranks_last_with_null(write_csv, save) -> None:  # type:
         report = evalloss.compare(
             [save(bad, "bad"), save(good, "good")],
             data=path,
-            model=net("mlp"),
             loss="cross-entropy",
         )
     assert [m.name for m in report.models] == ["good", "bad"]
@@ -138,7 +136,7 @@ def test_clashing_stems_are_made_unique(write_csv, save, tmp_path: Path) -> None
     (tmp_path / "b").mkdir()
     model = nets.mlp()
     ckpts = [save(model, "a/model"), save(model, "b/model")]
-    report = evalloss.compare(ckpts, data=path, model=net("mlp"), loss="cross-entropy")
+    report = evalloss.compare(ckpts, data=path, loss="cross-entropy")
     assert sorted(m.name for m in report.models) == ["a/model", "b/model"]
     assert report.models[0].loss_sum == report.models[1].loss_sum  # a tie keeps command-line order
     assert report.models[0].name == "a/model"

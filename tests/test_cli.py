@@ -89,9 +89,9 @@ def test_bad_model_spec_is_exit_2(write_csv, tmp_path: Path, spec: str, message:
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr
 
 
-def test_model_kwargs(save, write_csv) -> None:  # type: ignore[no-untyped-def]
+def test_model_kwargs(write_csv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = write_csv([[1, 2, 0]], ["a", "b", "y"])
-    ckpt = save(nets.mlp(features=2, hidden=5))
+    ckpt = _bare(nets.mlp(features=2, hidden=5), tmp_path)  # no spec: --model builds it
     ok = run(
         "compare",
         ckpt,
@@ -138,7 +138,7 @@ def test_strict_load_names_every_bad_key_and_both_shapes(write_csv, tmp_path: Pa
 
 def test_no_loss_anywhere_is_exit_2(save, write_csv) -> None:  # type: ignore[no-untyped-def]
     path = write_csv([[1, 2, 3, 0]], ["a", "b", "c", "y"])
-    result = run("compare", save(nets.mlp()), "--data", path, "--model", net("mlp"))
+    result = run("compare", save(nets.mlp()), "--data", path)
     assert result.exit_code == 2
     assert "--loss: no --loss given and no checkpoint has evalloss.loss metadata" in result.stderr
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests import nets
-from tests.conftest import net, run
+from tests.conftest import run
 
 GOOD = "a,b,c,y\n1,2,3,0\n4,5,6,1\n7,8,9,2\n"
 
@@ -22,7 +22,7 @@ def ckpt(save) -> Path:  # type: ignore[no-untyped-def]
 
 def _error(write_csv, ckpt: Path, text: str, *extra: str) -> str:  # type: ignore[no-untyped-def]
     path = write_csv(text)
-    result = run("compare", ckpt, "--data", path, "--model", net("mlp"), *extra)
+    result = run("compare", ckpt, "--data", path, *extra)
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -77,7 +77,7 @@ def test_feature_count_that_does_not_fit_the_model(write_csv, ckpt: Path) -> Non
 
 
 def test_missing_data_file(ckpt: Path, tmp_path: Path) -> None:
-    result = run("compare", ckpt, "--data", tmp_path / "nope.csv", "--model", net("mlp"))
+    result = run("compare", ckpt, "--data", tmp_path / "nope.csv")
     assert result.exit_code == 2
     assert result.stderr.strip().endswith("nope.csv: no such file")
 
@@ -89,6 +89,6 @@ def test_no_header_names_columns_by_number(write_csv, ckpt: Path) -> None:  # ty
 
 def test_tsv_by_suffix(write_csv, ckpt: Path) -> None:  # type: ignore[no-untyped-def]
     path = write_csv("a\tb\tc\ty\n1\t2\t3\t0\n4\t5\t6\t1\n", name="d.tsv")
-    result = run("compare", ckpt, "--data", path, "--model", net("mlp"), "--format", "json")
+    result = run("compare", ckpt, "--data", path, "--format", "json")
     assert result.exit_code == 0, result.stderr
     assert '"items": 2' in result.stdout

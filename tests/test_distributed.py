@@ -84,7 +84,7 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
         torch.manual_seed(i)
         ckpts.append(str(tmp_path / f"m{i}.safetensors"))
         evalloss.save(nets.mlp(), ckpts[-1], loss="cross-entropy")
-    common = [*ckpts, "--model", MODEL, "--format", "json", "--precision", "float64"]
+    common = [*ckpts, "--format", "json", "--precision", "float64"]
     cases = {name: ["compare", *common, "--data", str(path)] for name, path in files.items()}
     cases["csv"] += ["--baseline", ckpts[0], "--min-improvement", "0"]
     cases["quoted"] += ["--feature", "a", "--feature", "b", "--feature", "c"]
@@ -104,7 +104,7 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
             )
             assert one["stderr"] == ""
             continue
-        kwargs = {"model": MODEL, "precision": "float64"}
+        kwargs = {"precision": "float64"}
         if name == "csv":
             kwargs |= {"baseline": ckpts[0], "min_improvement": "0"}
         if name == "quoted":
@@ -131,7 +131,7 @@ def test_torchrun_bad_row_on_rank_1_is_one_line_and_exit_2(tmp_path: Path) -> No
     path.write_text("\n".join(lines) + "\n")
     torch.manual_seed(0)
     evalloss.save(nets.mlp(), tmp_path / "m.safetensors", loss="cross-entropy")
-    args = ["-m", "evalloss", "compare", "m.safetensors", "--data", "d.csv", "--model", MODEL]
+    args = ["-m", "evalloss", "compare", "m.safetensors", "--data", "d.csv"]
     done = _torchrun(*args, cwd=tmp_path)
     assert done.returncode != 0  # torchrun's own code for a failed worker (1)
     assert done.stdout == ""
@@ -197,7 +197,7 @@ def test_cuda_equals_cpu(tmp_path: Path) -> None:
     evalloss.save(nets.mlp(), ckpt, loss="cross-entropy")
     reports = {
         device: evalloss.compare(
-            [ckpt], data=path, model=MODEL, device=device, precision="float64"
+            [ckpt], data=path, device=device, precision="float64"
         ).models[0]
         for device in ("cpu", "cuda")
     }

@@ -329,7 +329,6 @@ def test_docs_example_verdict_is_a_real_run() -> None:
     report = evalloss.compare(
         [example / "bs10.safetensors"],
         data=example / "train.csv",
-        model=str(example / "model.py:Net"),
         baseline=example / "bs50.safetensors",
         min_improvement="1%",
         require_significant=True,

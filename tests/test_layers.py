@@ -363,6 +363,29 @@ def test_spec_and_model_checkpoints_in_one_run(write_csv, tmp_path) -> None:  # 
     assert report.loss == "cross-entropy"  # from the one file that names it
 
 
+def test_an_unused_model_is_named_in_one_warning(write_csv, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests import nets
+
+    x, y = data_set(20)
+    data = _csv(write_csv, x, y)
+    spec = tmp_path / "spec.safetensors"
+    evalloss.save(nets.mlp(), spec, loss="cross-entropy")
+    model = f"{ROOT}/tests/nets.py:mlp"
+    with pytest.warns(evalloss.EvallossWarning, match=r"--model .*nets.py:mlp is not used"):
+        evalloss.compare([spec], data=data, model=model)
+    with pytest.warns(evalloss.EvallossWarning, match="every checkpoint carries its own"):
+        evalloss.explain(spec, data=data, model=model, batch_sizes=[4])
+    result = run("compare", spec, "--data", data, "--model", model)
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"evalloss: warning: --model {model} is not used: every checkpoint carries its own "
+        "evalloss.layers spec\n"
+    )
+    # used by one file of the run (the other carries a spec): no warning (filterwarnings=error)
+    bare = _with_metadata(nets.mlp(), tmp_path / "bare.safetensors")
+    evalloss.compare([spec, bare], data=data, model=model)
+
+
 def test_loss_and_target_from_metadata_and_options_win(write_csv, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = write_csv([[1.0, 2.0, 0.5], [0.0, 1.0, -0.5]], ["a", "t", "b"])
     module = nn.Sequential(nn.Linear(2, 1))

@@ -23,7 +23,7 @@ import evalloss
 from evalloss.report import Comparison
 from evalloss.stats import PairedSum, _squares
 from tests import nets, oracles
-from tests.conftest import data_set, net
+from tests.conftest import data_set
 
 
 def _paired(losses: list[float], baseline: list[float], chunk: int = 1000) -> PairedSum:
@@ -180,7 +180,6 @@ def test_compare_vs_baseline_matches_scipy_on_the_oracle_losses(
     report = evalloss.compare(
         ckpts if listed else ckpts[1:],
         data=path,
-        model=net("mlp"),
         loss="cross-entropy",
         batch_size=10,
         precision="float64",
@@ -212,7 +211,7 @@ def test_baseline_listed_under_another_spelling_is_not_added_twice(
     a, b = save(nets.mlp(), "a"), save(nets.mlp(), "b")
     monkeypatch.chdir(a.parent)
     report = evalloss.compare(
-        ["a.safetensors", b], data=path, model=net("mlp"), loss="cross-entropy", baseline=a
+        ["a.safetensors", b], data=path, loss="cross-entropy", baseline=a
     )
     assert len(report.models) == 2
     assert [m.path for m in report.models if m.is_baseline] == ["a.safetensors"]
@@ -228,7 +227,6 @@ def test_nonfinite_baseline_gives_null_comparisons(write_csv, save) -> None:  # 
         report = evalloss.compare(
             [save(nets.mlp(), "good")],
             data=path,
-            model=net("mlp"),
             loss="cross-entropy",
             baseline=save(bad, "bad"),
         )

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import evalloss
 from evalloss import peritem
 from tests import nets, oracles
-from tests.conftest import NETS, data_set, net, run
+from tests.conftest import NETS, data_set, run
 
 
 def _setup(write_csv, save, rows: int = 53):  # type: ignore[no-untyped-def]
@@ -48,7 +48,7 @@ def test_per_item_has_every_items_loss_under_every_model(write_csv, save, tmp_pa
     x, y, path, models, ckpts = _setup(write_csv, save)
     out = tmp_path / f"items{suffix}"
     result = run(
-        "compare", *ckpts, "--data", path, "--model", net("mlp"), "--loss", "cross-entropy",
+        "compare", *ckpts, "--data", path, "--loss", "cross-entropy",
         "--precision", "float64", "--batch-size", 7, "--per-item", out, "--format", "json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -63,7 +63,7 @@ def test_per_item_has_every_items_loss_under_every_model(write_csv, save, tmp_pa
     assert [int(v) for v in table["row"]] == list(range(53))
     assert [int(v) for v in table["label"]] == y.tolist()  # class labels stay integers
     report = evalloss.compare(
-        ckpts, data=path, model=net("mlp"), loss="cross-entropy", precision="float64"
+        ckpts, data=path, loss="cross-entropy", precision="float64"
     )
     sums = {m.name: m.loss_sum for m in report.models}
     for i, model in enumerate(models):
@@ -79,7 +79,7 @@ def test_per_item_has_every_items_loss_under_every_model(write_csv, save, tmp_pa
 def test_export_streams_in_bounded_chunks(write_csv, save, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Small flushes give many row groups with the same content as one big write."""
     _, _, path, _, ckpts = _setup(write_csv, save, rows=100)
-    args = {"data": path, "model": net("mlp"), "loss": "cross-entropy", "batch_size": 3}
+    args = {"data": path, "loss": "cross-entropy", "batch_size": 3}
     evalloss.compare(ckpts, per_item=tmp_path / "whole.parquet", **args)
     biggest = []
     original = peritem.Export._flush
@@ -103,7 +103,7 @@ def test_a_failed_pass_leaves_no_per_item_file(write_csv, save, tmp_path) -> Non
     out = tmp_path / "out" / "items.csv"
     out.parent.mkdir()
     result = run(
-        "compare", save(nets.mlp()), "--data", path, "--model", net("mlp"),
+        "compare", save(nets.mlp()), "--data", path,
         "--loss", "cross-entropy", "--batch-size", 4, "--per-item", out,
     )  # fmt: skip
     assert result.exit_code == 2 and result.stdout == ""
@@ -122,7 +122,7 @@ def test_bad_per_item_path_is_exit_2_before_any_work(
 ) -> None:  # type: ignore[no-untyped-def]
     _, _, path, _, ckpts = _setup(write_csv, save)
     result = run(
-        "compare", *ckpts, "--data", path, "--model", net("mlp"), "--loss", "cross-entropy",
+        "compare", *ckpts, "--data", path, "--loss", "cross-entropy",
         "--per-item", tmp_path / name,
     )  # fmt: skip
     assert result.exit_code == 2 and result.stdout == ""
@@ -136,7 +136,7 @@ def test_per_item_and_plot_are_refused_under_torchrun(
     monkeypatch.setenv("WORLD_SIZE", "2")
     for option, name in (("--per-item", "i.csv"), ("--plot", "p.png")):
         result = run(
-            "compare", *ckpts, "--data", path, "--model", net("mlp"),
+            "compare", *ckpts, "--data", path,
             "--loss", "cross-entropy", option, tmp_path / name,
         )  # fmt: skip
         assert result.exit_code == 2, result.stderr
@@ -157,7 +157,7 @@ def test_progress_is_fed_every_row_once(write_csv, save) -> None:  # type: ignor
     _, _, path, _, ckpts = _setup(write_csv, save, rows=53)
     seen: list[int] = []
     evalloss.compare(
-        ckpts, data=path, model=net("mlp"), loss="cross-entropy", batch_size=5,
+        ckpts, data=path, loss="cross-entropy", batch_size=5,
         progress=seen.append,
     )  # fmt: skip
     assert sum(seen) == 53  # once per pass, not once per model
@@ -206,7 +206,7 @@ def test_no_output_may_replace_an_input(write_csv, save, tmp_path, option) -> No
     _, _, path, _, ckpts = _setup(write_csv, save)
     before = path.read_bytes()
     target = {"--per-item": path, "--plot": tmp_path / "m0.png", "-o": tmp_path / "i.csv"}
-    args = ["compare", *ckpts, "--data", path, "--model", net("mlp"), "--loss", "cross-entropy"]
+    args = ["compare", *ckpts, "--data", path, "--loss", "cross-entropy"]
     if option == "--plot":  # a checkpoint that happens to be named like a picture
         shutil.copy(ckpts[0], target["--plot"])
         args[1] = target["--plot"]
@@ -245,7 +245,7 @@ def test_a_failing_disk_is_an_exit_2_error_and_leaves_nothing(
     monkeypatch.setattr(peritem, "FLUSH_ROWS", 8)
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
     result = run(
-        "compare", *ckpts, "--data", path, "--model", net("mlp"), "--loss", "cross-entropy",
+        "compare", *ckpts, "--data", path, "--loss", "cross-entropy",
         "--per-item", out / "items.parquet",
     )  # fmt: skip
     assert result.exit_code == 2 and result.stdout == ""

@@ -20,7 +20,7 @@ from tests.conftest import run
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "checkpoints"
 CKPTS = [EXAMPLE / f"{n}.safetensors" for n in ("bs10", "bs50")]
-ARGS = [*CKPTS, "--data", EXAMPLE / "train.csv", "--model", EXAMPLE / "model.py:Net"]
+ARGS = [*CKPTS, "--data", EXAMPLE / "train.csv"]
 
 
 def _sha256(path: Path) -> str:
@@ -45,7 +45,7 @@ def test_parquet_data_is_hashed_too(tmp_path: Path) -> None:
     columns["species"] = [int(v) for v in columns["species"]]
     data = tmp_path / "train.parquet"
     pq.write_table(pa.table(columns), data)
-    report = evalloss.compare(CKPTS, data=data, model=str(EXAMPLE / "model.py:Net"))
+    report = evalloss.compare(CKPTS, data=data)
     assert report.provenance is not None and report.provenance.sha256 is not None
     assert report.provenance.sha256[str(data)] == _sha256(data)
 
@@ -54,11 +54,11 @@ def test_a_changed_checkpoint_changes_its_hash(tmp_path: Path) -> None:
     copy = tmp_path / "bs10.safetensors"
     shutil.copy(CKPTS[0], copy)
     before = evalloss.compare(
-        [copy], data=EXAMPLE / "train.csv", model=str(EXAMPLE / "model.py:Net")
+        [copy], data=EXAMPLE / "train.csv"
     )
     shutil.copy(CKPTS[1], copy)
     after = evalloss.compare(
-        [copy], data=EXAMPLE / "train.csv", model=str(EXAMPLE / "model.py:Net")
+        [copy], data=EXAMPLE / "train.csv"
     )
     assert before.provenance and after.provenance and before.provenance.sha256
     assert after.provenance.sha256

@@ -134,7 +134,7 @@ def test_bad_values_in_later_ranges_name_their_line(
     torch.manual_seed(0)
     ckpt = save(nets.mlp(), loss="cross-entropy")
     with pytest.raises(DataError) as err:
-        evalloss.compare([ckpt], data=write_csv("\n".join(label) + "\n"), model=net("mlp"))
+        evalloss.compare([ckpt], data=write_csv("\n".join(label) + "\n"))
     assert (err.value.line, err.value.key) == (272, "y")
 
 
@@ -209,7 +209,7 @@ def test_parquet_equals_csv_and_shards_by_row_group(write_csv, save, tmp_path: P
     csv_path = write_csv(text)
     torch.manual_seed(0)
     ckpt = save(nets.mlp(), loss="cross-entropy")
-    reports = [evalloss.compare([ckpt], data=p, model=net("mlp")) for p in (csv_path, parquet)]
+    reports = [evalloss.compare([ckpt], data=p) for p in (csv_path, parquet)]
     assert reports[0].models[0].loss_sum == reports[1].models[0].loss_sum
     assert reports[0].models[0].items == reports[1].models[0].items == 101
     whole = _read(parquet)

@@ -215,7 +215,7 @@ def test_cli_table_with_long_checkpoint_paths_fits_80_columns(tmp_path: Path) ->
         ckpts.append(folder / f"{LONG.format(k)}.safetensors")
         shutil.copy(EXAMPLE / f"{k}.safetensors", ckpts[-1])
     shutil.copy(EXAMPLE / "train.csv", folder / "train.csv")
-    args = [*ckpts, "--data", folder / "train.csv", "--model", EXAMPLE / "model.py:Net"]
+    args = [*ckpts, "--data", folder / "train.csv"]
     result = run("compare", *args)
     assert result.exit_code == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout

@@ -17,7 +17,7 @@ from tests.conftest import run
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "checkpoints"
 CKPTS = [EXAMPLE / f"{n}.safetensors" for n in ("bs10", "bs50", "barely")]
-ARGS = [*CKPTS, "--data", EXAMPLE / "train.csv", "--model", EXAMPLE / "model.py:Net"]
+ARGS = [*CKPTS, "--data", EXAMPLE / "train.csv"]
 SCHEMA = json.loads((ROOT / "docs" / "report-schema.json").read_text())
 HINT = "the report changed: update docs/report-schema.json"
 
@@ -48,7 +48,7 @@ def test_a_real_report_with_a_baseline_matches_the_schema(gate: list[str]) -> No
 def test_a_report_with_baseline_and_gate_fields_matches_the_schema() -> None:
     """Every optional part filled, non-finite figures included (they become null)."""
     report = evalloss.compare(
-        CKPTS, data=EXAMPLE / "train.csv", model=str(EXAMPLE / "model.py:Net")
+        CKPTS, data=EXAMPLE / "train.csv"
     )
     vs = Comparison(-0.01, -0.02, (-0.02, 0.0), 0.04, 0.6)
     models = (
