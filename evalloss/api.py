@@ -6,54 +6,23 @@ batch before the next is read, so K models cost one pass over the file.
 
 from __future__ import annotations
 
-import os
-import re
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, distributed, evaluation, gate
-from .checkpoints import Checkpoint, open_checkpoint
-from .data import Dataset, open_data
 from .engine import Accumulator, prepare
-from .errors import (
-    DataError,
-    EvallossError,
-    EvallossWarning,
-    LossError,
-    ModelError,
-    OptionError,
-)
-from .layers import KEY
-from .losses import NAMES as LOSS_NAMES
-from .losses import Loss
-from .losses import get as get_loss
-from .models import from_layers, from_spec, load_strict, parse_kwargs
+from .errors import DataError, EvallossError, OptionError
+from .models import build, parse_kwargs, warn_if_unused
 from .peritem import Taps, check_single_process
+from .plan import PathLike, Plan, default_batch_size, resolve
 from .provenance import collect as collect_provenance
 from .report import DataInfo, ModelResult, Report
 from .stats import PairedSum
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-PathLike = str | os.PathLike[str]
-PRECISIONS = ("float32", "float64")
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Everything resolved before any evaluation starts."""
-
-    checkpoints: tuple[Checkpoint, ...]
-    loss: Loss
-    dataset: Dataset
-    device: torch.device
-    dtype: torch.dtype
-
+    pass
 
 def compare(
     checkpoints: Sequence[PathLike],
@@ -112,7 +81,7 @@ def compare(
     with world, evaluation.threads(threads, world.local_size):
         error, taps = None, None
         try:  # every process resolves the same plan; they agree before reading
-            plan = _plan(paths, data, loss, target, feature, no_header, device, precision)
+            plan = resolve(paths, data, loss, target, feature, no_header, device, precision)
             if no_hash:
                 plan = replace(plan, dataset=replace(plan.dataset, checksum=False))
             taps = Taps(
@@ -128,11 +97,12 @@ def compare(
                     *_model_file(model),
                 ],
             )
-            _warn_unused_model(model, plan.checkpoints, world)
+            if world.rank == 0:  # one warning line under torchrun
+                warn_if_unused(model, plan.checkpoints)
             kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
             accumulators = [
                 Accumulator(
-                    prepare(_build(c, model, kwargs or {}), plan.device, plan.dtype),
+                    prepare(build(c, model, kwargs or {}), plan.device, plan.dtype),
                     plan.loss,
                     plan.device,
                     c.path,
@@ -193,148 +163,8 @@ def _check_batch_size(batch_size: int | None) -> None:
         raise OptionError(f"must be a positive integer, got {batch_size}", key="--batch-size")
 
 
-def default_batch_size(device: torch.device) -> int:
-    """Rows per forward pass when none is asked for. CPU: 2048, measured (docs/performance.md):
-    as fast as 1024 or a little faster, while 4096 and more were 20-40% slower (a batch's
-    activations no longer stay in the cores' caches). GPUs and other devices: 4096, to keep
-    the device busy (not measured)."""
-    return 2048 if device.type == "cpu" else 4096
-
-
-def _plan(
-    paths: Sequence[PathLike],
-    data: PathLike,
-    loss: str | None,
-    target: Sequence[str],
-    feature: Sequence[str],
-    no_header: bool,
-    device: str,
-    precision: str,
-) -> _Plan:
-    import torch
-
-    if not paths:
-        raise OptionError("give at least one checkpoint", key="CHECKPOINT")
-    if precision not in PRECISIONS:
-        raise OptionError(f"must be one of {', '.join(PRECISIONS)}", key="--precision")
-    checkpoints = tuple(open_checkpoint(p) for p in paths)
-    return _Plan(
-        checkpoints=checkpoints,
-        loss=_loss(checkpoints, loss),
-        dataset=open_data(
-            data,
-            target=target or _targets_from_metadata(checkpoints),
-            feature=feature,
-            no_header=no_header,
-        ),
-        device=_device(device),
-        dtype=torch.float64 if precision == "float64" else torch.float32,
-    )
-
-
-def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, option: str) -> str:
-    """``given`` if set, else the one value every checkpoint's metadata names for ``key``."""
-    if given is not None:
-        return given
-    named = {c.path: c.metadata[key] for c in checkpoints if key in c.metadata}
-    values = sorted(set(named.values()))
-    if len(values) > 1:
-        (a, va), (b, vb) = [next((p, v) for p, v in named.items() if v == x) for x in values[:2]]
-        raise OptionError(
-            f"checkpoints disagree: {a} says {va!r}, {b} says {vb!r}; pass {option} to choose",
-            key=key,
-        )
-    if not values:
-        raise OptionError(f"no {option} given and no checkpoint has {key} metadata", key=option)
-    return values[0]
-
-
-def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
-    name = _agreed(checkpoints, "evalloss.loss", given, "--loss")
-    if given is None and name not in LOSS_NAMES:
-        path = next(c.path for c in checkpoints if c.metadata.get("evalloss.loss") == name)
-        raise LossError(
-            f"unknown loss {name[:100]!r}; choose one of {', '.join(LOSS_NAMES)}",
-            path=path,
-            key="evalloss.loss",
-        )
-    return get_loss(name)
-
-
-def _targets_from_metadata(checkpoints: Sequence[Checkpoint]) -> tuple[str, ...]:
-    if not any("evalloss.target" in c.metadata for c in checkpoints):
-        return ()
-    joined = _agreed(checkpoints, "evalloss.target", None, "--target")
-    return tuple(t.strip() for t in joined.split(",") if t.strip())
-
-
-def _device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise OptionError(f"unknown device {name!r}", key="--device") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError("CUDA is not available on this machine", key="--device")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise OptionError("MPS is not available on this machine", key="--device")
-    if device.type == "cuda" and ":" not in name and distributed.env_world()[1] > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
-        device = torch.device("cuda", local)  # under torchrun: one GPU per local process
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
-def _warn_unused_model(
-    spec: str | None, checkpoints: Sequence[Checkpoint], world: distributed.World
-) -> None:
-    """``--model`` with checkpoints that all carry their own layers spec goes unused: say so
-    (rank 0 alone under torchrun)."""
-    if spec is not None and world.rank == 0 and all(KEY in c.metadata for c in checkpoints):
-        warnings.warn(
-            f"--model {spec} is not used: every checkpoint carries its own {KEY} spec",
-            EvallossWarning,
-            stacklevel=3,
-        )
-
-
-def _build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
-    """The checkpoint's own ``evalloss.layers`` spec if it has one, else ``--model``."""
-    if KEY in checkpoint.metadata:
-        return from_layers(checkpoint)
-    if spec is None:
-        raise ModelError(
-            "no architecture: the file has no evalloss.layers spec and no --model was given"
-            + _model_hint(checkpoint.metadata.get("evalloss.model")),
-            path=checkpoint.path,
-        )
-    module = from_spec(spec, kwargs)
-    load_strict(module, checkpoint)
-    return module
-
-
-def _model_hint(name: str | None) -> str:
-    """Show the file's ``evalloss.model`` (never imported) as a --model to pass."""
-    if name is None:
-        return ""
-    module, sep, cls = name.partition(":")
-    plain = re.fullmatch(r"[A-Za-z_][\w.]*", module) and re.fullmatch(r"[A-Za-z_]\w*", cls)
-    if not (sep and plain) or len(name) > 200:
-        return f"; its evalloss.model is {name[:200]!r}: pass --model file.py:Name to build it"
-    if module.endswith(".py"):
-        how = f"--model {name}"
-    else:
-        stem = module.rsplit(".", 1)[-1]
-        how = f"--model {name} (if importable) or --model path/to/{stem}.py:{cls}"
-    return f"; it was made by {name} (evalloss.model, never imported): pass {how} to build it"
-
-
 def _report(
-    plan: _Plan,
+    plan: Plan,
     accumulators: Sequence[Accumulator],
     items: int,
     batch_size: int,

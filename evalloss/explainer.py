@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, distributed, evaluation
-from .api import PathLike, _build, _plan, _warn_unused_model, default_batch_size
 from .engine import Accumulator, prepare
 from .errors import OptionError
-from .models import parse_kwargs
+from .models import build, parse_kwargs, warn_if_unused
+from .plan import PathLike, default_batch_size, resolve
 from .report import DataInfo, ExplainReport, ExplainRow
 from .stats import BatchGrouping, relative_error
 
@@ -50,11 +50,11 @@ def explain(
     # every process would evaluate everything and print its own table
     distributed.single_process_only("explain", "it runs in one process; run it without torchrun")
     sizes = _check_batch_sizes(batch_sizes)
-    plan = _plan([checkpoint], data, loss, target, feature, no_header, device, precision)
-    _warn_unused_model(model, plan.checkpoints, distributed.World())
+    plan = resolve([checkpoint], data, loss, target, feature, no_header, device, precision)
+    warn_if_unused(model, plan.checkpoints)
     kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
     (ckpt,) = plan.checkpoints
-    module = prepare(_build(ckpt, model, kwargs or {}), plan.device, plan.dtype)
+    module = prepare(build(ckpt, model, kwargs or {}), plan.device, plan.dtype)
     acc = Accumulator(module, plan.loss, plan.device, ckpt.path)
     groupings = [BatchGrouping(b) for b in sizes]
 

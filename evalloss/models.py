@@ -1,4 +1,5 @@
-"""Architectures: the user's ``--model`` spec -> an ``nn.Module``; strict state-dict loading.
+"""Architectures: a checkpoint's layers spec or the user's ``--model`` -> an ``nn.Module``;
+strict state-dict loading.
 
 ``--model path/to/file.py:Name`` or ``--model package.module:Name``. The user typed the spec,
 so importing it is allowed; nothing read from a checkpoint is ever imported.
@@ -9,16 +10,61 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import Checkpoint, load_tensors
-from .errors import CheckpointError, ModelError
+from .errors import CheckpointError, EvallossWarning, ModelError
+from .layers import KEY
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+
+def warn_if_unused(spec: str | None, checkpoints: Sequence[Checkpoint]) -> None:
+    """``--model`` with checkpoints that all carry their own layers spec goes unused: say so."""
+    if spec is not None and all(KEY in c.metadata for c in checkpoints):
+        warnings.warn(
+            f"--model {spec} is not used: every checkpoint carries its own {KEY} spec",
+            EvallossWarning,
+            stacklevel=3,
+        )
+
+
+def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
+    """The checkpoint's own ``evalloss.layers`` spec if it has one, else ``--model``."""
+    if KEY in checkpoint.metadata:
+        return from_layers(checkpoint)
+    if spec is None:
+        raise ModelError(
+            "no architecture: the file has no evalloss.layers spec and no --model was given"
+            + _model_hint(checkpoint.metadata.get("evalloss.model")),
+            path=checkpoint.path,
+        )
+    module = from_spec(spec, kwargs)
+    load_strict(module, checkpoint)
+    return module
+
+
+def _model_hint(name: str | None) -> str:
+    """Show the file's ``evalloss.model`` (never imported) as a --model to pass."""
+    if name is None:
+        return ""
+    module, sep, cls = name.partition(":")
+    plain = re.fullmatch(r"[A-Za-z_][\w.]*", module) and re.fullmatch(r"[A-Za-z_]\w*", cls)
+    if not (sep and plain) or len(name) > 200:
+        return f"; its evalloss.model is {name[:200]!r}: pass --model file.py:Name to build it"
+    if module.endswith(".py"):
+        how = f"--model {name}"
+    else:
+        stem = module.rsplit(".", 1)[-1]
+        how = f"--model {name} (if importable) or --model path/to/{stem}.py:{cls}"
+    return f"; it was made by {name} (evalloss.model, never imported): pass {how} to build it"
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def test_default_batch_size_is_2048_on_the_cpu_and_4096_elsewhere(write_csv, sav
         [save(nets.mlp())], data=_csv(write_csv, x, y), loss="cross-entropy"
     )
     assert report.batch_size == 2048
-    assert evalloss.api.default_batch_size(torch.device("cuda")) == 4096
+    assert evalloss.plan.default_batch_size(torch.device("cuda")) == 4096
 
 
 def test_k_models_read_the_data_once(write_csv, save, monkeypatch) -> None:  # type: ignore[no-untyped-def]

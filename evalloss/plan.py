@@ -1,0 +1,133 @@
+"""What a run resolves before any evaluation: checkpoints opened (headers only), the loss and
+targets (options, else the checkpoints' agreed metadata), the data set, device and dtype.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import distributed
+from .checkpoints import Checkpoint, open_checkpoint
+from .data import Dataset, open_data
+from .errors import LossError, OptionError
+from .losses import NAMES as LOSS_NAMES
+from .losses import Loss
+from .losses import get as get_loss
+
+if TYPE_CHECKING:
+    import torch
+
+PathLike = str | os.PathLike[str]
+PRECISIONS = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything resolved before any evaluation starts."""
+
+    checkpoints: tuple[Checkpoint, ...]
+    loss: Loss
+    dataset: Dataset
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve(
+    paths: Sequence[PathLike],
+    data: PathLike,
+    loss: str | None,
+    target: Sequence[str],
+    feature: Sequence[str],
+    no_header: bool,
+    device: str,
+    precision: str,
+) -> Plan:
+    """Open the checkpoints and the data and settle the loss, targets, device and dtype, or
+    raise the first problem: every process of a run resolves the same plan."""
+    import torch
+
+    if not paths:
+        raise OptionError("give at least one checkpoint", key="CHECKPOINT")
+    if precision not in PRECISIONS:
+        raise OptionError(f"must be one of {', '.join(PRECISIONS)}", key="--precision")
+    checkpoints = tuple(open_checkpoint(p) for p in paths)
+    return Plan(
+        checkpoints=checkpoints,
+        loss=_loss(checkpoints, loss),
+        dataset=open_data(
+            data,
+            target=target or _targets_from_metadata(checkpoints),
+            feature=feature,
+            no_header=no_header,
+        ),
+        device=_device(device),
+        dtype=torch.float64 if precision == "float64" else torch.float32,
+    )
+
+
+def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, option: str) -> str:
+    """``given`` if set, else the one value every checkpoint's metadata names for ``key``."""
+    if given is not None:
+        return given
+    named = {c.path: c.metadata[key] for c in checkpoints if key in c.metadata}
+    values = sorted(set(named.values()))
+    if len(values) > 1:
+        (a, va), (b, vb) = [next((p, v) for p, v in named.items() if v == x) for x in values[:2]]
+        raise OptionError(
+            f"checkpoints disagree: {a} says {va!r}, {b} says {vb!r}; pass {option} to choose",
+            key=key,
+        )
+    if not values:
+        raise OptionError(f"no {option} given and no checkpoint has {key} metadata", key=option)
+    return values[0]
+
+
+def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
+    name = _agreed(checkpoints, "evalloss.loss", given, "--loss")
+    if given is None and name not in LOSS_NAMES:
+        path = next(c.path for c in checkpoints if c.metadata.get("evalloss.loss") == name)
+        raise LossError(
+            f"unknown loss {name[:100]!r}; choose one of {', '.join(LOSS_NAMES)}",
+            path=path,
+            key="evalloss.loss",
+        )
+    return get_loss(name)
+
+
+def _targets_from_metadata(checkpoints: Sequence[Checkpoint]) -> tuple[str, ...]:
+    if not any("evalloss.target" in c.metadata for c in checkpoints):
+        return ()
+    joined = _agreed(checkpoints, "evalloss.target", None, "--target")
+    return tuple(t.strip() for t in joined.split(",") if t.strip())
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise OptionError(f"unknown device {name!r}", key="--device") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError("CUDA is not available on this machine", key="--device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise OptionError("MPS is not available on this machine", key="--device")
+    if device.type == "cuda" and ":" not in name and distributed.env_world()[1] > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+        device = torch.device("cuda", local)  # under torchrun: one GPU per local process
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Rows per forward pass when none is asked for. CPU: 2048, measured (docs/performance.md):
+    as fast as 1024 or a little faster, while 4096 and more were 20-40% slower (a batch's
+    activations no longer stay in the cores' caches). GPUs and other devices: 4096, to keep
+    the device busy (not measured)."""
+    return 2048 if device.type == "cpu" else 4096
