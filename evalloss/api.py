@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import __version__, distributed, evaluation, gate
 from .engine import Accumulator, prepare
@@ -21,8 +21,6 @@ from .provenance import collect as collect_provenance
 from .report import DataInfo, ModelResult, Report
 from .stats import PairedSum
 
-if TYPE_CHECKING:
-    pass
 
 def compare(
     checkpoints: Sequence[PathLike],
