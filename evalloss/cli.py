@@ -427,13 +427,13 @@ def explain(
     batch averages (`epoch_loss += loss.item()`), that sum times the batch size, and that
     sum over the number of batches, each with its error against the exact figure.
     """
-    from . import explainer, render
+    from . import explainer, render_explain
     from . import output as files
 
     files.check_output(output, _inputs([checkpoint], options))
     with _progress(no_progress) as progress, _prints_to_stderr():
         report = explainer.explain(checkpoint, progress=progress, **options)
-    files.write(render.render_explain(report, fmt), output)
+    files.write(render_explain.render(report, fmt), output)
 
 
 def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:

@@ -1,4 +1,4 @@
-"""Report -> text (table, markdown, csv, json), and the atomic write of that text.
+"""Report -> text (table, markdown, csv, json); the cell formats `render_explain` shares.
 
 ``table`` is for a terminal and stays within 80 columns (long model names are shortened in
 the middle); ``markdown`` is GitHub-flavoured, for ``$GITHUB_STEP_SUMMARY`` or a pull-request
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from tabulate import tabulate
 
 from . import gate
 from .names import shorten
-from .report import ExplainReport, ModelResult, Report
+from .report import ModelResult, Report
 
 FORMATS = ("table", "json", "markdown", "csv")
 WIDTH = 80  # the table format fits a classic terminal
@@ -42,122 +41,6 @@ def render(report: Report, fmt: str) -> str:
     return _table(report)
 
 
-# -- explain -------------------------------------------------------------------------------
-
-_EXPLAIN_COLUMNS = (
-    "batch_size",
-    "batches",
-    "last_batch",
-    "sum_of_averages",
-    "normalized_sum",
-    "normalized_sum_error",
-    "average_of_averages",
-    "average_of_averages_error",
-)
-_EXPLAIN_HEADERS = (
-    ("batch", "size"),
-    ("", "batches"),
-    ("last", "batch"),
-    ("sum of", "averages"),
-    ("normalized", "sum"),
-    ("", "error"),
-    ("average of", "averages"),
-    ("", "error"),
-)
-EXPLAIN_NOTE = (
-    "Only the exact loss sum and loss per item can be compared across batch sizes: they add up "
-    "every item's own loss, however the items are batched.",
-    "The sum of averages (`epoch_loss += loss.item()`) shrinks as the batch size grows, so it "
-    "cannot; the normalized sum and the average of averages equal the exact figures only when "
-    "every batch, the last included, has the same size.",
-)
-
-
-def render_explain(report: ExplainReport, fmt: str) -> str:
-    """The `explain` report as one string in format ``fmt``."""
-    if fmt == "json":
-        return to_json(report.to_dict())
-    if fmt == "csv":
-        return _explain_csv(report)
-    rows = [
-        [
-            _error(getattr(r, c)) if c.endswith("_error") else _cell(getattr(r, c))
-            for c in _EXPLAIN_COLUMNS
-        ]
-        for r in report.rows
-    ]
-    rows.append(["exact", "", "", "", _cell(report.loss_sum), "", _cell(report.per_item), ""])
-    note = list(EXPLAIN_NOTE)
-    if report.nonfinite_items:
-        note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
-    if fmt == "markdown":
-        return _explain_markdown(report, rows, note)
-    title = (
-        f"{report.loss} loss of {report.checkpoint} over {report.items} items of "
-        f"{report.data.path} ({report.precision}, {report.device}): what a training log "
-        "prints at each batch size"
-    )
-    parts = [_wrap(title), _aligned([*zip(*_EXPLAIN_HEADERS, strict=True)], rows)]
-    return "\n\n".join(parts) + "\n\n" + "".join(f"{_wrap(line)}\n" for line in note)
-
-
-def _explain_markdown(report: ExplainReport, rows: list[list[str]], note: list[str]) -> str:
-    headers = [" ".join(h).strip() for h in _EXPLAIN_HEADERS]
-    align = ["left"] + ["right"] * (len(headers) - 1)
-    rows = [list(r) for r in rows]
-    rows[-1][0] = "**exact**"
-    table = tabulate(rows, headers, tablefmt="pipe", colalign=align, disable_numparse=True)
-    lines = [
-        f"### evalloss explain: {report.loss} loss of `{_md(report.checkpoint)}`",
-        "",
-        f"{report.items} items of `{_md(report.data.path)}`, {report.precision}, "
-        f"{report.device}: what a training log prints at each batch size.",
-        "",
-        table,
-        "",
-        " ".join(note),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _aligned(head: Sequence[Sequence[str]], rows: Sequence[Sequence[str]]) -> str:
-    """A plain table: header lines, a dashed rule, rows; first column left, the rest right."""
-    widths = [max(len(r[i]) for r in [*head, *rows]) for i in range(len(rows[0]))]
-
-    def line(cells: Sequence[str], fill: str = " ") -> str:
-        first = cells[0].ljust(widths[0], fill)
-        rest = [c.rjust(w, fill) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = line([""] * len(widths), "-")
-    return "\n".join([*(line(h) for h in head), rule, *(line(r) for r in rows)])
-
-
-def _wrap(text: str) -> str:
-    return textwrap.fill(text, WIDTH, break_long_words=False, break_on_hyphens=False)
-
-
-def _explain_csv(report: ExplainReport) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*_EXPLAIN_COLUMNS, "loss_sum", "per_item", "items"])
-    for r in report.rows:
-        writer.writerow(
-            [_raw(getattr(r, c)) for c in _EXPLAIN_COLUMNS]
-            + [_raw(report.loss_sum), _raw(report.per_item), _raw(report.items)]
-        )
-    return out.getvalue()
-
-
-def _error(value: float | None) -> str:
-    """A relative error as a signed percentage: 0% exact, 0.00% below half a basis point."""
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0%"
-    return "0.00%" if abs(value) < 5e-5 else f"{value:+.2%}"
-
-
 def to_json(document: Any) -> str:
     """Strict JSON: keys sorted, no NaN or Infinity tokens."""
     return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
@@ -178,7 +61,7 @@ def _title(report: Report, width: int = WIDTH) -> str:
 
 
 def _table(report: Report) -> str:
-    rows = [[_cell(getattr(m, c)) for c in _COLUMNS] for m in report.models]
+    rows = [[cell(getattr(m, c)) for c in _COLUMNS] for m in report.models]
     marks = [_BASELINE if m.is_baseline else "" for m in report.models]
     parts = [_title(report), _fit(rows, _HEADERS, "simple", name_column=1, marks=marks)]
     if report.has_baseline:
@@ -237,7 +120,7 @@ def _fit(
     return text
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -312,20 +195,20 @@ def _markdown(report: Report) -> str:
     headers = list(_HEADERS)
     rows = []
     for m in report.models:
-        row = [_cell(m.rank), f"`{_md(_marked(m, m.name))}`"]
-        row += [_cell(getattr(m, c)) for c in _COLUMNS[2:]]
+        row = [cell(m.rank), f"`{md(_marked(m, m.name))}`"]
+        row += [cell(getattr(m, c)) for c in _COLUMNS[2:]]
         if report.has_baseline:
             row += _vs_row(m)[1:] if m.vs_baseline is not None else ["-"] * 5
         rows.append(row)
     if report.has_baseline:
         headers += ["delta vs baseline", "relative", "95% CI", "p", "wins"]
         align += ["right"] * 5
-    table = tabulate(rows, headers, tablefmt="pipe", colalign=align, disable_numparse=True)
+    table = pipe_table(rows, headers, align)
     lines = [
         f"### evalloss: {report.loss} loss per item",
         "",
-        f"{report.data.items} items of `{_md(report.data.path)}`, {report.precision}, "
-        f"{report.device}, targets: {', '.join(f'`{_md(t)}`' for t in report.data.targets)}",
+        f"{report.data.items} items of `{md(report.data.path)}`, {report.precision}, "
+        f"{report.device}, targets: {', '.join(f'`{md(t)}`' for t in report.data.targets)}",
         "",
         table,
     ]
@@ -343,7 +226,7 @@ def _markdown_provenance(report: Report) -> list[str]:
         f"evalloss {p.evalloss}, torch {p.torch}, Python {p.python} on {p.device} "
         f"({p.device_name}), {p.threads} threads"
     )
-    text = _md(text)
+    text = md(text)
     data = (p.sha256 or {}).get(report.data.path)
     if data:
         text += f"; data sha256 `{data[:16]}`"
@@ -357,17 +240,22 @@ def _markdown_gate(report: Report) -> list[str]:
     if line is None:
         return []
     if gate is None:
-        return ["", _md(line)]
+        return ["", md(line)]
     word, _, rest = line.partition("  ")
-    head = f"**{word}** {_md(rest)}" if rest else f"**{word}**"
+    head = f"**{word}** {md(rest)}" if rest else f"**{word}**"
     checks = [
-        f"- {'pass' if c.passed else '**fail**'} {_md(c.rule)}: {_md(c.detail)}"
+        f"- {'pass' if c.passed else '**fail**'} {md(c.rule)}: {md(c.detail)}"
         for c in gate.checks
     ]
     return ["", head, *(["", *checks] if checks else [])]
 
 
-def _md(text: str) -> str:
+def pipe_table(rows: list[list[str]], headers: Sequence[str], align: Sequence[str]) -> str:
+    """A GitHub-flavoured markdown table of the cells as given (no number parsing)."""
+    return tabulate(rows, headers, tablefmt="pipe", colalign=align, disable_numparse=True)
+
+
+def md(text: str) -> str:
     """Text safe inside a GitHub table cell or inline code span."""
     return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
@@ -390,7 +278,7 @@ def _csv(report: Report) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_raw(row.get(c)) for c in columns])
+        writer.writerow([raw(row.get(c)) for c in columns])
     return out.getvalue()
 
 
@@ -413,7 +301,7 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 _VS_KEYS = ("delta", "relative", "ci95.low", "ci95.high", "p_value", "wins")
 
 
-def _raw(value: Any) -> str:
+def raw(value: Any) -> str:
     """A CSV cell: empty for null, lowercase booleans, floats that read back exactly."""
     if value is None:
         return ""

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import chunks, explainer, render
-from evalloss.render import EXPLAIN_NOTE
+from evalloss import chunks, explainer, render_explain
+from evalloss.render_explain import EXPLAIN_NOTE
 from evalloss.stats import BatchGrouping, relative_error
 from tests import nets
 from tests.conftest import net, run
@@ -369,7 +369,7 @@ def test_explain_help_loads_no_heavy_module() -> None:
 
 
 def test_error_cells() -> None:
-    assert [render._error(v) for v in (None, 0.0, 1e-17, -3e-5, 0.6, -0.0014)] == [
+    assert [render_explain._error(v) for v in (None, 0.0, 1e-17, -3e-5, 0.6, -0.0014)] == [
         "-", "0%", "0.00%", "0.00%", "+60.00%", "-0.14%",
     ]  # fmt: skip
 

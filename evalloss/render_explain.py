@@ -1,0 +1,126 @@
+"""The `explain` report -> text: the seed article's table of what a training log prints at each
+batch size against the exact figures (table, markdown, csv, json).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import textwrap
+from collections.abc import Sequence
+
+from .render import WIDTH, cell, md, pipe_table, raw, to_json
+from .report import ExplainReport
+
+_EXPLAIN_COLUMNS = (
+    "batch_size",
+    "batches",
+    "last_batch",
+    "sum_of_averages",
+    "normalized_sum",
+    "normalized_sum_error",
+    "average_of_averages",
+    "average_of_averages_error",
+)
+_EXPLAIN_HEADERS = (
+    ("batch", "size"),
+    ("", "batches"),
+    ("last", "batch"),
+    ("sum of", "averages"),
+    ("normalized", "sum"),
+    ("", "error"),
+    ("average of", "averages"),
+    ("", "error"),
+)
+EXPLAIN_NOTE = (
+    "Only the exact loss sum and loss per item can be compared across batch sizes: they add up "
+    "every item's own loss, however the items are batched.",
+    "The sum of averages (`epoch_loss += loss.item()`) shrinks as the batch size grows, so it "
+    "cannot; the normalized sum and the average of averages equal the exact figures only when "
+    "every batch, the last included, has the same size.",
+)
+
+
+def render(report: ExplainReport, fmt: str) -> str:
+    """The `explain` report as one string in format ``fmt``."""
+    if fmt == "json":
+        return to_json(report.to_dict())
+    if fmt == "csv":
+        return _explain_csv(report)
+    rows = [
+        [
+            _error(getattr(r, c)) if c.endswith("_error") else cell(getattr(r, c))
+            for c in _EXPLAIN_COLUMNS
+        ]
+        for r in report.rows
+    ]
+    rows.append(["exact", "", "", "", cell(report.loss_sum), "", cell(report.per_item), ""])
+    note = list(EXPLAIN_NOTE)
+    if report.nonfinite_items:
+        note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
+    if fmt == "markdown":
+        return _explain_markdown(report, rows, note)
+    title = (
+        f"{report.loss} loss of {report.checkpoint} over {report.items} items of "
+        f"{report.data.path} ({report.precision}, {report.device}): what a training log "
+        "prints at each batch size"
+    )
+    parts = [_wrap(title), _aligned([*zip(*_EXPLAIN_HEADERS, strict=True)], rows)]
+    return "\n\n".join(parts) + "\n\n" + "".join(f"{_wrap(line)}\n" for line in note)
+
+
+def _explain_markdown(report: ExplainReport, rows: list[list[str]], note: list[str]) -> str:
+    headers = [" ".join(h).strip() for h in _EXPLAIN_HEADERS]
+    align = ["left"] + ["right"] * (len(headers) - 1)
+    rows = [list(r) for r in rows]
+    rows[-1][0] = "**exact**"
+    table = pipe_table(rows, headers, align)
+    lines = [
+        f"### evalloss explain: {report.loss} loss of `{md(report.checkpoint)}`",
+        "",
+        f"{report.items} items of `{md(report.data.path)}`, {report.precision}, "
+        f"{report.device}: what a training log prints at each batch size.",
+        "",
+        table,
+        "",
+        " ".join(note),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _aligned(head: Sequence[Sequence[str]], rows: Sequence[Sequence[str]]) -> str:
+    """A plain table: header lines, a dashed rule, rows; first column left, the rest right."""
+    widths = [max(len(r[i]) for r in [*head, *rows]) for i in range(len(rows[0]))]
+
+    def line(cells: Sequence[str], fill: str = " ") -> str:
+        first = cells[0].ljust(widths[0], fill)
+        rest = [c.rjust(w, fill) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = line([""] * len(widths), "-")
+    return "\n".join([*(line(h) for h in head), rule, *(line(r) for r in rows)])
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, WIDTH, break_long_words=False, break_on_hyphens=False)
+
+
+def _explain_csv(report: ExplainReport) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*_EXPLAIN_COLUMNS, "loss_sum", "per_item", "items"])
+    for r in report.rows:
+        writer.writerow(
+            [raw(getattr(r, c)) for c in _EXPLAIN_COLUMNS]
+            + [raw(report.loss_sum), raw(report.per_item), raw(report.items)]
+        )
+    return out.getvalue()
+
+
+def _error(value: float | None) -> str:
+    """A relative error as a signed percentage: 0% exact, 0.00% below half a basis point."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0%"
+    return "0.00%" if abs(value) < 5e-5 else f"{value:+.2%}"
