@@ -67,3 +67,24 @@ def data_set(
     x = torch.round(torch.randn(rows, features, generator=g) * 10_000) / 10_000
     y = torch.randint(0, classes, (rows,), generator=g)
     return x, y
+
+
+def xy_csv(write_csv: Callable[..., Path], x: torch.Tensor, y: torch.Tensor) -> Path:
+    """``data_set``'s tensors as a CSV: columns f0..fN-1 and ``label``."""
+    header = [f"f{i}" for i in range(x.shape[1])] + ["label"]
+    return write_csv(
+        [[*row, label] for row, label in zip(x.tolist(), y.tolist(), strict=True)], header
+    )
+
+
+def seeded_mlps(
+    save: Callable[..., Path], count: int = 3
+) -> tuple[list[torch.nn.Module], list[Path]]:
+    """``count`` MLPs from tests/nets.py (seeds 0, 1, ...) and their checkpoints m0, m1, ..."""
+    from tests import nets
+
+    models = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        models.append(nets.mlp())
+    return models, [save(m, f"m{i}") for i, m in enumerate(models)]

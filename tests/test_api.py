@@ -12,14 +12,7 @@ import torch
 import evalloss
 from evalloss import data as data_module
 from tests import nets, oracles
-from tests.conftest import data_set, net
-
-
-def _csv(write_csv, x: torch.Tensor, y: torch.Tensor) -> Path:  # type: ignore[no-untyped-def]
-    header = [f"f{i}" for i in range(x.shape[1])] + ["label"]
-    return write_csv(
-        [[*row, label] for row, label in zip(x.tolist(), y.tolist(), strict=True)], header
-    )
+from tests.conftest import data_set, net, seeded_mlps, xy_csv
 
 
 def _oracle(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> float:
@@ -33,15 +26,9 @@ def _oracle(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str)
 @pytest.mark.parametrize("batch_size", [1, 7, 500])
 def test_compare_matches_the_float64_oracle(write_csv, save, batch_size: int) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(131)
-    path = _csv(write_csv, x, y)
-    models = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        models.append(nets.mlp())
-    ckpts = [save(m, f"m{i}") for i, m in enumerate(models)]
-    report = evalloss.compare(
-        ckpts, data=path, loss="cross-entropy", batch_size=batch_size
-    )
+    path = xy_csv(write_csv, x, y)
+    models, ckpts = seeded_mlps(save)
+    report = evalloss.compare(ckpts, data=path, loss="cross-entropy", batch_size=batch_size)
     assert report.data.items == 131
     wanted = {f"m{i}": _oracle(m, x, y, "cross-entropy") for i, m in enumerate(models)}
     for m in report.models:
@@ -58,7 +45,7 @@ def test_float64_precision_is_reference_grade(write_csv, save) -> None:  # type:
     model = nets.mlp()
     report = evalloss.compare(
         [save(model)],
-        data=_csv(write_csv, x, y),
+        data=xy_csv(write_csv, x, y),
         loss="cross-entropy",
         precision="float64",
     )
@@ -70,11 +57,9 @@ def test_float64_precision_is_reference_grade(write_csv, save) -> None:  # type:
 def test_batch_size_changes_the_figure_only_by_float32_rounding(write_csv, save) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(300)
     torch.manual_seed(0)
-    ckpt, path = save(nets.mlp()), _csv(write_csv, x, y)
+    ckpt, path = save(nets.mlp()), xy_csv(write_csv, x, y)
     sums = {
-        bs: evalloss.compare(
-            [ckpt], data=path, loss="cross-entropy", batch_size=bs
-        )
+        bs: evalloss.compare([ckpt], data=path, loss="cross-entropy", batch_size=bs)
         .models[0]
         .loss_sum
         for bs in (1, 7, 64, 4096)
@@ -85,7 +70,7 @@ def test_batch_size_changes_the_figure_only_by_float32_rounding(write_csv, save)
 def test_default_batch_size_is_2048_on_the_cpu_and_4096_elsewhere(write_csv, save) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(30)
     report = evalloss.compare(
-        [save(nets.mlp())], data=_csv(write_csv, x, y), loss="cross-entropy"
+        [save(nets.mlp())], data=xy_csv(write_csv, x, y), loss="cross-entropy"
     )
     assert report.batch_size == 2048
     assert evalloss.plan.default_batch_size(torch.device("cuda")) == 4096
@@ -93,7 +78,7 @@ def test_default_batch_size_is_2048_on_the_cpu_and_4096_elsewhere(write_csv, sav
 
 def test_k_models_read_the_data_once(write_csv, save, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(40)
-    path = _csv(write_csv, x, y)
+    path = xy_csv(write_csv, x, y)
     ckpts = [save(nets.mlp(), f"m{i}") for i in range(4)]
     reads = []
     original = data_module.Dataset.blocks
@@ -110,7 +95,7 @@ def test_k_models_read_the_data_once(write_csv, save, monkeypatch) -> None:  # t
 
 def test_nonfinite_model_ranks_last_with_null(write_csv, save) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(10)
-    path = _csv(write_csv, x, y)
+    path = xy_csv(write_csv, x, y)
     good = nets.mlp()
     bad = nets.mlp()
     with torch.no_grad():
@@ -131,7 +116,7 @@ def test_nonfinite_model_ranks_last_with_null(write_csv, save) -> None:  # type:
 
 def test_clashing_stems_are_made_unique(write_csv, save, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(5)
-    path = _csv(write_csv, x, y)
+    path = xy_csv(write_csv, x, y)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     model = nets.mlp()

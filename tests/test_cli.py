@@ -92,31 +92,10 @@ def test_bad_model_spec_is_exit_2(write_csv, tmp_path: Path, spec: str, message:
 def test_model_kwargs(write_csv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = write_csv([[1, 2, 0]], ["a", "b", "y"])
     ckpt = _bare(nets.mlp(features=2, hidden=5), tmp_path)  # no spec: --model builds it
-    ok = run(
-        "compare",
-        ckpt,
-        "--data",
-        path,
-        "--model",
-        net("mlp"),
-        "--model-kwargs",
-        '{"features": 2, "hidden": 5}',
-        "--loss",
-        "cross-entropy",
-    )
+    args = ["compare", ckpt, "--data", path, "--model", net("mlp"), "--loss", "cross-entropy"]
+    ok = run(*args, "--model-kwargs", '{"features": 2, "hidden": 5}')
     assert ok.exit_code == 0, ok.stderr
-    bad = run(
-        "compare",
-        ckpt,
-        "--data",
-        path,
-        "--model",
-        net("mlp"),
-        "--model-kwargs",
-        "{nope",
-        "--loss",
-        "cross-entropy",
-    )
+    bad = run(*args, "--model-kwargs", "{nope")
     assert bad.exit_code == 2 and "--model-kwargs: not valid JSON" in bad.stderr
 
 

@@ -196,9 +196,7 @@ def test_cuda_equals_cpu(tmp_path: Path) -> None:
     ckpt = tmp_path / "m.safetensors"
     evalloss.save(nets.mlp(), ckpt, loss="cross-entropy")
     reports = {
-        device: evalloss.compare(
-            [ckpt], data=path, device=device, precision="float64"
-        ).models[0]
+        device: evalloss.compare([ckpt], data=path, device=device, precision="float64").models[0]
         for device in ("cpu", "cuda")
     }
     assert reports["cuda"].items == reports["cpu"].items == 5000

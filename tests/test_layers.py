@@ -15,16 +15,9 @@ from torch import nn
 
 import evalloss
 from evalloss import layers
-from tests.conftest import data_set, run
+from tests.conftest import data_set, run, xy_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _csv(write_csv, x: torch.Tensor, y: torch.Tensor) -> Path:  # type: ignore[no-untyped-def]
-    header = [f"f{i}" for i in range(x.shape[1])] + ["label"]
-    return write_csv(
-        [[*row, label] for row, label in zip(x.tolist(), y.tolist(), strict=True)], header
-    )
 
 
 def _with_metadata(module: nn.Module, path: Path, **metadata: str) -> Path:
@@ -86,7 +79,7 @@ def test_saved_sequential_round_trips_through_compare_without_model(
         module(x * 2 + 1)
     path = tmp_path / "net.safetensors"
     evalloss.save(module, path, loss="cross-entropy", target="label")
-    result = run("compare", path, "--data", _csv(write_csv, x, y), "--format", "json")
+    result = run("compare", path, "--data", xy_csv(write_csv, x, y), "--format", "json")
     assert result.exit_code == 0, result.stderr
     got = json.loads(result.stdout)["models"][0]["loss_sum"]
     assert got == pytest.approx(_oracle_sum(module, x, y), rel=1e-6)
@@ -350,7 +343,7 @@ def test_spec_and_model_checkpoints_in_one_run(write_csv, tmp_path) -> None:  # 
     from tests import nets
 
     x, y = data_set(40)
-    data = _csv(write_csv, x, y)
+    data = xy_csv(write_csv, x, y)
     torch.manual_seed(1)
     a, b = nets.mlp(), nets.mlp()
     with_spec = tmp_path / "spec.safetensors"
@@ -367,7 +360,7 @@ def test_an_unused_model_is_named_in_one_warning(write_csv, tmp_path) -> None:  
     from tests import nets
 
     x, y = data_set(20)
-    data = _csv(write_csv, x, y)
+    data = xy_csv(write_csv, x, y)
     spec = tmp_path / "spec.safetensors"
     evalloss.save(nets.mlp(), spec, loss="cross-entropy")
     model = f"{ROOT}/tests/nets.py:mlp"

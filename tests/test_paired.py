@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import statistics
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ import evalloss
 from evalloss.report import Comparison
 from evalloss.stats import PairedSum, _squares
 from tests import nets, oracles
-from tests.conftest import data_set
+from tests.conftest import data_set, seeded_mlps, xy_csv
 
 
 def _paired(losses: list[float], baseline: list[float], chunk: int = 1000) -> PairedSum:
@@ -151,12 +150,6 @@ def test_degenerate_cases() -> None:
     assert _paired([1.0, 2.0], [0.0, 0.0]).comparison(0.0).relative is None
 
 
-def _csv(write_csv, x: torch.Tensor, y: torch.Tensor) -> Path:  # type: ignore[no-untyped-def]
-    header = [f"f{i}" for i in range(x.shape[1])] + ["label"]
-    rows = [[*row, label] for row, label in zip(x.tolist(), y.tolist(), strict=True)]
-    return write_csv(rows, header)
-
-
 def _per_item(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     with torch.no_grad():
         outputs = model.double()(x.double()).tolist()
@@ -170,12 +163,8 @@ def test_compare_vs_baseline_matches_scipy_on_the_oracle_losses(
     write_csv, save, listed: bool
 ) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(97)
-    path = _csv(write_csv, x, y)
-    models = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        models.append(nets.mlp())
-    ckpts = [save(m, f"m{i}") for i, m in enumerate(models)]
+    path = xy_csv(write_csv, x, y)
+    models, ckpts = seeded_mlps(save)
     per_item = [_per_item(m, x, y) for m in models]
     report = evalloss.compare(
         ckpts if listed else ckpts[1:],
@@ -207,19 +196,17 @@ def test_baseline_listed_under_another_spelling_is_not_added_twice(
     write_csv, save, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(8)
-    path = _csv(write_csv, x, y)
+    path = xy_csv(write_csv, x, y)
     a, b = save(nets.mlp(), "a"), save(nets.mlp(), "b")
     monkeypatch.chdir(a.parent)
-    report = evalloss.compare(
-        ["a.safetensors", b], data=path, loss="cross-entropy", baseline=a
-    )
+    report = evalloss.compare(["a.safetensors", b], data=path, loss="cross-entropy", baseline=a)
     assert len(report.models) == 2
     assert [m.path for m in report.models if m.is_baseline] == ["a.safetensors"]
 
 
 def test_nonfinite_baseline_gives_null_comparisons(write_csv, save) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(12)
-    path = _csv(write_csv, x, y)
+    path = xy_csv(write_csv, x, y)
     bad = nets.mlp()
     with torch.no_grad():
         bad[2].bias.fill_(float("nan"))

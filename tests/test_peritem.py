@@ -62,9 +62,7 @@ def test_per_item_has_every_items_loss_under_every_model(write_csv, save, tmp_pa
     assert list(table) == ["row", "label", "m0", "m1"]
     assert [int(v) for v in table["row"]] == list(range(53))
     assert [int(v) for v in table["label"]] == y.tolist()  # class labels stay integers
-    report = evalloss.compare(
-        ckpts, data=path, loss="cross-entropy", precision="float64"
-    )
+    report = evalloss.compare(ckpts, data=path, loss="cross-entropy", precision="float64")
     sums = {m.name: m.loss_sum for m in report.models}
     for i, model in enumerate(models):
         got = [float(v) for v in table[f"m{i}"]]

@@ -36,9 +36,7 @@ def test_plot_writes_a_png_and_the_report_is_unchanged(tmp_path: Path) -> None:
 
 def test_plot_with_a_baseline_draws_the_paired_panels(tmp_path: Path) -> None:
     """A report with a baseline (comparisons filled by hand) gives the wider, paired figure."""
-    report = evalloss.compare(
-        CKPTS, data=EXAMPLE / "train.csv"
-    )
+    report = evalloss.compare(CKPTS, data=EXAMPLE / "train.csv")
     names = ["bs10", "bs50", "barely"]
     rng = np.random.default_rng(0)
     values = rng.gamma(2.0, 0.3, size=(600, 3))
@@ -92,8 +90,6 @@ def test_plot_bins_follow_the_data() -> None:
 
 @pytest.mark.parametrize("values", [np.empty((0, 2)), np.full((5, 2), np.nan)])
 def test_plot_survives_no_finite_values(tmp_path: Path, values) -> None:  # type: ignore[no-untyped-def]
-    report = evalloss.compare(
-        CKPTS[:2], data=EXAMPLE / "train.csv"
-    )
+    report = evalloss.compare(CKPTS[:2], data=EXAMPLE / "train.csv")
     plot.draw(report, ["bs10", "bs50"], values, len(values), tmp_path / "x.png")
     assert (tmp_path / "x.png").read_bytes().startswith(PNG)

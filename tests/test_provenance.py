@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 import tqdm
 
@@ -53,23 +54,16 @@ def test_parquet_data_is_hashed_too(tmp_path: Path) -> None:
 def test_a_changed_checkpoint_changes_its_hash(tmp_path: Path) -> None:
     copy = tmp_path / "bs10.safetensors"
     shutil.copy(CKPTS[0], copy)
-    before = evalloss.compare(
-        [copy], data=EXAMPLE / "train.csv"
-    )
+    before = evalloss.compare([copy], data=EXAMPLE / "train.csv")
     shutil.copy(CKPTS[1], copy)
-    after = evalloss.compare(
-        [copy], data=EXAMPLE / "train.csv"
-    )
+    after = evalloss.compare([copy], data=EXAMPLE / "train.csv")
     assert before.provenance and after.provenance and before.provenance.sha256
     assert after.provenance.sha256
     assert before.provenance.sha256[str(copy)] != after.provenance.sha256[str(copy)]
 
 
-def test_progress_bar_on_a_terminal_only(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    plain = run("compare", *ARGS)
-    assert plain.exit_code == 0 and plain.stderr == ""  # not a terminal: quiet
-    monkeypatch.setattr(cli, "_stderr_is_tty", lambda: True)
-    monkeypatch.setenv("NO_COLOR", "1")
+def _recorded_bars(monkeypatch: pytest.MonkeyPatch) -> list[tqdm.tqdm]:  # type: ignore[type-arg]
+    """Every progress bar the CLI makes from now on, in order."""
     bars: list[tqdm.tqdm] = []  # type: ignore[type-arg]
 
     class Bar(tqdm.tqdm):  # type: ignore[type-arg]
@@ -78,6 +72,15 @@ def test_progress_bar_on_a_terminal_only(monkeypatch) -> None:  # type: ignore[n
             bars.append(self)
 
     monkeypatch.setattr(tqdm, "tqdm", Bar)
+    return bars
+
+
+def test_progress_bar_on_a_terminal_only(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    plain = run("compare", *ARGS)
+    assert plain.exit_code == 0 and plain.stderr == ""  # not a terminal: quiet
+    monkeypatch.setattr(cli, "_stderr_is_tty", lambda: True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    bars = _recorded_bars(monkeypatch)
     shown = run("compare", *ARGS)
     assert shown.exit_code == 0
     assert shown.stdout == plain.stdout  # the bar never touches the report
@@ -103,14 +106,7 @@ def test_no_hash_leaves_the_hashes_out_and_nothing_else() -> None:
 
 def test_explain_has_the_progress_bar_too(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(cli, "_stderr_is_tty", lambda: True)
-    bars: list[tqdm.tqdm] = []  # type: ignore[type-arg]
-
-    class Bar(tqdm.tqdm):  # type: ignore[type-arg]
-        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-            super().__init__(*args, **kwargs)
-            bars.append(self)
-
-    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    bars = _recorded_bars(monkeypatch)
     args = [CKPTS[0], "--data", EXAMPLE / "train.csv"]
     shown = run("explain", *args)
     assert shown.exit_code == 0, shown.stderr

@@ -181,7 +181,9 @@ def test_ranges_are_whole_lines_at_their_offsets_and_hash_the_file(
         previous, chunks.RANGE_BYTES = chunks.RANGE_BYTES, range_bytes
         try:
             digest = hashlib.sha256()
-            got = [(r.offset, bytes(r.data)) for r in chunks.ranges(str(path), 0, len(text), digest)]
+            got = [
+                (r.offset, bytes(r.data)) for r in chunks.ranges(str(path), 0, len(text), digest)
+            ]
         finally:
             chunks.RANGE_BYTES = previous
     assert b"".join(data for _, data in got) == text

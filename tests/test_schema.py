@@ -47,9 +47,7 @@ def test_a_real_report_with_a_baseline_matches_the_schema(gate: list[str]) -> No
 
 def test_a_report_with_baseline_and_gate_fields_matches_the_schema() -> None:
     """Every optional part filled, non-finite figures included (they become null)."""
-    report = evalloss.compare(
-        CKPTS, data=EXAMPLE / "train.csv"
-    )
+    report = evalloss.compare(CKPTS, data=EXAMPLE / "train.csv")
     vs = Comparison(-0.01, -0.02, (-0.02, 0.0), 0.04, 0.6)
     models = (
         dataclasses.replace(report.models[0], vs_baseline=vs),
