@@ -6,6 +6,7 @@ Nothing here calls the torch criterion evalloss uses; each loss is written out b
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 
@@ -40,3 +41,21 @@ def loss_sum(
     name: str, outputs: Sequence[Sequence[float]], targets: Sequence[Sequence[float]]
 ) -> float:
     return math.fsum(item_loss(name, o, t) for o, t in zip(outputs, targets, strict=True))
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?%?$")
+
+
+def assert_same_text(shown: str, actual: str, rel: float = 2e-5) -> None:
+    """``actual`` reads as ``shown`` word for word, numbers equal to ``rel``: float32 figures
+    move in their last digit between CPUs (the GEMM kernels differ), so a pasted float32
+    report is compared as text, its numbers as numbers (column widths may change with them)."""
+    a, b = shown.split(), actual.split()
+    assert len(a) == len(b), f"{shown!r} != {actual!r}"
+    for x, y in zip(a, b, strict=True):
+        x, y = x.strip(",;:"), y.strip(",;:")
+        if _NUMBER.match(x) and _NUMBER.match(y) and x.endswith("%") == y.endswith("%"):
+            u, v = float(x.rstrip("%")), float(y.rstrip("%"))
+            assert math.isclose(u, v, rel_tol=rel, abs_tol=1e-6 if "%" not in x else 1.0), (x, y)
+        else:
+            assert x == y, f"{x!r} != {y!r} in {actual!r}"

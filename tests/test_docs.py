@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from evalloss.cli import cli
+from tests.oracles import assert_same_text
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -132,4 +133,4 @@ def test_readme_commands_and_example_output_are_live(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     shown = readme.split("`evalloss compare` tells the truth:\n\n```\n", 1)[1].split("```", 1)[0]
-    assert shown == result.stdout
+    assert_same_text(shown, result.stdout)

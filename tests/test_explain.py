@@ -22,6 +22,7 @@ from evalloss.render_explain import EXPLAIN_NOTE
 from evalloss.stats import BatchGrouping, relative_error
 from tests import nets
 from tests.conftest import net, run
+from tests.oracles import assert_same_text
 
 ARTICLE = [4.0, 5.0, 2.0, 4.0, 3.0, 2.0, 3.0, 1.0]  # the seed's item losses
 ROOT = Path(__file__).resolve().parents[1]
@@ -384,7 +385,7 @@ def test_docs_why_shows_the_real_output(monkeypatch) -> None:  # type: ignore[no
     for command, pasted in runs:
         result = run(*shlex.split(command)[1:])
         assert result.exit_code == 0, result.stderr
-        assert result.stdout == pasted, f"docs/why.md is out of step: paste the output of {command}"
+        assert_same_text(pasted, result.stdout)  # else paste the output of `command` again
 
 
 @pytest.mark.parametrize(("rank", "lines"), [("0", 1), ("1", 0)])
