@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     CheckpointError,
     DataError,
@@ -18,8 +19,6 @@ from .errors import (
     ModelError,
     OptionError,
 )
-
-__version__ = "1.0.0"
 
 __all__ = [
     "CheckpointError",

@@ -11,11 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, distributed, evaluation, gate
+from . import distributed, evaluation, gate
+from ._version import __version__
+from .distributed import single_process_only
 from .engine import Accumulator, prepare
 from .errors import DataError, EvallossError, OptionError
 from .models import build, parse_kwargs, warn_if_unused
-from .peritem import Taps, check_single_process
+from .peritem import Taps
 from .plan import PathLike, Plan, default_batch_size, resolve
 from .provenance import collect as collect_provenance
 from .report import DataInfo, ModelResult, Report
@@ -74,7 +76,7 @@ def compare(
         raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
     for option, value in (("--per-item", per_item), ("--plot", plot)):
         if value is not None:  # before any process group: the same refusal on every rank
-            check_single_process(option)
+            single_process_only(option)
     world = distributed.World.from_env()
     with world, evaluation.threads(threads, world.local_size):
         error, taps = None, None

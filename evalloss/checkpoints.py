@@ -15,7 +15,6 @@ import os
 import stat
 import struct
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, EvallossWarning, LossError, OptionError
+from .files import atomic
 
 if TYPE_CHECKING:
     import torch
@@ -279,15 +279,8 @@ def save(
             )
         metadata["evalloss.target"] = ",".join(targets)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_sorted_metadata(to_bytes(tensors, metadata=metadata)))
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic(path) as tmp:
+        tmp.write_bytes(_sorted_metadata(to_bytes(tensors, metadata=metadata)))
 
 
 def _sorted_metadata(raw: bytes) -> bytes:

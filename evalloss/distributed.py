@@ -41,10 +41,17 @@ def env_world() -> tuple[int, int, int]:
             return default
 
     world = max(1, number("WORLD_SIZE", 1))
-    return number("RANK", 0), world, max(1, number("LOCAL_WORLD_SIZE", world))
+    rank = number("RANK", 0) if world > 1 else 0  # a leftover RANK alone: one process, rank 0
+    return rank, world, max(1, number("LOCAL_WORLD_SIZE", world))
 
 
-def single_process_only(key: str, why: str) -> None:
+PER_ITEM_WHY = (
+    "every process sees only its shard of the items; run in one process to export or plot "
+    "per-item losses"
+)
+
+
+def single_process_only(key: str, why: str = PER_ITEM_WHY) -> None:
     """Refuse under torchrun with one line, from rank 0 (the other ranks exit quietly)."""
     rank, world, _ = env_world()
     if world > 1:

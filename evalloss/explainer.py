@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, distributed, evaluation
+from . import distributed, evaluation
+from ._version import __version__
 from .engine import Accumulator, prepare
 from .errors import OptionError
 from .models import build, parse_kwargs, warn_if_unused

@@ -131,7 +131,7 @@ def evaluate(gate: Rules, models: Sequence[ModelResult]) -> GateResult:
         )
         if on
     ]
-    winner = next((m for m in models if not m.is_baseline), None)
+    winner = find_winner(models)
     if winner is None or winner.loss_per_item is None:
         why = "no model besides the baseline" if baseline else "no model"
         why += " has a finite loss" if winner is not None else ""
@@ -158,6 +158,11 @@ def evaluate(gate: Rules, models: Sequence[ModelResult]) -> GateResult:
         baseline=base_path,
         checks=tuple(found),
     )
+
+
+def find_winner(models: Sequence[ModelResult]) -> ModelResult | None:
+    """The winner: the best-ranked model (``models`` in rank order) that is not the baseline."""
+    return next((m for m in models if not m.is_baseline), None)
 
 
 def improvement(winner: ModelResult, base_loss: float | None) -> float | None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import distributed
+from .distributed import single_process_only
 from .errors import OptionError
-from .output import check_output
+from .files import Atomic, check_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,23 +33,6 @@ if TYPE_CHECKING:
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 FLUSH_ROWS = 65_536  # rows buffered before a write: one Parquet row group
 SAMPLE_ITEMS = 200_000  # items kept for the plot
-
-
-def place(tmp: Path, target: Path) -> None:
-    """Give ``tmp`` (a 0600 mkstemp file) the usual permissions, then put it at ``target``."""
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o666 & ~mask)
-    tmp.replace(target)
-
-
-def check_single_process(option: str) -> None:
-    """Refuse under torchrun: each process sees only its shard of the items."""
-    distributed.single_process_only(
-        option,
-        "every process sees only its shard of the items; run in one process to export or plot "
-        "per-item losses",
-    )
 
 
 def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:
@@ -65,7 +47,7 @@ def check_path(path: str | os.PathLike[str], inputs: Sequence[str] = ()) -> None
     if Path(path).suffix.lower() not in SUFFIXES:
         raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=Path(path), key="--per-item")
     check_output(path, inputs, option="--per-item")
-    check_single_process("--per-item")
+    single_process_only("--per-item")
 
 
 class Export:
@@ -83,11 +65,8 @@ class Export:
         self._buffer: list[tuple[int, npt.NDArray[Any], list[npt.NDArray[np.float64]]]] = []
         self._buffered = 0
         self._writer: Any = None
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._file = Atomic(self.path)
+        self._tmp = self._file.tmp
 
     def add(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
         """Items ``row`` .. ``row + n - 1``: targets (n, T) float64, one (n,) loss per model."""
@@ -142,7 +121,7 @@ class Export:
             if self._writer is None:  # no items: an empty file with the header
                 self._writer = self._open(pa.schema([(c, pa.float64()) for c in self.columns]))
             self._writer.close()
-            place(self._tmp, self.path)
+            self._file.commit()
         except (OSError, pa.ArrowException) as exc:
             self.abort()
             raise OptionError(f"cannot write ({exc})", path=self.path, key="--per-item") from exc
@@ -155,8 +134,7 @@ class Export:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
-        with contextlib.suppress(OSError):
-            self._tmp.unlink()
+        self._file.abort()
 
 
 class Sample:
@@ -238,7 +216,7 @@ class Taps:
         if per_item is not None:
             check_path(per_item, inputs)
         if plot is not None:
-            from . import plot as plotting
+            from .render import plot as plotting
 
             plotting.check(plot, inputs)
         self.export: Export | None = None
@@ -267,7 +245,7 @@ class Taps:
     def finish(self, report: Report) -> None:
         """Draw the plot, then put the export in place (last: a failed plot drops it)."""
         if self.plot is not None and self.sample is not None:
-            from . import plot as plotting
+            from .render import plot as plotting
 
             plotting.draw(report, self.names, self.sample.values(), self.sample.seen, self.plot)
         if self.export is not None:

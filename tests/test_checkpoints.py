@@ -377,3 +377,16 @@ def test_the_documented_pt_conversion_recipe(tmp_path: Path, data: Path) -> None
     assert (
         "weights_only=True" in (Path(__file__).parents[1] / "docs" / "checkpoints.md").read_text()
     )
+
+
+def test_save_gives_the_usual_file_mode(tmp_path: Path) -> None:
+    """Like every other output: 0666 less the umask (mkstemp's 0600 used to stay)."""
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        path = tmp_path / "m.safetensors"
+        evalloss.save(torch.nn.Linear(2, 1), path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)

@@ -16,7 +16,7 @@ import torch
 import evalloss
 from evalloss import gate
 from evalloss.gate import Threshold, parse_threshold
-from evalloss.render import verdict
+from evalloss.render.cells import verdict
 from evalloss.report import Report
 from tests import nets
 from tests.conftest import net, run

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import evalloss
-from evalloss import plot
+from evalloss.render import plot
 from evalloss.report import Comparison
 from tests.conftest import run
 

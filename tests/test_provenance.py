@@ -15,7 +15,7 @@ import torch
 import tqdm
 
 import evalloss
-from evalloss import cli
+from evalloss.cli import progress as cli
 from tests.conftest import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +89,16 @@ def test_progress_bar_on_a_terminal_only(monkeypatch) -> None:  # type: ignore[n
     assert "\x1b[3" not in shown.stderr  # no colour under NO_COLOR
     quiet = run("compare", *ARGS, "--no-progress")
     assert quiet.stderr == "" and quiet.stdout == plain.stdout
-    monkeypatch.setenv("RANK", "1")  # torchrun: only rank 0 draws
-    assert run("compare", *ARGS).stderr == ""
+    monkeypatch.setenv("RANK", "1")  # a leftover RANK alone is one process: rank 0, drawn
+    leftover = run("compare", *ARGS)
+    assert leftover.exit_code == 0 and leftover.stdout == plain.stdout
+    assert "rows/s" in leftover.stderr
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: only rank 0 draws
+    with cli.progress_bar(False) as update:
+        assert update is None
+    monkeypatch.setenv("RANK", "0")
+    with cli.progress_bar(False) as update:
+        assert update is not None
 
 
 def test_no_hash_leaves_the_hashes_out_and_nothing_else() -> None:

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evalloss import render
-from evalloss.names import shorten
+from evalloss.render.cells import verdict
+from evalloss.render.names import shorten
 from evalloss.report import Comparison, DataInfo, GateCheck, GateResult, ModelResult, Report
 from tests.conftest import run
 
@@ -153,7 +154,7 @@ def test_table_fits_80_columns_with_long_names_and_keeps_them_apart() -> None:
     )
     text = render.render(report, "table")
     lines = text.splitlines()
-    assert lines[-1] == render.verdict(report)  # one line for a CI log, names in full
+    assert lines[-1] == verdict(report)  # one line for a CI log, names in full
     assert max(map(len, lines[:-1])) <= 80, text
     assert lines[:2] == ["cross-entropy loss per item over 600 items (float32, cpu)", f"of {long_data}"]
     ranked = [line.split()[1] for line in lines[5:8]]

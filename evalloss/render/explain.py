@@ -9,8 +9,10 @@ import io
 import textwrap
 from collections.abc import Sequence
 
-from .render import WIDTH, cell, md, pipe_table, raw, to_json
-from .report import ExplainReport
+from evalloss.report import ExplainReport
+
+from .cells import cell, md, pipe_table, raw, to_json
+from .table import WIDTH
 
 _EXPLAIN_COLUMNS = (
     "batch_size",

@@ -1,9 +1,11 @@
-"""The report's way out: stdout, or an atomic write to ``--output`` after pre-checks.
+"""Every file evalloss writes: pre-checks, the one atomic writer, and the report's way out.
 
 ``check_output`` runs before any evaluation: a missing or unwritable folder, or an output
-path that is one of the inputs, is refused at once. ``write`` renders nothing; it puts a
-finished text on stdout or replaces the target atomically (temp file in the same folder,
-flush, fsync, rename): the old report stays as it was on any error or signal.
+path that is one of the inputs, is refused at once. `Atomic` is the one way a file is
+written (the report, ``--per-item``, ``--plot``, `evalloss.save`): a temp file in the same
+folder, fsynced, given the usual permissions, then renamed over the target; on any error or
+signal the old target stays as it was and the temp file is removed. ``write`` puts a finished
+text on stdout or through `Atomic` into ``--output``.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def check_output(
         return
     try:  # the one reliable test: permissions, read-only mounts, quotas, ACLs
         with _signals_held():  # never leave the probe behind
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+            fd, probe = tempfile.mkstemp(
+                dir=folder, prefix=_temp_prefix(target.name), suffix=".tmp"
+            )
             os.close(fd)
             Path(probe).unlink()
     except OSError as exc:
@@ -122,24 +126,65 @@ def _write(text: str, output: str | os.PathLike[str] | None) -> None:
         with open(output, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         return
-    target = _real(Path(output))  # through a symlink: the file it points to gets the report
-    tmp: str | None = None
-    try:
+    with atomic(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+class Atomic:
+    """A file that appears at ``target`` complete or not at all.
+
+    Write to ``tmp`` (a new empty file in the target's folder), then `commit`: fsync, the old
+    target's permissions (else 0666 - umask, like any new file), rename over the target. `abort`
+    (or a failed commit) removes ``tmp``. A symlink target is followed: the file it points to
+    is replaced. The temp name is cut to fit the folder's name limit.
+    """
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = _real(Path(target))
         with _signals_held():  # no signal between creating the file and knowing its name
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            if hasattr(os, "fchmod"):  # POSIX
-                os.fchmod(f.fileno(), _mode_for(target))
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(target)
-        tmp = None
+            fd, name = tempfile.mkstemp(
+                dir=self.target.parent, prefix=_temp_prefix(self.target.name), suffix=".tmp"
+            )
+        os.close(fd)
+        self.tmp = Path(name)
+
+    def commit(self) -> None:
+        try:
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            if hasattr(os, "chmod"):
+                self.tmp.chmod(_mode_for(self.target))
+            self.tmp.replace(self.target)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """``with atomic(path) as tmp:`` write ``tmp``; it becomes ``path`` when the block ends
+    without an error (`Atomic`)."""
+    file = Atomic(target)
+    try:
+        yield file.tmp
     except BaseException:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink()
+        file.abort()
         raise
+    file.commit()
+
+
+def _temp_prefix(name: str, limit: int = 255) -> str:
+    """``.NAME.``, NAME cut so that the temp name (prefix, 8 random characters, ``.tmp``) fits
+    a file-name limit of ``limit`` bytes."""
+    room = limit - len(".") - len(".") - 8 - len(".tmp")
+    raw = name.encode()
+    if len(raw) > room:
+        name = raw[:room].decode(errors="ignore")
+    return f".{name}."
 
 
 def _real(path: Path) -> Path:

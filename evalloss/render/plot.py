@@ -10,23 +10,21 @@ figure are the report's exact figures over all items.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import OptionError
-from .output import check_output
-from .peritem import check_single_process, place
+from evalloss.distributed import single_process_only
+from evalloss.errors import OptionError
+from evalloss.files import atomic, check_output
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from .report import ModelResult, Report
+    from evalloss.report import ModelResult, Report
 
 SUFFIXES = (".png", ".svg", ".pdf")
 INSTALL = "pip install 'evalloss[plot]'"
@@ -40,7 +38,7 @@ def check(path: str | os.PathLike[str], inputs: Sequence[str] = ()) -> None:
     check_output(path, inputs, option="--plot")
     if importlib.util.find_spec("matplotlib") is None:
         raise OptionError(f"needs matplotlib, which is not installed: {INSTALL}", key="--plot")
-    check_single_process("--plot")
+    single_process_only("--plot")
 
 
 def draw(
@@ -224,22 +222,8 @@ def _save(fig: Any, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    tmp: Path | None = None
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-        os.close(fd)
-        tmp = Path(name)
-        fig.savefig(tmp, dpi=120, format=path.suffix.lower().lstrip("."))
-        place(tmp, path)
+        with atomic(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=path.suffix.lower().lstrip("."))
     except OSError as exc:
-        _drop(tmp)
         raise OptionError(f"cannot write ({exc})", path=path, key="--plot") from exc
-    except BaseException:
-        _drop(tmp)
-        raise
-
-
-def _drop(tmp: Path | None) -> None:
-    if tmp is not None:
-        with contextlib.suppress(OSError):
-            tmp.unlink()

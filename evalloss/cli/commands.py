@@ -1,0 +1,138 @@
+"""The commands: parse, call the library, render, write. No figure is computed here."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .exits import GateFailed, error_line
+from .options import data_options, gate_options
+from .progress import progress_bar
+
+
+@click.command()
+@click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...")
+@data_options
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Rows per forward pass (throughput only; the figure does not depend on it). "
+    "Default: 2048 on the CPU, 4096 on a GPU.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="torch intra-op threads. Default: the cores (divided by the processes per node under "
+    "torchrun). Try 1 on a busy shared machine.",
+)
+@gate_options
+@click.option(
+    "--per-item",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Also write every item's loss under every model to PATH (.parquet, .pq, .csv or "
+    ".tsv): row, target(s), one column per model. Streamed; written atomically; one "
+    "process only (refused under torchrun).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Also draw the per-item loss distributions (and, with a baseline, the paired "
+    "differences with their 95% CI) to PATH (.png, .svg, .pdf). Needs: pip install "
+    "'evalloss[plot]'. One process only (refused under torchrun).",
+)
+@click.option(
+    "--no-hash",
+    is_flag=True,
+    help="Leave the sha256 of the checkpoints and data file out of the report's provenance. "
+    "sha256 runs at about 0.5 GB/s: negligible beside a real model, but up to ~20% of a run "
+    "that only streams a large CSV through a tiny one.",
+)
+def compare(
+    checkpoints: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    no_progress: bool,
+    **options: Any,
+) -> None:
+    """Rank checkpoints by exact loss per item over the whole data set.
+
+    Under torchrun (torchrun --nproc_per_node=K -m evalloss compare ...) each process reads
+    and evaluates its share of the rows; rank 0 writes the same report as one process.
+
+    With --baseline and a gate (--min-improvement, --max-loss, --require-significant), exit 1
+    when the gate fails: the winner is the best-ranked model that is not the baseline.
+    """
+    from evalloss import api, distributed, files, render
+    from evalloss.render.cells import verdict
+
+    extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot")}
+    files.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
+    distributed.reporter = lambda exc: error_line(str(exc))
+    main = distributed.is_main()
+    with progress_bar(no_progress or not main) as progress, _prints_to_stderr():
+        report = api.compare(checkpoints, progress=progress, **options)
+    if not main:  # under torchrun, rank 0 alone writes the report
+        if report.gate is not None and not report.gate.passed:
+            raise GateFailed
+        return
+    files.write(render.render(report, fmt), output)
+    line = verdict(report) if report.gate is not None else None
+    if line is not None and (fmt != "table" or output is not None):
+        click.echo(line, err=True)  # the table ends with it; other reports get it on stderr
+    if report.gate is not None and not report.gate.passed:
+        raise GateFailed
+
+
+@click.command()
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@data_options
+@click.option(
+    "--batch-size",
+    "batch_sizes",
+    type=click.IntRange(min=1),
+    multiple=True,
+    metavar="N",
+    help="A batch size to show (repeatable). Default: 1, 10, 32, 64, 256.",
+)
+def explain(
+    checkpoint: str,
+    fmt: str,
+    output: str | None,
+    no_progress: bool,
+    **options: Any,
+) -> None:
+    """Show what a training log prints at each batch size, against the exact loss.
+
+    The model is evaluated once over the whole data set; each row groups the same item
+    losses into consecutive batches of one size and replays the usual recipes: the sum of
+    batch averages (`epoch_loss += loss.item()`), that sum times the batch size, and that
+    sum over the number of batches, each with its error against the exact figure.
+    """
+    from evalloss import explainer, files
+    from evalloss.render import explain as render_explain
+
+    files.check_output(output, _inputs([checkpoint], options))
+    with progress_bar(no_progress) as progress, _prints_to_stderr():
+        report = explainer.explain(checkpoint, progress=progress, **options)
+    files.write(render_explain.render(report, fmt), output)
+
+
+def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:
+    """While models run, a ``print`` in the user's code goes to stderr: stdout carries the
+    report alone, so ``--format json | jq`` never sees debug output."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:
+    """Every file a command reads, so that ``--output`` can never overwrite one of them."""
+    model = options.get("model")
+    model_file = model.rpartition(":")[0] if model else None
+    return [*checkpoints, options.get("baseline"), options.get("data"), model_file]

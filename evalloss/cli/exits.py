@@ -1,0 +1,139 @@
+"""The one exit-code mapping: every outcome of a command -> its documented code and stderr line.
+
+0 report produced (gate passed or none) · 1 gate failed · 2 usage or input error (one line on
+stderr) · 3 internal error (traceback) · 130/143 SIGINT/SIGTERM · 141 stdout closed early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import click
+
+from evalloss._version import __version__
+from evalloss.errors import EvallossError
+
+EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM, EXIT_PIPE = 130, 143, 141
+
+
+class GateFailed(Exception):  # noqa: N818 - a verdict, not an error
+    """Raised by a command after printing its report when the promotion gate failed."""
+
+
+class _Terminated(BaseException):  # like KeyboardInterrupt: no `except Exception` catches it
+    """SIGTERM arrived."""
+
+
+class _Interrupted(BaseException):
+    """SIGINT (KeyboardInterrupt) arrived while a command ran."""
+
+
+class _PipeClosed(BaseException):
+    """stdout's reader went away (EPIPE)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def error_line(message: str) -> None:
+    with contextlib.suppress(OSError):  # stderr closed too (`2>&1 | head`): the code still holds
+        click.echo(f"evalloss: error: {message}", err=True)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Print each `EvallossWarning` as one stderr line, ``evalloss: warning: <what>``."""
+    from evalloss.errors import EvallossWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", EvallossWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+            if issubclass(category, EvallossWarning):
+                click.echo(f"evalloss: warning: {str(message).replace(chr(10), ' ')}", err=True)
+            else:
+                shown(message, category, *args, **kw)
+
+        warnings.showwarning = show
+        yield
+
+
+class EvallossGroup(click.Group):
+    """Maps every outcome to the documented exit code, so CliRunner sees the real codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command. Ctrl-C and a closed pipe leave as our own exceptions, past click's
+        handlers (which would print a blank line for Ctrl-C and exit 1 on EPIPE)."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _PipeClosed from exc
+        except KeyboardInterrupt as exc:
+            raise _Interrupted from exc
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """Parse the top-level arguments; ``--help | head`` is a closed pipe like any other."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as exc:
+            raise _PipeClosed from exc
+
+    def main(self, args: Sequence[str] | None = None, **extra: Any) -> Any:  # type: ignore[override]
+        if extra.get("standalone_mode") is False:  # a caller that wants exceptions back
+            return super().main(args, **extra)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        try:
+            super().main(args, standalone_mode=False, **extra)
+            code = EXIT_OK
+        except EvallossError as exc:
+            if not getattr(exc, "quiet", False):  # under torchrun, rank 0 alone reports it
+                error_line(str(exc))
+            code = exc.exit_code
+        except click.UsageError as exc:
+            error_line(exc.format_message().replace("\n", " "))
+            code = EXIT_USAGE
+        except click.ClickException as exc:  # e.g. a missing file for click.Path
+            error_line(exc.format_message().replace("\n", " "))
+            code = EXIT_USAGE
+        except GateFailed:
+            code = EXIT_GATE
+        except (click.Abort, KeyboardInterrupt, _Interrupted):
+            error_line("interrupted (SIGINT); no report written")
+            code = EXIT_SIGINT
+        except _Terminated:
+            error_line("terminated (SIGTERM); no report written")
+            code = EXIT_SIGTERM
+        except (BrokenPipeError, _PipeClosed):
+            _quiet_stdout()
+            code = EXIT_PIPE
+        except click.exceptions.Exit as exc:  # --help, --version
+            code = exc.exit_code
+        except Exception:
+            traceback.print_exc()
+            error_line(f"internal error in evalloss {__version__}: please report it with the above")
+            code = EXIT_BUG
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE, point stdout at devnull so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,156 @@
+"""Option decorators shared by the commands, and the click types that check syntax only.
+
+Choices come from the registries (`losses.NAMES`, `render.FORMATS`), never copied; each
+option's destination is the API keyword it mirrors (a test checks both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from evalloss.gate import Threshold, parse_threshold
+from evalloss.losses import NAMES as LOSSES
+from evalloss.plan import PRECISIONS
+from evalloss.render import FORMATS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ThresholdType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
+    """A finite number, or with ``percent`` also ``N%``: syntax only (meaning: `gate.rules`)."""
+
+    def __init__(self, *, percent: bool) -> None:
+        self.percent = percent
+        self.name = "number or percentage" if percent else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Threshold):
+            return value
+        try:
+            return parse_threshold(str(value), percent=self.percent)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def gate_options(f: F) -> F:
+    """The baseline and the promotion gate (compare only)."""
+    for option in reversed(
+        [
+            click.option(
+                "--baseline",
+                metavar="CHECKPOINT",
+                help="The model in production; added to the run if not listed. Every other "
+                "model gets paired statistics against it (delta, relative, 95% CI, p, wins).",
+            ),
+            click.option(
+                "--min-improvement",
+                type=ThresholdType(percent=True),
+                metavar="X",
+                help="Gate: the winner must beat the baseline by more than X (0.01 absolute, "
+                "2% of the baseline's loss). Needs --baseline. 0: strictly lower (a tie "
+                "fails); negative: tolerate a regression.",
+            ),
+            click.option(
+                "--max-loss",
+                type=ThresholdType(percent=False),
+                metavar="X",
+                help="Gate: the winner's loss per item must be at most X.",
+            ),
+            click.option(
+                "--require-significant",
+                is_flag=True,
+                help="Gate: also the upper end of the winner's 95% CI for the paired "
+                "difference must lie below -margin (the --min-improvement, else 0).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def data_options(f: F) -> F:
+    """Options shared by every command that evaluates models over a data set."""
+    for option in reversed(
+        [
+            click.option(
+                "--data",
+                "data",
+                required=True,
+                metavar="PATH",
+                help="CSV, TSV (.tsv/.tab or tab-separated) or Parquet (.parquet/.pq).",
+            ),
+            click.option(
+                "--model",
+                metavar="SPEC",
+                help="Architecture from your code: path/to/file.py:Name or "
+                "package.module:Name (a class or factory returning an nn.Module), for "
+                "checkpoints without an evalloss.layers spec.",
+            ),
+            click.option(
+                "--model-kwargs",
+                metavar="JSON",
+                help="Keyword arguments for --model, as a JSON object.",
+            ),
+            click.option(
+                "--loss",
+                type=click.Choice(LOSSES),
+                help="Loss; default: the checkpoints' evalloss.loss metadata.",
+            ),
+            click.option(
+                "--target",
+                multiple=True,
+                metavar="COL",
+                help="Target column (repeatable). Default: evalloss.target metadata, "
+                "else the last column.",
+            ),
+            click.option(
+                "--feature",
+                multiple=True,
+                metavar="COL",
+                help="Feature column (repeatable). Default: every non-target column.",
+            ),
+            click.option(
+                "--no-header",
+                is_flag=True,
+                help="The first line is data; columns are named 0, 1, ...",
+            ),
+            click.option(
+                "--device",
+                default="auto",
+                show_default=True,
+                help="auto (CUDA when available), cpu, cuda, cuda:1, mps.",
+            ),
+            click.option(
+                "--precision",
+                type=click.Choice(PRECISIONS),
+                default="float32",
+                show_default=True,
+                help="float64 runs model and inputs in float64 (reference grade).",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(FORMATS),
+                default="table",
+                show_default=True,
+                help="Report format.",
+            ),
+            click.option(
+                "-o",
+                "--output",
+                type=click.Path(dir_okay=False),
+                metavar="PATH",
+                help="Write the report to PATH (atomically) instead of stdout.",
+            ),
+            click.option(
+                "--no-progress",
+                is_flag=True,
+                help="No progress bar (drawn on stderr only when it is a terminal).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f

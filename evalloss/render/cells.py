@@ -1,0 +1,124 @@
+"""What every format shares: cell formats, the comparison cells, and the verdict line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from tabulate import tabulate
+
+from evalloss import gate
+from evalloss.report import ModelResult, Report
+
+COLUMNS = ("rank", "name", "loss_per_item", "loss_sum", "items", "accuracy")
+HEADERS = ("rank", "model", "loss/item", "loss sum", "items", "accuracy")
+BASELINE = " (baseline)"
+
+
+def to_json(document: Any) -> str:
+    """Strict JSON: keys sorted, no NaN or Infinity tokens."""
+    return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def marked(model: ModelResult, name: str) -> str:
+    return f"{name}{BASELINE}" if model.is_baseline else name
+
+
+def vs_cells(model: ModelResult) -> list[str]:
+    vs = model.vs_baseline
+    assert vs is not None
+    ci = "-" if vs.ci95 is None else f"[{vs.ci95[0]:.4g}, {vs.ci95[1]:.4g}]"
+    relative = "-" if vs.relative is None else f"{vs.relative:+.2%}"
+    p_value = "-" if vs.p_value is None else f"{vs.p_value:.3g}"
+    wins = "-" if vs.wins is None else f"{vs.wins:.1%}"
+    delta = "-" if vs.delta is None else f"{vs.delta:+.4g}"
+    return [model.name, delta, relative, ci, p_value, wins]
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.6e}"
+    return str(value)
+
+
+def verdict(report: Report) -> str | None:
+    """One line for a CI log: PASS/FAIL, the winner against the baseline, each gate check.
+
+    ``PASS  bs10 beats baseline bs50 by 0.0534 (30.0%), 95% CI [-0.071, -0.036],
+    p = 2e-06; improvement 0.0534 > 0.0178 (10% of 0.178)``; a failed check reads
+    ``min-improvement failed: improvement 0.0106 is not > 0.0499 (10% of 0.499)``. Without a
+    gate, the comparison alone (no PASS/FAIL); None without a gate and without a baseline.
+    """
+    result = report.gate
+    baseline = next((m for m in report.models if m.is_baseline), None)
+    if result is None and baseline is None:
+        return None
+    winner = gate.find_winner(report.models)
+    if winner is None or winner.loss_per_item is None:
+        head = "no model besides the baseline has a finite loss"
+        if baseline is None:
+            head = "no model has a finite loss"
+        elif winner is None:
+            head = "no model besides the baseline"
+    elif baseline is None:
+        head = f"best model {winner.name}"
+    else:
+        head = _versus(winner, baseline)
+    parts = [head]
+    for check in () if result is None else result.checks:
+        if check.detail != head:
+            parts.append(check.detail if check.passed else f"{check.rule} failed: {check.detail}")
+    line = "; ".join(parts)
+    return line if result is None else f"{'PASS' if result.passed else 'FAIL'}  {line}"
+
+
+def _versus(winner: ModelResult, baseline: ModelResult) -> str:
+    """``bs10 beats baseline bs50 by 0.0534 (30.0%), 95% CI [-0.071, -0.036], p = 2e-06``"""
+    name = f"baseline {baseline.name}"
+    if baseline.loss_per_item is None:
+        return f"{winner.name} beats {name}, whose loss is not finite"
+    gained = gate.improvement(winner, baseline.loss_per_item)
+    vs = winner.vs_baseline
+    if gained is None:
+        return f"{winner.name} against {name}: no paired difference"
+    if gained == 0:
+        text = f"{winner.name} ties with {name}"
+    else:
+        verb = "beats" if gained > 0 else "trails"
+        text = f"{winner.name} {verb} {name} by {gate.numbers(abs(gained))[0]}"
+        if vs is not None and vs.relative is not None:
+            text += f" ({abs(vs.relative) * 100:.1f}%)"
+    if vs is not None and vs.ci95 is not None and vs.p_value is not None:
+        low, high = gate.numbers(*vs.ci95)
+        text += f", 95% CI [{low}, {high}], p = {_p_value(vs.p_value)}"
+    return text
+
+
+def _p_value(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-3 or p == 0 else f"{p:.0e}"
+
+
+def pipe_table(rows: list[list[str]], headers: Sequence[str], align: Sequence[str]) -> str:
+    """A GitHub-flavoured markdown table of the cells as given (no number parsing)."""
+    return tabulate(rows, headers, tablefmt="pipe", colalign=align, disable_numparse=True)
+
+
+def md(text: str) -> str:
+    """Text safe inside a GitHub table cell or inline code span."""
+    return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+def raw(value: Any) -> str:
+    """A CSV cell: empty for null, lowercase booleans, floats that read back exactly."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

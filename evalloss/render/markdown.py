@@ -1,0 +1,67 @@
+"""``markdown``: GitHub-flavoured, for ``$GITHUB_STEP_SUMMARY`` or a pull-request comment."""
+
+from __future__ import annotations
+
+from evalloss.report import Report
+
+from .cells import COLUMNS, HEADERS, cell, marked, md, pipe_table, verdict, vs_cells
+
+
+def render(report: Report) -> str:
+    align = ["right", "left", "right", "right", "right", "right"]
+    headers = list(HEADERS)
+    rows = []
+    for m in report.models:
+        row = [cell(m.rank), f"`{md(marked(m, m.name))}`"]
+        row += [cell(getattr(m, c)) for c in COLUMNS[2:]]
+        if report.has_baseline:
+            row += vs_cells(m)[1:] if m.vs_baseline is not None else ["-"] * 5
+        rows.append(row)
+    if report.has_baseline:
+        headers += ["delta vs baseline", "relative", "95% CI", "p", "wins"]
+        align += ["right"] * 5
+    table = pipe_table(rows, headers, align)
+    lines = [
+        f"### evalloss: {report.loss} loss per item",
+        "",
+        f"{report.data.items} items of `{md(report.data.path)}`, {report.precision}, "
+        f"{report.device}, targets: {', '.join(f'`{md(t)}`' for t in report.data.targets)}",
+        "",
+        table,
+    ]
+    lines += _markdown_gate(report)
+    lines += _markdown_provenance(report)
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_provenance(report: Report) -> list[str]:
+    """A small footer: what ran, and the data file's hash (the JSON report has them all)."""
+    p = report.provenance
+    if p is None:
+        return []
+    text = (
+        f"evalloss {p.evalloss}, torch {p.torch}, Python {p.python} on {p.device} "
+        f"({p.device_name}), {p.threads} threads"
+    )
+    text = md(text)
+    data = (p.sha256 or {}).get(report.data.path)
+    if data:
+        text += f"; data sha256 `{data[:16]}`"
+    return ["", f"<sub>{text}</sub>"]
+
+
+def _markdown_gate(report: Report) -> list[str]:
+    """The verdict line (PASS/FAIL in bold) and, under a gate, one bullet per check."""
+    line = verdict(report)
+    gate = report.gate
+    if line is None:
+        return []
+    if gate is None:
+        return ["", md(line)]
+    word, _, rest = line.partition("  ")
+    head = f"**{word}** {md(rest)}" if rest else f"**{word}**"
+    checks = [
+        f"- {'pass' if c.passed else '**fail**'} {md(c.rule)}: {md(c.detail)}"
+        for c in gate.checks
+    ]
+    return ["", head, *(["", *checks] if checks else [])]

@@ -1,0 +1,73 @@
+"""``table``: for a terminal, within 80 columns (long model names shortened in the middle)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tabulate import tabulate
+
+from evalloss.report import Report
+
+from .cells import BASELINE, COLUMNS, HEADERS, cell, verdict, vs_cells
+from .names import shorten
+
+WIDTH = 80  # the table format fits a classic terminal
+_MIN_NAME = 12  # a model name is never shortened below this
+_ELLIPSIS = "..."  # ASCII: safe on any console encoding
+_VS_HEADERS = ("model", "delta", "relative", "95% CI", "p", "wins")
+
+
+def render(report: Report) -> str:
+    rows = [[cell(getattr(m, c)) for c in COLUMNS] for m in report.models]
+    marks = [BASELINE if m.is_baseline else "" for m in report.models]
+    parts = [_title(report), _fit(rows, HEADERS, "simple", name_column=1, marks=marks)]
+    if report.has_baseline:
+        vs_rows = [vs_cells(m) for m in report.models if m.vs_baseline is not None]
+        if vs_rows:
+            parts += [
+                "against the baseline, paired item by item (delta < 0: lower loss):",
+                _fit(vs_rows, _VS_HEADERS, "simple", name_column=0),
+            ]
+    parts += [line for line in (verdict(report),) if line]
+    return "\n\n".join(parts) + "\n"
+
+
+def _title(report: Report, width: int = WIDTH) -> str:
+    what = f"{report.loss} loss per item over {report.data.items} items"
+    how = f"({report.precision}, {report.device})"
+    path = report.data.path
+    if len(f"{what} of {path} {how}") <= width:
+        return f"{what} of {path} {how}"
+    if len(path) + 3 > width:  # keep the end of the path: the file name
+        path = _ELLIPSIS + path[len(path) + 3 + len(_ELLIPSIS) - width :]
+    return f"{what} {how}\nof {path}"
+
+
+def _fit(
+    rows: list[list[str]],
+    headers: Sequence[str],
+    fmt: str,
+    name_column: int,
+    marks: Sequence[str] = (),
+) -> str:
+    """The table, with the names in ``name_column`` shortened until it fits in WIDTH.
+
+    ``marks`` (one per row) are appended to the names after shortening.
+    """
+    marks = list(marks) or [""] * len(rows)
+    names = [r[name_column] for r in rows]
+
+    def table(shown: Sequence[str]) -> str:
+        cells = [
+            [*r[:name_column], n + m, *r[name_column + 1 :]]
+            for r, n, m in zip(rows, shown, marks, strict=True)
+        ]
+        return tabulate(cells, headers, tablefmt=fmt, disable_numparse=True)
+
+    text = table(names)
+    excess = max(len(line) for line in text.splitlines()) - WIDTH
+    longest = max((len(n) + len(m) for n, m in zip(names, marks, strict=True)), default=0)
+    if excess > 0 and longest > _MIN_NAME:
+        width = max(_MIN_NAME, longest - excess, len(headers[name_column]))
+        text = table(shorten(names, [max(width - len(m), _MIN_NAME) for m in marks]))
+    return text
