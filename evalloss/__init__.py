@@ -41,7 +41,7 @@ __all__ = [
 _LAZY = {
     "compare": "api",
     "evaluate": "engine",
-    "save": "checkpoints",
+    "save": "models.save",
     "Report": "report",
     "Result": "report",
     "explain": "explainer",
@@ -50,9 +50,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .api import compare
-    from .checkpoints import save
     from .engine import evaluate
     from .explainer import explain
+    from .models.save import save
     from .report import ExplainReport, Report, Result
 
 

@@ -14,9 +14,9 @@ from typing import Any
 from . import distributed, evaluation, gate
 from ._version import __version__
 from .distributed import single_process_only
-from .engine import Accumulator, prepare
+from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
-from .models import build, parse_kwargs, warn_if_unused
+from .models import build, parse_kwargs, prepare, warn_if_unused
 from .peritem import Taps
 from .plan import PathLike, Plan, default_batch_size, resolve
 from .provenance import collect as collect_provenance

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 from .errors import DataError
+from .errors import shown as quoted
 
 TSV_SUFFIXES = (".tsv", ".tab")
 MAX_HEADER_BYTES = 64 << 20  # a longer first line is not a header (and is not read whole)
@@ -40,8 +41,8 @@ def cell_problem(text: str) -> str | None:
 
 
 def shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, cut to ``limit`` characters."""
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+    """``text`` quoted for a message, cut to ``limit`` characters (`errors.shown`)."""
+    return quoted(text, limit)
 
 
 def read_header(path: str, has_header: bool) -> tuple[str, tuple[str, ...]]:

@@ -218,14 +218,6 @@ def prefetch(blocks: Iterator[T], depth: int = 1, pin: bool = False) -> Generato
         reader.join()
 
 
-def prepare(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """The module in eval mode, on ``device``, in ``dtype``, with gradients off."""
-    module = module.to(device=device, dtype=dtype).eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
 def evaluate(
     module: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

@@ -10,6 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A value read from a file or typed by a user, quoted for a one-line message: ``repr``
+    escapes every control character (CR, LF, ESC of an ANSI sequence, line and paragraph
+    separators, bidi overrides), so no message can split its line or repaint a terminal. Cut
+    to about ``limit`` characters."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class EvallossError(Exception):
     """Base of every error evalloss reports to a user. Exit code 2: usage or input error."""
 

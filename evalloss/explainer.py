@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import distributed, evaluation
 from ._version import __version__
-from .engine import Accumulator, prepare
+from .engine import Accumulator
 from .errors import OptionError
-from .models import build, parse_kwargs, warn_if_unused
+from .models import build, parse_kwargs, prepare, warn_if_unused
 from .plan import PathLike, default_batch_size, resolve
 from .report import DataInfo, ExplainReport, ExplainRow
 from .stats import BatchGrouping, relative_error

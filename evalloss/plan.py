@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import distributed
-from .checkpoints import Checkpoint, open_checkpoint
 from .data import Dataset, open_data
 from .errors import LossError, OptionError
 from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
+from .models import Checkpoint, open_checkpoint
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import evalloss
-from evalloss import layers
+from evalloss.models import layers
 from tests.conftest import data_set, run, xy_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_every_allowed_layer_is_described_and_rebuilt_identically(name: str) -> 
     text = layers.describe(nn.Sequential(layer))
     assert text is not None
     assert json.loads(text)[0][0] == name
-    rebuilt = layers.build(layers.parse(text))[0]
+    rebuilt = layers.sequential(layers.parse(text))[0]
     assert type(rebuilt) is type(layer)
     assert rebuilt.extra_repr() == layer.extra_repr()
     mine = {k: v.shape for k, v in layer.state_dict().items()}
@@ -441,9 +441,9 @@ def test_no_file_content_can_reach_an_importer(write_csv, tmp_path, monkeypatch)
     import importlib
 
     import evalloss.api
-    import evalloss.checkpoints
-    import evalloss.layers
-    import evalloss.models  # noqa: F401 - loaded before the traps are set
+    import evalloss.models.checkpoint
+    import evalloss.models.layers
+    import evalloss.models.user  # noqa: F401 - loaded before the traps are set
 
     calls: list[object] = []
 
@@ -476,7 +476,9 @@ def test_no_file_content_can_reach_an_importer(write_csv, tmp_path, monkeypatch)
     assert calls == [("tests.boom",)]  # the trap works: a --model the user types is imported
 
 
-@pytest.mark.parametrize("module", ["checkpoints.py", "layers.py"])
+@pytest.mark.parametrize(
+    "module", ["models/checkpoint.py", "models/layers.py", "models/allowlist.py"]
+)
 def test_the_trust_boundary_modules_hold_no_importer(module: str) -> None:
     """No importer, evaluator, hub or unpickler in the code that reads files (docstrings aside)."""
     import ast

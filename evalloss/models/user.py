@@ -1,8 +1,7 @@
-"""Architectures: a checkpoint's layers spec or the user's ``--model`` -> an ``nn.Module``;
-strict state-dict loading.
+"""The user's own architecture: ``--model path/to/file.py:Name`` or ``package.module:Name``.
 
-``--model path/to/file.py:Name`` or ``--model package.module:Name``. The user typed the spec,
-so importing it is allowed; nothing read from a checkpoint is ever imported.
+The user typed the spec, so importing it is allowed; nothing read from a checkpoint is ever
+imported (its ``evalloss.model`` is only shown, as a hint).
 """
 
 from __future__ import annotations
@@ -12,34 +11,25 @@ import importlib.util
 import json
 import re
 import sys
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoints import Checkpoint, load_tensors
-from .errors import CheckpointError, EvallossWarning, ModelError
-from .layers import KEY
+from evalloss.errors import ModelError
+
+from .checkpoint import Checkpoint
+from .loading import load_strict
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 
-def warn_if_unused(spec: str | None, checkpoints: Sequence[Checkpoint]) -> None:
-    """``--model`` with checkpoints that all carry their own layers spec goes unused: say so."""
-    if spec is not None and all(KEY in c.metadata for c in checkpoints):
-        warnings.warn(
-            f"--model {spec} is not used: every checkpoint carries its own {KEY} spec",
-            EvallossWarning,
-            stacklevel=3,
-        )
+def accepts(checkpoint: Checkpoint) -> bool:
+    """The last resort: any checkpoint (without ``--model`` it is refused with a hint)."""
+    return True
 
 
 def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
-    """The checkpoint's own ``evalloss.layers`` spec if it has one, else ``--model``."""
-    if KEY in checkpoint.metadata:
-        return from_layers(checkpoint)
+    """``--model`` called with ``kwargs``, the checkpoint's tensors loaded strictly."""
     if spec is None:
         raise ModelError(
             "no architecture: the file has no evalloss.layers spec and no --model was given"
@@ -130,60 +120,3 @@ def _import(target: str, spec: str) -> object:
         raise ModelError(
             f"importing {target} failed: {type(exc).__name__}: {exc}", key=spec
         ) from exc
-
-
-def from_layers(checkpoint: Checkpoint) -> nn.Module:
-    """Build the checkpoint's ``evalloss.layers`` spec from the allow-list and load it.
-
-    The spec is checked and its shapes compared with the header before any storage exists.
-    The file's tensors, cast to the layers' dtypes, replace the ``meta`` ones (``assign``):
-    nothing is allocated twice, and ``to_empty``'s meta kernels (which import sympy, half a
-    second) are not needed.
-    """
-    from .layers import build, parse
-
-    module = build(parse(checkpoint.metadata["evalloss.layers"], checkpoint.path), checkpoint.path)
-    check_fit(module, checkpoint, "its evalloss.layers spec")
-    dtypes = {k: v.dtype for k, v in module.state_dict().items()}
-    tensors = {k: t.to(dtypes[k]) for k, t in load_tensors(checkpoint).items()}
-    _load(module, tensors, checkpoint.path, assign=True)
-    return module
-
-
-def check_fit(module: nn.Module, checkpoint: Checkpoint, what: str = "the architecture") -> None:
-    """Compare the module's state dict with the header's tensors; every bad key in one error."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    found = checkpoint.shapes
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mismatched = sorted(
-        f"{k} (checkpoint {found[k]}, model {expected[k]})"
-        for k in set(expected) & set(found)
-        if found[k] != expected[k]
-    )
-    problems = [
-        f"{label}: {', '.join(keys)}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatch", mismatched),
-        )
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"does not fit {what}; " + "; ".join(problems), path=checkpoint.path)
-
-
-def load_strict(module: nn.Module, checkpoint: Checkpoint) -> None:
-    """Load the checkpoint's tensors into ``module``; every bad key named in one error."""
-    check_fit(module, checkpoint)
-    _load(module, load_tensors(checkpoint), checkpoint.path)
-
-
-def _load(
-    module: nn.Module, tensors: dict[str, torch.Tensor], path: str, assign: bool = False
-) -> None:
-    try:
-        module.load_state_dict(tensors, strict=True, assign=assign)
-    except RuntimeError as exc:  # e.g. a dtype torch cannot copy
-        raise CheckpointError(f"cannot load state dict ({exc})", path=path) from exc

@@ -14,15 +14,12 @@ import json
 import os
 import stat
 import struct
-import sys
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError, EvallossWarning, LossError, OptionError
-from .files import atomic
+from evalloss.errors import CheckpointError, EvallossWarning, shown
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +61,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise CheckpointError(
                 f"metadata value is {type(value).__name__}, not a string",
                 path=path,
-                key=key if key.isprintable() and len(key) <= 60 else _shown(key),
+                key=key if key.isprintable() and len(key) <= 60 else shown(key),
             )
     _validate(path, header, data_size)
     shapes = {name: tuple(info["shape"]) for name, info in header.items()}
@@ -159,7 +156,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _Duplicate(_shown(key))
+            raise _Duplicate(shown(key))
         result[key] = value
     return result
 
@@ -181,10 +178,10 @@ def _diagnose(header: dict[str, Any], data_size: int) -> str | None:
     spans = []
     for name, info in header.items():
         if not isinstance(info, dict):
-            return f"tensor {_shown(name)}: entry is not a JSON object"
+            return f"tensor {shown(name)}: entry is not a JSON object"
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dtype not in DTYPE_BITS:
-            return f"tensor {_shown(name)}: unknown dtype {_shown(dtype)}"
+            return f"tensor {shown(name)}: unknown dtype {shown(dtype)}"
         if not (
             isinstance(shape, list)
             and all(type(d) is int and d >= 0 for d in shape)
@@ -200,16 +197,16 @@ def _diagnose(header: dict[str, Any], data_size: int) -> str | None:
         need = (elements * DTYPE_BITS[dtype] + 7) // 8
         if offsets[1] - offsets[0] != need:
             return (
-                f"tensor {_shown(name)}: shape {shape} of {dtype} needs {need} bytes, "
+                f"tensor {shown(name)}: shape {shape} of {dtype} needs {need} bytes, "
                 f"its offsets give {offsets[1] - offsets[0]}"
             )
         spans.append((offsets[0], offsets[1], name))
     end = 0
     for start, stop, name in sorted(spans):
         if start < end:
-            return f"tensor {_shown(name)}: its data overlaps the previous tensor's"
+            return f"tensor {shown(name)}: its data overlaps the previous tensor's"
         if start > end:
-            return f"tensor {_shown(name)}: a gap of {start - end} bytes before its data"
+            return f"tensor {shown(name)}: a gap of {start - end} bytes before its data"
         end = stop
     if end > data_size:
         return f"truncated: the tensors need {end} bytes of data, the file has {data_size}"
@@ -234,69 +231,3 @@ def _what_is_it(head: bytes, length: int, size: int) -> str:
 def _plain(exc: BaseException) -> str:
     text = str(exc).replace("Error while deserializing header: ", "")
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _shown(value: object) -> str:
-    """A value read from a file, made safe to print on one line."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def save(
-    module: torch.nn.Module,
-    path: str | os.PathLike[str],
-    *,
-    loss: str | None = None,
-    target: str | Sequence[str] | None = None,
-) -> None:
-    """Write ``module``'s state dict as safetensors, with evalloss metadata for ``compare``.
-
-    An ``nn.Sequential`` of allow-listed layers gets an ``evalloss.layers`` spec, so
-    ``compare`` needs no ``--model``; any other module gets ``evalloss.model``, the import
-    path of its class (shown to users, never imported). The file is written atomically.
-    """
-    from safetensors.torch import save as to_bytes
-
-    from .layers import describe
-    from .losses import NAMES
-
-    if loss is not None and loss not in NAMES:
-        raise LossError(f"unknown loss {loss!r}; choose one of {', '.join(NAMES)}", key="loss")
-    metadata: dict[str, str] = {}
-    spec = describe(module)
-    if spec is not None:
-        metadata["evalloss.layers"] = spec
-    else:
-        metadata["evalloss.model"] = _import_path(type(module))
-    if loss is not None:
-        metadata["evalloss.loss"] = loss
-    if target is not None:
-        targets = [target] if isinstance(target, str) else list(target)
-        if not targets or any("," in t or not t.strip() for t in targets):
-            raise OptionError(
-                f"target columns must be non-empty names without commas, got {target!r}",
-                key="target",
-            )
-        metadata["evalloss.target"] = ",".join(targets)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    with atomic(path) as tmp:
-        tmp.write_bytes(_sorted_metadata(to_bytes(tensors, metadata=metadata)))
-
-
-def _sorted_metadata(raw: bytes) -> bytes:
-    """The same file with its metadata keys sorted, so that a save is byte-for-byte repeatable."""
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + length])
-    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as the library does
-    return struct.pack("<Q", len(text)) + text + raw[8 + length :]
-
-
-def _import_path(cls: type) -> str:
-    """``package.module:Class``, or ``script.py:Class`` for a script run directly."""
-    if cls.__module__ == "__main__":
-        script = getattr(sys.modules.get("__main__"), "__file__", None)
-        if script:
-            return f"{Path(script).name}:{cls.__qualname__}"
-    return f"{cls.__module__}:{cls.__qualname__}"

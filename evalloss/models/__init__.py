@@ -1,0 +1,61 @@
+"""Model builders: a checkpoint -> an ``nn.Module``, never running code from the file.
+
+`checkpoint` is the trust boundary (safetensors headers and tensors; everything else refused
+by name). Each builder module has ``accepts(checkpoint)`` and ``build(checkpoint, spec,
+kwargs)``; the first in `BUILDERS` that accepts a checkpoint builds it: `layers` (the file's
+own allow-listed ``evalloss.layers`` spec), then `user` (the ``--model`` the user typed). A new
+builder is one module here plus one line in `BUILDERS`. `save` writes files they read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from evalloss.errors import EvallossWarning
+
+from . import layers, user
+from .checkpoint import Checkpoint, open_checkpoint
+from .user import parse_kwargs
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["BUILDERS", "Checkpoint", "build", "open_checkpoint", "parse_kwargs", "prepare"]
+
+BUILDERS: tuple[ModuleType, ...] = (layers, user)  # in this order; `user` accepts any
+
+
+def builder_for(checkpoint: Checkpoint) -> ModuleType:
+    """The first builder module that accepts ``checkpoint``."""
+    for builder in BUILDERS:
+        if builder.accepts(checkpoint):
+            return builder
+    raise AssertionError("the last builder accepts every checkpoint")
+
+
+def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
+    """The checkpoint's module, weights loaded, by the first builder that accepts it."""
+    module: nn.Module = builder_for(checkpoint).build(checkpoint, spec, kwargs)
+    return module
+
+
+def warn_if_unused(spec: str | None, checkpoints: Sequence[Checkpoint]) -> None:
+    """``--model`` given while no checkpoint needs it (each has its own builder): say so."""
+    if spec is not None and all(builder_for(c) is not user for c in checkpoints):
+        warnings.warn(
+            f"--model {spec} is not used: every checkpoint carries its own evalloss.layers spec",
+            EvallossWarning,
+            stacklevel=3,
+        )
+
+
+def prepare(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The module in eval mode, on ``device``, in ``dtype``, with gradients off."""
+    module = module.to(device=device, dtype=dtype).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
