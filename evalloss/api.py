@@ -9,34 +9,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from . import distributed, evaluation, gate
-from ._version import __version__
-from .distributed import single_process_only
+from . import distributed, gate, readahead, run
 from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
-from .models import build, parse_kwargs, prepare, warn_if_unused
-from .peritem import Taps
-from .plan import PathLike, Plan, default_batch_size, resolve
-from .provenance import collect as collect_provenance
-from .report import DataInfo, ModelResult, Report
-from .stats import PairedSum
+from .models import build, prepare, warn_if_unused
+from .observers import Pairing, Taps
+from .options import Options, PathLike
+from .plan import Plan, default_batch_size, resolve
+from .ranking import build_report, unique_names
+from .report import Report
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .options import RunKeywords
 
 
 def compare(
     checkpoints: Sequence[PathLike],
     *,
-    data: PathLike,
-    model: str | None = None,
-    model_kwargs: str | dict[str, Any] | None = None,
-    loss: str | None = None,
-    target: Sequence[str] = (),
-    feature: Sequence[str] = (),
-    no_header: bool = False,
     batch_size: int | None = None,
-    device: str = "auto",
-    precision: str = "float32",
+    threads: int | None = None,
     baseline: PathLike | None = None,
     min_improvement: float | str | gate.Threshold | None = None,
     max_loss: float | str | gate.Threshold | None = None,
@@ -45,26 +40,29 @@ def compare(
     plot: PathLike | None = None,
     progress: Callable[[int], None] | None = None,
     no_hash: bool = False,
-    threads: int | None = None,
+    **options: Unpack[RunKeywords],
 ) -> Report:
     """Evaluate every checkpoint over the whole data set and rank them by exact loss per item.
 
-    ``baseline`` (added to the run if not listed) gives every other model paired statistics
-    against it; ``min_improvement`` (``0.01`` or ``"2%"``), ``max_loss`` and
-    ``require_significant`` make a promotion gate (`evalloss.gate`), returned as
-    ``report.gate``: a failed gate is data, not an exception.
+    ``options``: the data and how to read it, build, run and score the models (`RunKeywords`:
+    ``data`` (required), ``model``, ``model_kwargs``, ``loss``, ``target``, ``feature``,
+    ``no_header``, ``device``, ``precision``). ``baseline`` (added to the run if not listed)
+    gives every other model paired statistics against it; ``min_improvement`` (``0.01`` or
+    ``"2%"``), ``max_loss`` and ``require_significant`` make a promotion gate (`evalloss.gate`),
+    returned as ``report.gate``: a failed gate is data, not an exception.
 
     ``per_item``: also write every item's loss for every model to this .parquet/.csv file.
     ``plot``: also draw the per-item loss distributions to this .png (needs matplotlib).
     ``progress``: called with the number of rows after every batch (for a progress bar).
     ``no_hash``: leave the files' sha256 out of ``report.provenance``.
     ``threads``: torch's intra-op threads (default: the cores this process may use, divided
-    by the processes on the node under torchrun).
+    by the processes on the node under torchrun). ``batch_size``: rows per forward pass.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each process evaluates its share of the rows and
     every process returns the same report, reduced exactly, with ``world_size`` set.
     """
-    _check_batch_size(batch_size)
+    _check_positive(batch_size, "--batch-size")
+    settings = Options.of(checksum=not no_hash, **options)
     rules = gate.rules(
         baseline=baseline is not None,
         min_improvement=min_improvement,
@@ -76,71 +74,65 @@ def compare(
         raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
     for option, value in (("--per-item", per_item), ("--plot", plot)):
         if value is not None:  # before any process group: the same refusal on every rank
-            single_process_only(option)
+            distributed.single_process_only(option)
     world = distributed.World.from_env()
-    with world, evaluation.threads(threads, world.local_size):
-        error, taps = None, None
-        try:  # every process resolves the same plan; they agree before reading
-            plan = resolve(paths, data, loss, target, feature, no_header, device, precision)
-            if no_hash:
-                plan = replace(plan, dataset=replace(plan.dataset, checksum=False))
-            taps = Taps(
-                names=_unique_names([c.path for c in plan.checkpoints]),
-                targets=plan.dataset.targets,
-                integer_targets=plan.loss.classes,
-                per_item=per_item,
-                plot=plot,
-                progress=progress,
-                inputs=[
-                    *(c.path for c in plan.checkpoints),
-                    plan.dataset.path,
-                    *_model_file(model),
-                ],
-            )
-            if world.rank == 0:  # one warning line under torchrun
-                warn_if_unused(model, plan.checkpoints)
-            kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
-            accumulators = [
-                Accumulator(
-                    prepare(build(c, model, kwargs or {}), plan.device, plan.dtype),
-                    plan.loss,
-                    plan.device,
-                    c.path,
-                )
-                for c in plan.checkpoints
-            ]
-        except EvallossError as exc:
-            error = exc
-        world.agree(error)
-        assert taps is not None
+    with world, readahead.threads(threads, world.local_size):
+        plan, accumulators, taps = _prepare(paths, settings, world, per_item, plot, progress)
         batch_size = batch_size or default_batch_size(plan.device)
-        # model index -> its paired statistics against the baseline, fed batch by batch
-        paired = {i: PairedSum() for i in range(len(paths)) if base is not None and i != base}
+        pairing = Pairing(len(paths), base) if base is not None else None
         with taps:
-            items = evaluation.run(
-                plan.dataset,
-                plan.dtype,
-                plan.device,
-                accumulators,
-                paired,
-                base,
-                batch_size,
-                world,
-                taps.batch,
-            )
-            items = evaluation.reduce(world, accumulators, paired, items)
-            if items == 0:
-                world.agree(DataError("no data rows", path=plan.dataset.path))
-            report = _report(plan, accumulators, items, batch_size, base, paired, world)
+            observers = [o for o in (pairing, taps) if o is not None]
+            run.one_pass(plan.source, plan.dtype, plan.device, accumulators, observers,
+                         batch_size, world)  # fmt: skip
+            run.reduce(world, [*accumulators, *([pairing] if pairing else [])])
+            if accumulators[0].items == 0:
+                world.agree(DataError("no data rows", path=plan.source.path))
+            report = build_report(plan, accumulators, batch_size, pairing, world)
             if rules is not None:
                 report = replace(report, gate=gate.evaluate(rules, report.models))
             taps.finish(report)
     return report
 
 
-def _model_file(spec: str | None) -> list[str]:
+def _prepare(
+    paths: Sequence[PathLike],
+    options: Options,
+    world: distributed.World,
+    per_item: PathLike | None,
+    plot: PathLike | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[Plan, list[Accumulator], Taps]:
+    """Resolve the plan, check the outputs and build every model, the same on every process:
+    they agree on the first error before any data is read."""
+    error, prepared = None, None
+    try:
+        plan = resolve(paths, options)
+        names = unique_names([c.path for c in plan.checkpoints])
+        inputs = [*(c.path for c in plan.checkpoints), plan.source.path, *_model_file(options)]
+        taps = Taps(names=names, targets=plan.source.targets,
+                    integer_targets=plan.loss.classes, per_item=per_item, plot=plot,
+                    progress=progress, inputs=inputs)  # fmt: skip
+        if world.rank == 0:  # one warning line under torchrun
+            warn_if_unused(options.model, plan.checkpoints)
+        accumulators = [
+            Accumulator(
+                prepare(build(c, options.model, dict(options.model_kwargs)), plan.device,
+                        plan.dtype),
+                plan.loss, plan.device, c.path,
+            )
+            for c in plan.checkpoints
+        ]  # fmt: skip
+        prepared = plan, accumulators, taps
+    except EvallossError as exc:
+        error = exc
+    world.agree(error)
+    assert prepared is not None
+    return prepared
+
+
+def _model_file(options: Options) -> list[str]:
     """The file a ``path/to/file.py:Name`` spec reads, if any."""
-    file = (spec or "").rpartition(":")[0]
+    file = (options.model or "").rpartition(":")[0]
     return [file] if file and Path(file).is_file() else []
 
 
@@ -158,81 +150,6 @@ def _with_baseline(
     return [*paths, baseline], len(paths)
 
 
-def _check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and batch_size < 1:
-        raise OptionError(f"must be a positive integer, got {batch_size}", key="--batch-size")
-
-
-def _report(
-    plan: Plan,
-    accumulators: Sequence[Accumulator],
-    items: int,
-    batch_size: int,
-    base: int | None = None,
-    paired: dict[int, PairedSum] | None = None,
-    world: distributed.World | None = None,
-) -> Report:
-    results = [a.result() for a in accumulators]
-    base_loss = None if base is None else results[base].loss_per_item
-    vs = {i: pair.comparison(base_loss) for i, pair in (paired or {}).items()}
-    order = sorted(
-        range(len(results)),
-        key=lambda i: (results[i].loss_per_item is None, results[i].loss_per_item or 0.0, i),
-    )
-    names = _unique_names([c.path for c in plan.checkpoints])
-    models = tuple(
-        ModelResult(
-            rank=rank,
-            name=names[i],
-            path=plan.checkpoints[i].path,
-            loss_per_item=results[i].loss_per_item,
-            loss_sum=results[i].loss_sum,
-            items=results[i].items,
-            accuracy=results[i].accuracy,
-            nonfinite_items=results[i].nonfinite_items,
-            is_baseline=i == base,
-            seconds=round(results[i].seconds, 6),
-            vs_baseline=vs.get(i),
-        )
-        for rank, i in enumerate(order, start=1)
-    )
-    return Report(
-        evalloss_version=__version__,
-        data=DataInfo(
-            path=plan.dataset.path,
-            items=items,
-            targets=plan.dataset.targets,
-            features=len(plan.dataset.features),
-        ),
-        loss=plan.loss.name,
-        device=str(plan.device),
-        precision="float64" if str(plan.dtype) == "torch.float64" else "float32",
-        batch_size=batch_size,
-        world_size=1 if world is None else world.size,
-        models=models,
-        has_baseline=base is not None,
-        provenance=collect_provenance(
-            checkpoints=[c.path for c in plan.checkpoints],
-            dataset=plan.dataset,
-            device=plan.device,
-            hashed=plan.dataset.checksum and (world is None or world.rank == 0),
-        ),
-    )
-
-
-def _unique_names(paths: Sequence[str]) -> list[str]:
-    """File stems, made unique by adding parent folders where stems clash."""
-    names = [Path(p).stem for p in paths]
-    depth = 1
-    while len(set(names)) < len(names) and depth < 8:
-        depth += 1
-        names = [
-            "/".join(Path(p).with_suffix("").parts[-depth:]) if names.count(n) > 1 else n
-            for p, n in zip(paths, names, strict=True)
-        ]
-    seen: dict[str, int] = {}
-    unique = []
-    for n in names:  # the same file given twice
-        seen[n] = seen.get(n, 0) + 1
-        unique.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return unique
+def _check_positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise OptionError(f"must be a positive integer, got {value}", key=option)

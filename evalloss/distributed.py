@@ -2,7 +2,7 @@
 and agreement on failure. Everything here is a no-op at world size 1.
 
 Under ``torchrun`` every process sees ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; each reads a
-disjoint share of the rows (`data.Dataset.blocks(rank=, world=)`), and the per-model states
+disjoint share of the rows (`DataSource.blocks(rank=, world=)`), and the per-model states
 (exact partial sums, counts) are gathered and merged in rank order, so the report equals the
 one-process report. Only small Python objects cross processes, so the collectives run on a
 gloo group (CPU) whatever the device; CUDA ranks each take ``cuda:LOCAL_RANK``.

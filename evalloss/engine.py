@@ -1,27 +1,27 @@
 """The engine: run a model over batches and fold exact per-item losses into float64 sums.
 
-``model.eval()`` under ``torch.inference_mode()``: no gradients, no weight changes. Per-item
-losses are computed with ``reduction='none'``, averaged per item in float64, and summed with
-`ExactSum`, so the figure does not depend on batch size, order or chunking.
+``model.eval()`` under ``torch.inference_mode()``: no gradients, no weight changes. The loss
+gives each item's (sum, weight) with ``reduction='none'``, in float64; what each item adds to
+``loss_sum`` (its mean, for the losses of v1) is summed with `ExactSum`, so the figure does
+not depend on batch size, order, chunking or the number of processes. An `Accumulator` is a
+reducible state: ``state()`` is plain data, ``merge_states`` folds every process's exactly.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import LossError, ModelError
+from .exact import ExactSum
 from .losses import Loss
 from .losses import get as get_loss
 from .report import Result
-from .stats import ExactSum
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-T = TypeVar("T")
 
 
 class BadTarget(Exception):  # noqa: N818 - internal signal, turned into a DataError by the caller
@@ -38,30 +38,32 @@ class Accumulator:
     def __init__(self, module: nn.Module, loss: Loss, device: torch.device, label: str) -> None:
         self.module, self.loss, self.device, self.label = module, loss, device, label
         self.loss_sum = ExactSum()
-        self.items = self.nonfinite = self.correct = self.counted = 0
+        self.items = self.weight = self.nonfinite = self.correct = self.counted = 0
         self.seconds = 0.0
 
-    def feed(self, features: torch.Tensor, targets: torch.Tensor, row: int = 0) -> torch.Tensor:
-        """Evaluate one batch: features (n, F), targets (n, T). Returns losses (n,) float64 on CPU.
+    def feed(
+        self, inputs: torch.Tensor | dict[str, torch.Tensor], targets: torch.Tensor, row: int = 0
+    ) -> torch.Tensor:
+        """Evaluate one batch: inputs (n, ...) or a dict of them (passed as keywords), targets
+        (n, T). Returns what each item adds to ``loss_sum``: (n,) float64 on the CPU.
 
         ``row`` is the batch's first row in the data set, used to name rows in errors.
         """
         import torch
 
         start = time.perf_counter()
-        n = len(features)
+        n = len(targets)
         rows = f"row {row + 1}" if n == 1 else f"rows {row + 1}-{row + n}"
         try:
-            x = features.to(self.device, non_blocking=True)
             y = targets.to(self.device, non_blocking=True)
             with torch.inference_mode():
                 try:
-                    outputs = self.module(x)  # (n, ...)
+                    outputs = self._forward(inputs)  # (n, ...)
                 except (Exception, SystemExit) as exc:  # sys.exit() in a forward, too
                     if _out_of_memory(exc):
                         raise
                     raise ModelError(
-                        f"forward failed on {rows} with input of shape {tuple(x.shape)}: "
+                        f"forward failed on {rows} with input of shape {_shape(inputs)}: "
                         f"{type(exc).__name__}: {_first_line(exc)}",
                         path=self.label,
                     ) from exc
@@ -75,7 +77,8 @@ class Accumulator:
                 if bad is not None:
                     raise BadTarget(*bad)
                 try:
-                    losses = self.loss.per_item(outputs, y).cpu()  # (n,) float64
+                    sums, weights = self.loss.per_item(outputs, y)  # (n,) float64, (n,) int64
+                    losses = self.loss.item_values(sums, weights).cpu()  # (n,) float64
                 except LossError as exc:
                     exc.path = exc.path or self.label
                     raise
@@ -99,50 +102,52 @@ class Accumulator:
         self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
         self.nonfinite += len(losses) - n_finite
         self.items += len(losses)
+        self.weight += int(weights.sum())
         self.correct += correct
         self.counted += counted
         self.seconds += time.perf_counter() - start
         return losses
 
-    def state(self) -> tuple[list[float], bool, int, int, int, int, float]:
-        """Plain data for reduction across processes (see `merge_states`)."""
-        return (
-            list(self.loss_sum.partials),
-            self.loss_sum.overflowed,
-            self.items,
-            self.nonfinite,
-            self.correct,
-            self.counted,
-            self.seconds,
-        )
+    _COUNTS = ("items", "weight", "nonfinite", "correct", "counted")
 
-    def merge_states(
-        self, states: Sequence[tuple[list[float], bool, int, int, int, int, float]]
-    ) -> None:
+    def state(self) -> dict[str, Any]:
+        """Plain data for reduction across processes (see `merge_states`)."""
+        return {
+            "loss_sum": self.loss_sum.state(),
+            "seconds": self.seconds,
+            **{name: getattr(self, name) for name in self._COUNTS},
+        }
+
+    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
         """Become the exact merge of every process's `state` (this one's included): sums are
         merged exactly, counts added, ``seconds`` the slowest process's."""
-        total = ExactSum()
-        self.items = self.nonfinite = self.correct = self.counted = 0
-        self.seconds = 0.0
-        for partials, overflowed, items, nonfinite, correct, counted, seconds in states:
-            part = ExactSum(partials)
-            part.overflowed |= overflowed
-            total.merge(part)
-            self.items += items
-            self.nonfinite += nonfinite
-            self.correct += correct
-            self.counted += counted
-            self.seconds = max(self.seconds, seconds)
-        self.loss_sum = total
+        self.loss_sum = ExactSum.merged(s["loss_sum"] for s in states)
+        for name in self._COUNTS:
+            setattr(self, name, sum(s[name] for s in states))
+        self.seconds = max((s["seconds"] for s in states), default=0.0)
 
     def result(self) -> Result:
         return Result(
             loss_sum=None if self.nonfinite else self.loss_sum.value,
             items=self.items,
+            weight=self.weight,
             accuracy=self.correct / self.counted if self.counted else None,
             nonfinite_items=self.nonfinite,
             seconds=self.seconds,
         )
+
+
+    def _forward(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> Any:
+        if isinstance(inputs, dict):
+            moved = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+            return self.module(**moved)
+        return self.module(inputs.to(self.device, non_blocking=True))
+
+
+def _shape(inputs: torch.Tensor | dict[str, torch.Tensor]) -> object:
+    if isinstance(inputs, dict):
+        return {k: tuple(v.shape) for k, v in inputs.items()}
+    return tuple(inputs.shape)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -159,63 +164,6 @@ def _out_of_memory(exc: BaseException) -> bool:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else "(no message)"
-
-
-def prefetch(blocks: Iterator[T], depth: int = 1, pin: bool = False) -> Generator[T, None, None]:
-    """``blocks``, read ahead by a thread: the next block is parsed (pyarrow and torch release
-    the GIL) while the current one is evaluated. At most ``depth`` blocks wait in between.
-    ``pin``: copy each block's tensors to pinned memory there, for non-blocking GPU copies.
-    Errors in the reader are raised here, in the consumer; closing this generator stops it."""
-    import queue
-    import threading
-    from dataclasses import fields, replace
-
-    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for block in blocks:
-                if pin:
-                    tensors = {
-                        f.name: getattr(block, f.name).pin_memory()
-                        for f in fields(block)  # type: ignore[arg-type]
-                        if hasattr(getattr(block, f.name), "pin_memory")
-                    }
-                    block = replace(block, **tensors)  # type: ignore[type-var]
-                if not put(("block", block)):
-                    break
-            else:
-                put(("end", None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(("error", exc))
-        finally:
-            close = getattr(blocks, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name="evalloss-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            kind, item = handoff.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
 
 
 def evaluate(

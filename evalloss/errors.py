@@ -21,6 +21,16 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def one_line(text: str) -> str:
+    """``text`` safe for one terminal line: a line break becomes a space, and every other
+    character that is not printable (CR, ESC, line separators, bidi overrides, ...) its escape,
+    so no message, whatever a file put in it, can split its line or repaint the terminal."""
+    text = text.replace("\r\n", " ").replace("\n", " ")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class EvallossError(Exception):
     """Base of every error evalloss reports to a user. Exit code 2: usage or input error."""
 
@@ -45,7 +55,7 @@ class EvallossError(Exception):
         if self.line is not None:
             where += f":{self.line}"
         parts = [p for p in (where, self.key) if p]
-        return ": ".join([*parts, self.message]).replace("\n", " ")
+        return one_line(": ".join([*parts, self.message]))
 
 
 class DataError(EvallossError):

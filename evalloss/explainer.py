@@ -10,19 +10,25 @@ forward batch size is only a throughput knob: the rows do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import distributed, evaluation
+from . import distributed, run
 from ._version import __version__
 from .engine import Accumulator
 from .errors import OptionError
-from .models import build, parse_kwargs, prepare, warn_if_unused
-from .plan import PathLike, default_batch_size, resolve
-from .report import DataInfo, ExplainReport, ExplainRow
+from .models import build, prepare, warn_if_unused
+from .options import Options, PathLike
+from .plan import default_batch_size, resolve
+from .ranking import data_info
+from .report import ExplainReport, ExplainRow
 from .stats import BatchGrouping, relative_error
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     import torch
+
+    from .options import RunKeywords
 
 DEFAULT_BATCH_SIZES = (1, 10, 32, 64, 256)
 
@@ -30,74 +36,66 @@ DEFAULT_BATCH_SIZES = (1, 10, 32, 64, 256)
 def explain(
     checkpoint: PathLike,
     *,
-    data: PathLike,
     batch_sizes: Sequence[int] | int = (),
-    model: str | None = None,
-    model_kwargs: str | dict[str, Any] | None = None,
-    loss: str | None = None,
-    target: Sequence[str] = (),
-    feature: Sequence[str] = (),
-    no_header: bool = False,
-    device: str = "auto",
-    precision: str = "float32",
     progress: Callable[[int], None] | None = None,
+    **options: Unpack[RunKeywords],
 ) -> ExplainReport:
     """What a training log would print at each batch size, against the exact loss.
 
     ``batch_sizes``: the batch sizes to show (one int or several; default 1, 10, 32, 64, 256),
     in the order given, duplicates dropped. The model is evaluated once over the whole data set.
+    ``options``: as for `evalloss.compare` (`RunKeywords`: ``data``, ``model``, ``loss``, ...).
     ``progress``: called with the number of rows after every batch (for a progress bar).
     """
     # every process would evaluate everything and print its own table
     distributed.single_process_only("explain", "it runs in one process; run it without torchrun")
     sizes = _check_batch_sizes(batch_sizes)
-    plan = resolve([checkpoint], data, loss, target, feature, no_header, device, precision)
-    warn_if_unused(model, plan.checkpoints)
-    kwargs = parse_kwargs(model_kwargs) if isinstance(model_kwargs, str) else model_kwargs
+    settings = Options.of(**options)
+    plan = resolve([checkpoint], settings)
+    warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
-    module = prepare(build(ckpt, model, kwargs or {}), plan.device, plan.dtype)
-    acc = Accumulator(module, plan.loss, plan.device, ckpt.path)
-    groupings = [BatchGrouping(b) for b in sizes]
-
-    def regroup(row: int, targets: torch.Tensor, losses: list[torch.Tensor]) -> None:
-        if progress is not None:
-            progress(len(targets))
-        if acc.nonfinite:
-            return  # a non-finite item makes every figure undefined; keep counting
-        values = losses[0].tolist()  # (n,) float64
-        for grouping in groupings:
-            grouping.add(values)
-
-    evaluation.run(
-        plan.dataset,
-        plan.dtype,
-        plan.device,
-        [acc],
-        {},
-        None,
-        default_batch_size(plan.device),
-        distributed.World(),
-        on_batch=regroup,
-    )
+    module = build(ckpt, settings.model, dict(settings.model_kwargs))
+    acc = Accumulator(prepare(module, plan.device, plan.dtype), plan.loss, plan.device, ckpt.path)
+    regroup = _Regrouping(acc, [BatchGrouping(b) for b in sizes], progress)
+    run.one_pass(plan.source, plan.dtype, plan.device, [acc], [regroup],
+                 default_batch_size(plan.device), distributed.World())  # fmt: skip
     result = acc.result()
     return ExplainReport(
         evalloss_version=__version__,
         checkpoint=ckpt.path,
-        data=DataInfo(
-            path=plan.dataset.path,
-            items=result.items,
-            targets=plan.dataset.targets,
-            features=len(plan.dataset.features),
-        ),
+        data=data_info(plan, result.items),
         loss=plan.loss.name,
         device=str(plan.device),
-        precision="float64" if str(plan.dtype) == "torch.float64" else "float32",
+        precision=plan.precision,
         per_item=result.loss_per_item,
         loss_sum=result.loss_sum,
         items=result.items,
         nonfinite_items=result.nonfinite_items,
-        rows=tuple(_row(g, result.loss_sum, result.loss_per_item, result.items) for g in groupings),
+        rows=tuple(
+            _row(g, result.loss_sum, result.loss_per_item, result.items) for g in regroup.groupings
+        ),
     )
+
+
+class _Regrouping:
+    """Feeds the one model's item losses to every grouping (an `run.Observer`)."""
+
+    def __init__(
+        self,
+        acc: Accumulator,
+        groupings: list[BatchGrouping],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.acc, self.groupings, self.progress = acc, groupings, progress
+
+    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
+        if self.progress is not None:
+            self.progress(len(targets))
+        if self.acc.nonfinite:
+            return  # a non-finite item makes every figure undefined; keep counting
+        values = losses[0].tolist()  # (n,) float64
+        for grouping in self.groupings:
+            grouping.add(values)
 
 
 def _check_batch_sizes(batch_sizes: Sequence[int] | int) -> tuple[int, ...]:

@@ -44,11 +44,23 @@ class Loss:
         }
         return table[self.name]
 
-    def per_item(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-item losses, float64, shape (N,). ``targets`` is (N, T) as read from the data."""
+    def per_item(
+        self, outputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each item's (sum, weight): the float64 sum of its elements' losses (N,) and how
+        many elements were scored (N,) int64. ``targets`` is (N, T) as read from the data."""
+        import torch
+
         outputs, targets = self.align(outputs, targets)
         elements = self.functional()(outputs, targets, reduction="none")  # (N, ...)
-        return elements.reshape(elements.shape[0], -1).double().mean(dim=1)  # (N,)
+        flat = elements.reshape(elements.shape[0], -1)  # (N, E)
+        weights = torch.full((len(flat),), flat.shape[1], dtype=torch.int64)
+        return flat.double().sum(dim=1), weights  # (N,), (N,)
+
+    def item_values(self, sums: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """What each item adds to ``loss_sum`` (N,) float64: its mean, sum / weight (the
+        criterion's ``'mean'`` on a batch of that one item, bit for bit)."""
+        return sums / weights
 
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         """(correct, counted) target elements, for ``accuracy``; (0, 0) when not defined."""

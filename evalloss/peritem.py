@@ -1,21 +1,16 @@
-"""Per-item losses leaving the pass: the ``--per-item`` export and the sample behind ``--plot``.
+"""``--per-item``: every item's loss under every model, streamed to Parquet or CSV.
 
 `Export` streams every item's loss for every model to Parquet or CSV as the data is read:
 rows are buffered up to `FLUSH_ROWS`, then written as one Parquet row group or CSV chunk, so
 memory is bounded by the buffer, not the data. The file appears only when the pass completes
 (temp file in the same folder, then ``os.replace``), like ``-o``.
-
-`Sample` keeps a bounded, deterministic sample of items for the plot: every row gets a fixed
-pseudo-random key (a hash of its row number) and the `SAMPLE_ITEMS` rows with the smallest
-keys are kept, for all models at once, so paired differences stay paired. The sample does
-not depend on batch size, block size or the order blocks arrive in.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +23,9 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import torch
 
-    from .report import Report
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 FLUSH_ROWS = 65_536  # rows buffered before a write: one Parquet row group
-SAMPLE_ITEMS = 200_000  # items kept for the plot
 
 
 def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:
@@ -135,118 +128,3 @@ class Export:
             with contextlib.suppress(Exception):
                 self._writer.close()
         self._file.abort()
-
-
-class Sample:
-    """A bounded, deterministic sample of items: their per-item loss under every model.
-
-    Incoming batches wait in a list until they hold ``size`` items, then merge with the kept
-    sample and are cut back to ``size``: each item is copied O(1) times on average, whatever
-    the batch size, and memory stays under about three times ``size`` items.
-    """
-
-    def __init__(self, models: int, size: int = SAMPLE_ITEMS) -> None:
-        import numpy as np
-
-        self.size = size
-        self.seen = 0
-        self.keys = np.empty(0, dtype=np.uint64)
-        self.losses = np.empty((0, models), dtype=np.float64)  # (kept, models)
-        self._pending: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]] = []
-        self._waiting = 0
-
-    def add(self, row: int, losses: Sequence[torch.Tensor]) -> None:
-        import numpy as np
-
-        n = len(losses[0])
-        self.seen += n
-        keys = _hash(np.arange(row, row + n, dtype=np.uint64))
-        self._pending.append((keys, np.stack([loss.numpy() for loss in losses], axis=1)))
-        self._waiting += n
-        if self._waiting >= self.size:
-            self._merge()
-
-    def _merge(self) -> None:
-        import numpy as np
-
-        if self._pending:
-            self.keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
-            self.losses = np.concatenate([self.losses, *(v for _, v in self._pending)])
-            self._pending, self._waiting = [], 0
-        if len(self.keys) > self.size:
-            keep = np.argpartition(self.keys, self.size)[: self.size]
-            self.keys, self.losses = self.keys[keep], self.losses[keep]
-
-    def values(self) -> npt.NDArray[np.float64]:
-        """The kept items' losses, (kept, models), at most ``size`` rows."""
-        self._merge()
-        return self.losses
-
-
-def _hash(rows: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """splitmix64 of each row number: a fixed, well-mixed key per row (wraps mod 2**64)."""
-    import numpy as np
-
-    z = rows + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-class Taps:
-    """What watches the pass besides the models' sums: export, plot sample, progress.
-
-    Checked when made (before any model is built); ``with taps:`` opens the export and drops
-    it if the pass fails; `finish` puts the export in place and draws the plot.
-    """
-
-    def __init__(
-        self,
-        *,
-        names: Sequence[str],
-        targets: Sequence[str],
-        integer_targets: bool,
-        per_item: str | os.PathLike[str] | None = None,
-        plot: str | os.PathLike[str] | None = None,
-        progress: Callable[[int], None] | None = None,
-        inputs: Sequence[str] = (),
-    ) -> None:
-        self.names, self.targets, self.integer_targets = names, targets, integer_targets
-        self.per_item, self.plot, self.progress = per_item, plot, progress
-        if per_item is not None:
-            check_path(per_item, inputs)
-        if plot is not None:
-            from .render import plot as plotting
-
-            plotting.check(plot, inputs)
-        self.export: Export | None = None
-        self.sample = Sample(len(names)) if plot is not None else None
-
-    def __enter__(self) -> Taps:
-        if self.per_item is not None:
-            self.export = Export(
-                self.per_item, self.names, self.targets, integer_targets=self.integer_targets
-            )
-        return self
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        if kind is not None and self.export is not None:
-            self.export.abort()
-
-    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
-        """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each."""
-        if self.export is not None:
-            self.export.add(row, targets, losses)
-        if self.sample is not None:
-            self.sample.add(row, losses)
-        if self.progress is not None:
-            self.progress(len(targets))
-
-    def finish(self, report: Report) -> None:
-        """Draw the plot, then put the export in place (last: a failed plot drops it)."""
-        if self.plot is not None and self.sample is not None:
-            from .render import plot as plotting
-
-            plotting.draw(report, self.names, self.sample.values(), self.sample.seen, self.plot)
-        if self.export is not None:
-            self.export.commit()

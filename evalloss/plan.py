@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import distributed
-from .data import Dataset, open_data
-from .errors import LossError, OptionError
+from .errors import LossError, OptionError, shown
 from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
 from .models import Checkpoint, open_checkpoint
+from .options import Options, PathLike
+from .sources import DataSource, open_data
 
 if TYPE_CHECKING:
     import torch
-
-PathLike = str | os.PathLike[str]
-PRECISIONS = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -30,41 +28,33 @@ class Plan:
 
     checkpoints: tuple[Checkpoint, ...]
     loss: Loss
-    dataset: Dataset
+    source: DataSource
     device: torch.device
     dtype: torch.dtype
+    options: Options
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
 
 
-def resolve(
-    paths: Sequence[PathLike],
-    data: PathLike,
-    loss: str | None,
-    target: Sequence[str],
-    feature: Sequence[str],
-    no_header: bool,
-    device: str,
-    precision: str,
-) -> Plan:
+def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
     """Open the checkpoints and the data and settle the loss, targets, device and dtype, or
     raise the first problem: every process of a run resolves the same plan."""
     import torch
 
     if not paths:
         raise OptionError("give at least one checkpoint", key="CHECKPOINT")
-    if precision not in PRECISIONS:
-        raise OptionError(f"must be one of {', '.join(PRECISIONS)}", key="--precision")
     checkpoints = tuple(open_checkpoint(p) for p in paths)
+    if not options.target:
+        options = replace(options, target=_targets_from_metadata(checkpoints))
     return Plan(
         checkpoints=checkpoints,
-        loss=_loss(checkpoints, loss),
-        dataset=open_data(
-            data,
-            target=target or _targets_from_metadata(checkpoints),
-            feature=feature,
-            no_header=no_header,
-        ),
-        device=_device(device),
-        dtype=torch.float64 if precision == "float64" else torch.float32,
+        loss=_loss(checkpoints, options.loss),
+        source=open_data(options.data, options),
+        device=_device(options.device),
+        dtype=torch.float64 if options.precision == "float64" else torch.float32,
+        options=options,
     )
 
 
@@ -112,7 +102,11 @@ def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise OptionError(f"unknown device {name!r}", key="--device") from exc
+        raise OptionError(f"unknown device {shown(name)}", key="--device") from exc
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise OptionError(
+            f"evalloss runs models on cpu, cuda or mps, not {device.type}", key="--device"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError("CUDA is not available on this machine", key="--device")
     if device.type == "mps" and not torch.backends.mps.is_available():

@@ -1,7 +1,7 @@
 """Provenance: what a report was computed from, so a verdict can be traced to exact files.
 
 The sha256 of every checkpoint and of the data file, and the software and hardware that ran.
-The data file is hashed during the pass that reads it (`Dataset.sha256`); checkpoints are
+The data is hashed during the pass that reads it (`DataSource.sha256`); checkpoints are
 hashed after loading, while their bytes are still in the page cache.
 """
 
@@ -14,29 +14,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .chunks import sha256_of
 from .errors import CheckpointError
 from .report import Provenance
+from .sources.chunks import sha256_of
 
 if TYPE_CHECKING:
     import torch
 
-    from .data import Dataset
+    from .sources import DataSource
 
 
 def collect(
     *,
     checkpoints: Sequence[str],
-    dataset: Dataset,
+    source: DataSource,
     device: torch.device,
     hashed: bool = True,
 ) -> Provenance:
-    """The provenance of a run over ``dataset`` with ``checkpoints`` on ``device``."""
+    """The provenance of a run over ``source`` with ``checkpoints`` on ``device``."""
     import torch
 
     sha256: dict[str, str] | None = None
     if hashed:
-        sha256 = {dataset.path: dataset.sha256()}
+        sha256 = dict(source.sha256())
         for path in checkpoints:
             sha256[path] = _checkpoint_sha256(path)
     return Provenance(

@@ -17,6 +17,7 @@ class Result:
 
     loss_sum: float | None  # exact float64 sum of per-item losses; None if any is not finite
     items: int
+    weight: int  # scored elements over all items (targets, pixels, tokens)
     accuracy: float | None  # share of correct target elements, classification losses only
     nonfinite_items: int
     seconds: float

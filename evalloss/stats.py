@@ -1,10 +1,4 @@
-"""Exact, order-free summation: the float64 sums behind every figure.
-
-`ExactSum` keeps Shewchuk's non-overlapping partials (the state inside ``math.fsum``), so its
-value is the correctly rounded sum of everything added, whatever the chunking, order or
-number of processes that fed it. A block of values costs two or three ``math.fsum`` calls in
-C (its rounded sum, then the rounded remainders until none is left); only those few floats
-enter the Python-level partials.
+"""Statistics built on exact sums (`exact.ExactSum`).
 
 `BatchGrouping` replays a training log's recipes (sum of batch averages, times the batch
 size, over the number of batches) on the same item losses grouped into batches of one size:
@@ -17,73 +11,17 @@ difference, paired t interval and test, wins) from a few mergeable running sums.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
+
+from .exact import ExactSum
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
     from .report import Comparison
-
-
-def _grow(partials: list[float], x: float) -> None:
-    """Add ``x`` to the non-overlapping expansion ``partials`` exactly (Shewchuk, 1997)."""
-    i = 0
-    for y in partials:
-        if abs(x) < abs(y):
-            x, y = y, x
-        hi = x + y
-        lo = y - (hi - x)
-        if lo:
-            partials[i] = lo
-            i += 1
-        x = hi
-    partials[i:] = [x]
-
-
-class ExactSum:
-    """A float64 sum of finite values, not rounded until read; mergeable across chunks/ranks.
-
-    A sum past float64's range reads as ``inf``.
-    """
-
-    __slots__ = ("overflowed", "partials")
-
-    def __init__(self, partials: Iterable[float] = ()) -> None:
-        self.partials: list[float] = []
-        self.overflowed = False
-        for x in partials:
-            self._grow(x)
-
-    def add(self, values: npt.NDArray[np.float64] | list[float]) -> None:
-        """Add finite float64 values (an array or list)."""
-        items = values.tolist() if hasattr(values, "tolist") else list(values)
-        # fsum is exact inside and rounds once. Peel the exact sum off as s0 + s1 + ...,
-        # each the rounded remainder of the last: usually two or three fsum calls, all in C.
-        try:
-            part = math.fsum(items)
-            while part:
-                self._grow(part)
-                items.append(-part)
-                part = math.fsum(items)
-        except OverflowError:
-            self._grow(math.inf)
-
-    def merge(self, other: ExactSum) -> None:
-        for x in other.partials:
-            self._grow(x)
-        self.overflowed |= other.overflowed
-
-    def _grow(self, x: float) -> None:
-        if not self.overflowed:
-            _grow(self.partials, x)
-            self.overflowed = not math.isfinite(self.partials[-1])
-
-    @property
-    def value(self) -> float:
-        return math.inf if self.overflowed else math.fsum(self.partials)
 
 
 class BatchGrouping:
@@ -257,8 +195,8 @@ class PairedSum:
             "wins": self.wins,
             "nonfinite": self.nonfinite,
             "huge": self.huge,
-            "sum_d": [list(self.sum_d.partials), self.sum_d.overflowed],
-            "sum_d2": [list(self.sum_d2.partials), self.sum_d2.overflowed],
+            "sum_d": self.sum_d.state(),
+            "sum_d2": self.sum_d2.state(),
         }
 
     @classmethod
@@ -266,12 +204,19 @@ class PairedSum:
         paired = cls()
         paired.n, paired.wins = int(state["n"]), int(state["wins"])
         paired.nonfinite, paired.huge = int(state["nonfinite"]), int(state["huge"])
-        for name in ("sum_d", "sum_d2"):
-            partials, overflowed = state[name]
-            total: ExactSum = getattr(paired, name)
-            total.partials = [float(x) for x in partials]
-            total.overflowed = bool(overflowed)
+        paired.sum_d = ExactSum.from_state(state["sum_d"])
+        paired.sum_d2 = ExactSum.from_state(state["sum_d2"])
         return paired
+
+    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Become the exact merge of every process's `state` (this one's included)."""
+        merged = PairedSum()
+        for state in states:
+            merged.merge(PairedSum.from_state(state))
+        self.n, self.wins, self.nonfinite, self.huge = (
+            merged.n, merged.wins, merged.nonfinite, merged.huge
+        )  # fmt: skip
+        self.sum_d, self.sum_d2 = merged.sum_d, merged.sum_d2
 
     def comparison(self, baseline_loss_per_item: float | None) -> Comparison:
         """The paired statistics, given the baseline's loss per item (for ``relative``)."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import evalloss
-from evalloss import data as data_module
+from evalloss.sources.csvfile import CsvFile
 from tests import nets, oracles
 from tests.conftest import data_set, net, seeded_mlps, xy_csv
 
@@ -81,13 +81,13 @@ def test_k_models_read_the_data_once(write_csv, save, monkeypatch) -> None:  # t
     path = xy_csv(write_csv, x, y)
     ckpts = [save(nets.mlp(), f"m{i}") for i in range(4)]
     reads = []
-    original = data_module.Dataset.blocks
+    original = CsvFile.blocks
 
-    def counting(self, dtype):  # type: ignore[no-untyped-def]
+    def counting(self, dtype, **kw):  # type: ignore[no-untyped-def]
         reads.append(self.path)
-        return original(self, dtype)
+        return original(self, dtype, **kw)
 
-    monkeypatch.setattr(data_module.Dataset, "blocks", counting)
+    monkeypatch.setattr(CsvFile, "blocks", counting)
     report = evalloss.compare(ckpts, data=path, loss="cross-entropy")
     assert reads == [str(path)]
     assert len(report.models) == 4

@@ -700,7 +700,7 @@ def test_bad_text_is_one_line_with_its_line_number(
 def test_an_absurd_first_line_is_not_read_whole(
     ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from evalloss import csvtext
+    from evalloss.sources import csvtext
 
     monkeypatch.setattr(csvtext, "MAX_HEADER_BYTES", 1000)
     data = tmp_path / "data.csv"

@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from evalloss import LossError
-from evalloss.losses import NAMES, get
+from evalloss.losses import NAMES, Loss, get
 from tests import oracles
+
+
+def _means(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each item's mean loss: its (sum, weight) from the loss, divided as the engine does."""
+    return loss.item_values(*loss.per_item(outputs, targets))
 
 
 def _case(name: str, n: int = 7, t: int = 1, c: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +45,7 @@ def _case(name: str, n: int = 7, t: int = 1, c: int = 4) -> tuple[torch.Tensor, 
 )
 def test_per_item_matches_hand_formula(name: str, targets: int) -> None:
     out, tgt = _case(name, t=targets)
-    got = get(name).per_item(out, tgt)
+    got = _means(get(name), out, tgt)
     assert got.dtype == torch.float64 and got.shape == (len(out),)
     want = [oracles.item_loss(name, o, t) for o, t in zip(out.tolist(), tgt.tolist(), strict=True)]
     assert got.tolist() == pytest.approx(want, rel=1e-12, abs=1e-14)
@@ -49,7 +54,7 @@ def test_per_item_matches_hand_formula(name: str, targets: int) -> None:
 def test_per_item_sum_equals_reduction_sum() -> None:
     """For single-output losses, sum of loss_i equals the criterion's reduction='sum'."""
     out, tgt = _case("cross-entropy", n=50)
-    got = math.fsum(get("cross-entropy").per_item(out, tgt).tolist())
+    got = math.fsum(_means(get("cross-entropy"), out, tgt).tolist())
     assert got == pytest.approx(
         float(torch.nn.functional.cross_entropy(out, tgt.long().flatten(), reduction="sum")),
         rel=1e-12,
@@ -59,7 +64,7 @@ def test_per_item_sum_equals_reduction_sum() -> None:
 def test_cross_entropy_with_several_class_targets() -> None:
     out = torch.randn(5, 4, 2, dtype=torch.float64)  # (N, C, T)
     tgt = torch.randint(0, 4, (5, 2)).double()
-    got = get("cross-entropy").per_item(out, tgt)
+    got = _means(get("cross-entropy"), out, tgt)
     want = [
         (
             oracles.item_loss("cross-entropy", out[i, :, 0].tolist(), [tgt[i, 0]])
@@ -73,8 +78,8 @@ def test_cross_entropy_with_several_class_targets() -> None:
 
 def test_single_target_accepts_n_and_n1_outputs() -> None:
     tgt = torch.tensor([[1.0], [2.0], [4.0]])
-    flat = get("mse").per_item(torch.zeros(3), tgt)
-    column = get("mse").per_item(torch.zeros(3, 1), tgt)
+    flat = _means(get("mse"), torch.zeros(3), tgt)
+    column = _means(get("mse"), torch.zeros(3, 1), tgt)
     assert flat.tolist() == column.tolist() == [1.0, 4.0, 16.0]
 
 
@@ -93,7 +98,7 @@ def test_shapes_are_checked_never_broadcast(
     name: str, outputs: tuple[int, ...], targets: tuple[int, ...]
 ) -> None:
     with pytest.raises(LossError, match=r"shape|output"):
-        get(name).per_item(torch.zeros(outputs), torch.zeros(targets))
+        _means(get(name), torch.zeros(outputs), torch.zeros(targets))
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import peritem
+from evalloss import observers, peritem
 from tests import nets, oracles
 from tests.conftest import NETS, data_set, run
 
@@ -162,7 +162,7 @@ def test_progress_is_fed_every_row_once(write_csv, save) -> None:  # type: ignor
     assert max(seen) <= 5
 
 
-def _feed(sample: peritem.Sample, rows: int, cuts: list[int], order: list[int]) -> None:
+def _feed(sample: observers.Sample, rows: int, cuts: list[int], order: list[int]) -> None:
     bounds = sorted({0, rows, *(c % (rows + 1) for c in cuts)})
     blocks = list(itertools.pairwise(bounds))
     for i in order:
@@ -187,9 +187,9 @@ def _feed(sample: peritem.Sample, rows: int, cuts: list[int], order: list[int]) 
 def test_the_plot_sample_is_bounded_paired_and_independent_of_chunking(
     rows: int, size: int, cuts: list[int], order: list[int]
 ) -> None:
-    one = peritem.Sample(2, size=size)
+    one = observers.Sample(2, size=size)
     _feed(one, rows, [], [0])
-    other = peritem.Sample(2, size=size)
+    other = observers.Sample(2, size=size)
     _feed(other, rows, cuts, list(order))
     a, b = one.values(), other.values()
     assert len(a) == min(rows, size) and one.seen == other.seen == rows

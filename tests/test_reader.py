@@ -19,10 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import chunks, evaluation
-from evalloss import data as data_module
-from evalloss.data import open_data
+from evalloss import readahead as evaluation
+from evalloss import sources
 from evalloss.errors import DataError
+from evalloss.options import Options
+from evalloss.sources import chunks
+from evalloss.sources.csvfile import CsvFile
 from tests import nets
 from tests.conftest import net
 
@@ -36,12 +38,17 @@ def _oracle(path: Path, features: list[str], targets: list[str]) -> tuple[list, 
     )
 
 
+def open_data(path: Path, **kw: object) -> sources.DataSource:
+    """The data source of ``path``, opened with the library's options (``target=`` ...)."""
+    return sources.open_data(path, Options.of(data=path, **kw))
+
+
 def _read(path: Path, rank: int = 0, world: int = 1, **kw: object) -> tuple[list, list]:  # type: ignore[type-arg]
     ds = open_data(path, **kw)  # type: ignore[arg-type]
     xs, ys = [], []
     for block in ds.blocks(torch.float64, rank=rank, world=world):
-        assert block.features.is_contiguous() and block.features.dtype == torch.float64
-        xs += block.features.tolist()
+        assert block.inputs.is_contiguous() and block.inputs.dtype == torch.float64
+        xs += block.inputs.tolist()
         ys += block.targets.tolist()
     return xs, ys
 
@@ -77,9 +84,9 @@ def test_range_of_one_row_and_a_row_straddling_ranges(
     assert [r.offset for r in got] == [6, 12, 21]
     ds = open_data(path)
     blocks = list(ds.blocks(torch.float32))
-    assert [len(b.features) for b in blocks] == [1, 1, 1]
+    assert [len(b.inputs) for b in blocks] == [1, 1, 1]
     assert [b.row for b in blocks] == [0, 1, 2]
-    assert torch.cat([b.features for b in blocks]).tolist() == [[1, 2], [3.25, 4], [5, 6]]
+    assert torch.cat([b.inputs for b in blocks]).tolist() == [[1, 2], [3.25, 4], [5, 6]]
 
 
 def test_file_without_final_newline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,13 +105,13 @@ def test_quoted_newline_falls_back_to_the_exact_reader(
     path = tmp_path / "d.csv"
     path.write_text("\n".join(lines) + "\n")
     streamed = []
-    original = data_module.Dataset._stream_blocks
+    original = CsvFile._stream_blocks
 
     def spy(self, dtype, offset, row, rank, world):  # type: ignore[no-untyped-def]
         streamed.append((offset, row))
         return original(self, dtype, offset, row, rank, world)
 
-    monkeypatch.setattr(data_module.Dataset, "_stream_blocks", spy)
+    monkeypatch.setattr(CsvFile, "_stream_blocks", spy)
     xs, ys = _read(path, feature=["a", "b"])
     assert xs == [[float(i), float(i + 1)] for i in range(20)]
     assert ys == [[float(i % 2)] for i in range(20)]
@@ -234,14 +241,14 @@ def test_sha256_of_the_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ds = open_data(path)
     list(ds.blocks(torch.float32))
     assert ds._state["sha256"] == want  # computed during the pass
-    assert ds.sha256() == want
-    assert open_data(path).sha256() == want  # no pass yet: read on demand
+    assert ds.sha256() == {str(path): want}
+    assert open_data(path).sha256() == {str(path): want}  # no pass yet: read on demand
     quoted = tmp_path / "q.csv"
     quoted.write_text('a,b,y\n1,2,0\n"3",4,1\n')
     ds = open_data(quoted)
     assert len(list(ds.blocks(torch.float32))) == 2  # one range, then the exact reader
     assert "sha256" not in ds._state
-    assert ds.sha256() == hashlib.sha256(quoted.read_bytes()).hexdigest()
+    assert ds.sha256() == {str(quoted): hashlib.sha256(quoted.read_bytes()).hexdigest()}
 
 
 def test_quotes_make_byte_cuts_unsafe(tmp_path: Path) -> None:
@@ -255,13 +262,13 @@ def test_quotes_make_byte_cuts_unsafe(tmp_path: Path) -> None:
         x
         for r in range(2)
         for b in ds.blocks(torch.float32, rank=r, world=2, exact=True)
-        for x in b.features.tolist()
+        for x in b.inputs.tolist()
     ]
     assert exact == [[1, 2], [3, 4], [5, 6]]
 
 
 def test_read_ahead_thread_gives_every_block_and_raises_reader_errors() -> None:
-    from evalloss.engine import prefetch
+    from evalloss.readahead import prefetch
 
     assert list(prefetch(iter(range(50)))) == list(range(50))
 

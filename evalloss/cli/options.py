@@ -13,7 +13,7 @@ import click
 
 from evalloss.gate import Threshold, parse_threshold
 from evalloss.losses import NAMES as LOSSES
-from evalloss.plan import PRECISIONS
+from evalloss.options import PRECISIONS
 from evalloss.render import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -18,13 +18,12 @@ from evalloss.errors import EvallossWarning
 
 from . import layers, user
 from .checkpoint import Checkpoint, open_checkpoint
-from .user import parse_kwargs
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["BUILDERS", "Checkpoint", "build", "open_checkpoint", "parse_kwargs", "prepare"]
+__all__ = ["BUILDERS", "Checkpoint", "build", "open_checkpoint", "prepare"]
 
 BUILDERS: tuple[ModuleType, ...] = (layers, user)  # in this order; `user` accepts any
 

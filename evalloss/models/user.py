@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import re
 import sys
 from pathlib import Path
@@ -55,19 +54,6 @@ def _model_hint(name: str | None) -> str:
         stem = module.rsplit(".", 1)[-1]
         how = f"--model {name} (if importable) or --model path/to/{stem}.py:{cls}"
     return f"; it was made by {name} (evalloss.model, never imported): pass {how} to build it"
-
-
-def parse_kwargs(text: str | None) -> dict[str, Any]:
-    """``--model-kwargs`` JSON -> a dict of keyword arguments."""
-    if text is None:
-        return {}
-    try:
-        kwargs = json.loads(text)
-    except ValueError as exc:
-        raise ModelError(f"not valid JSON: {exc}", key="--model-kwargs") from exc
-    if not isinstance(kwargs, dict):
-        raise ModelError("must be a JSON object, e.g. '{\"hidden\": 64}'", key="--model-kwargs")
-    return kwargs
 
 
 def from_spec(spec: str, kwargs: dict[str, Any] | None = None) -> nn.Module:

@@ -1,15 +1,14 @@
-"""Data files -> blocks of tensors: CSV/TSV and Parquet through pyarrow, in one pass.
+"""CSV and TSV through pyarrow, in one pass, in byte ranges parsed in parallel.
 
-CSV is cut into byte ranges at line starts (`chunks`); each range is parsed by pyarrow's
+The file is cut into byte ranges at line starts (`chunks`); each range is parsed by pyarrow's
 multi-threaded ``read_csv`` with explicit column types, one range in memory at a time, so
 memory is bounded by the range, not the file. A range holding a quote character may hold a
 quoted newline that makes byte cuts unsafe: from there on the file is read with pyarrow's
-exact streaming reader (``newlines_in_values=True``). Parquet is read by row groups. Every
-block becomes one contiguous (rows, features) tensor and one (rows, targets) float64 tensor
-without per-row Python work. With ``world > 1`` each process reads only its share: Parquet
-row groups, or CSV byte ranges. Bad input is found on the fast path (pyarrow's typed parse, a
-vectorised finiteness check); only then does a slow exact scan with the ``csv`` module find
-the line, column and value to report.
+exact streaming reader (``newlines_in_values=True``). With ``world > 1`` each process reads
+its byte share, unless some process's share holds a quote: then (agreed through ``gather``)
+every process parses the whole file exactly and keeps every ``world``-th block. Bad input is
+found on the fast path (pyarrow's typed parse, a vectorised finiteness check); only then does a
+slow exact scan with the ``csv`` module find the line, column and value to report.
 """
 
 from __future__ import annotations
@@ -17,78 +16,90 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import chunks
+from evalloss.errors import DataError, EvallossWarning
+
+from . import chunks, tabular
+from .base import Block, Gather
 from .csvtext import TSV_SUFFIXES as TSV_SUFFIXES  # re-exported
 from .csvtext import breaks, cell_problem, read_header, shown, unclosed_quote, unreadable
-from .errors import DataError
+from .tabular import Tabular
 
 if TYPE_CHECKING:
     import torch
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
+    from evalloss.options import Options
+
 BLOCK_BYTES = 1 << 20  # pyarrow's parse block (threads split a range into these)
-BLOCK_ROWS = 65_536  # Parquet rows per block
+
+
+def accepts(path: str) -> bool:
+    """The last resort: any file not claimed by another source is read as CSV/TSV text."""
+    return True
+
+
+def open_source(path: str, options: Options) -> CsvFile:
+    """Read the header line, resolve the columns, and check they exist."""
+    header = not options.no_header
+    delimiter, names = read_header(path, header)
+    hint = ""
+    if len(names) == 1:
+        sep = "tab" if delimiter == "\t" else "comma"
+        hint = f": the file has one column, {shown(names[0])}; is it {sep}-separated?"
+    columns = tabular.resolve(path, names, options.target, options.feature, hint)
+    return CsvFile(
+        path=path,
+        columns=columns.names,
+        features=columns.features,
+        targets=columns.targets,
+        checksum=options.checksum,
+        header=header,
+        delimiter=delimiter,
+    )
 
 
 @dataclass(frozen=True)
-class Block:
-    """Consecutive items. ``row``: 0-based index of the first one among the rows this reader
-    yields (the data set's index at world size 1, and always for Parquet). ``offset``: for a
-    CSV byte-range block, the byte offset of its first line (errors are located from it)."""
+class CsvFile(Tabular):
+    """A CSV/TSV file with its columns resolved. ``blocks()`` reads it once, front to back."""
 
-    row: int
-    features: torch.Tensor  # (n, F), the model's float dtype
-    targets: torch.Tensor  # (n, T), float64
-    offset: int | None = None
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A data file with its columns resolved. ``blocks()`` reads it once, front to back."""
-
-    path: str
-    kind: str  # "csv" or "parquet"
-    columns: tuple[str, ...]
-    features: tuple[str, ...]
-    targets: tuple[str, ...]
     header: bool = True
     delimiter: str = ","
-    checksum: bool = True  # hash the file while a single process reads it front to back
-    _state: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def blocks(
-        self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, exact: bool = False
+        self,
+        dtype: torch.dtype,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        gather: Gather | None = None,
+        exact: bool = False,
     ) -> Iterator[Block]:
-        """This process's share of the rows, in blocks. ``exact``: CSV without byte cuts (every
-        process parses the whole file and keeps every ``world``-th block)."""
-        if self.kind == "parquet":
-            return self._parquet_blocks(dtype, rank, world)
+        """This process's share of the rows, in blocks. ``exact``: without byte cuts (every
+        process parses the whole file and keeps every ``world``-th block). With ``gather``,
+        the processes agree on it first: exact if any one's byte share holds a quote."""
+        if world > 1 and gather is not None and not exact:
+            exact = any(gather(self.byte_cuts_unsafe(rank, world)))
+            if exact and rank == 0:
+                warnings.warn(
+                    f"{self.path}: quoted fields may hide newlines, so the file cannot be cut "
+                    "into byte ranges: every process parses all of it (exact, slower)",
+                    EvallossWarning,
+                    stacklevel=3,
+                )
         return self._csv_blocks(dtype, rank, world, exact)
-
-    def sha256(self) -> str:
-        """The data file's hex sha256: kept from a front-to-back pass, else read now."""
-        if "sha256" not in self._state:
-            self._state["sha256"] = chunks.sha256_of(self.path)
-        return self._state["sha256"]
 
     def byte_cuts_unsafe(self, rank: int = 0, world: int = 1) -> bool:
         """Whether this process's CSV byte share holds a quote character (a quoted field
-        may hide a newline, so byte cuts may split a record). False for Parquet."""
-        if self.kind == "parquet":
-            return False
+        may hide a newline, so byte cuts may split a record)."""
         start = chunks.header_end(self.path) if self.header else 0
         if start is None:
             return True
         bounds = chunks.shard_bounds(self.path, start, world)
         return chunks.has_quote(self.path, bounds[rank], bounds[rank + 1])
-
-    # -- CSV -------------------------------------------------------------------------------
 
     def _csv_blocks(
         self, dtype: torch.dtype, rank: int, world: int, exact: bool
@@ -116,7 +127,7 @@ class Dataset:
             if part.data.isspace():
                 continue
             block = self._to_block(self._parse(part, dtype), row, dtype, part.offset)
-            row += len(block.features)
+            row += len(block)
             yield block
         if digest is not None:
             self._state["sha256"] = digest.hexdigest()
@@ -231,17 +242,13 @@ class Dataset:
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
         """An error about item ``index`` of ``block`` in ``column``, with its line and value."""
-        if block.offset is not None:
-            return self.cell(index, column, why, offset=block.offset)
+        if block.locator is not None:  # a byte-range block: counted from its first line
+            return self.cell(index, column, why, offset=block.locator)
         return self.cell(block.row + index, column, why)
 
     def cell(self, row: int, column: str, why: str | None = None, *, offset: int = 0) -> DataError:
         """An error about the cell at data row ``row`` (0-based, counted from the record at
         byte ``offset``), with its line and value."""
-        if self.kind == "parquet":
-            return DataError(
-                f"row {row + 1}: {why or 'value is null or not finite'}", path=self.path, key=column
-            )
         index = self.columns.index(column)
         try:
             for i, (line, record) in enumerate(self._records(offset)):
@@ -259,112 +266,3 @@ class Dataset:
             if found is not None:
                 return found
         return DataError(why or "bad value", path=self.path, key=column)
-
-    # -- Parquet ---------------------------------------------------------------------------
-
-    def _parquet_blocks(self, dtype: torch.dtype, rank: int, world: int) -> Iterator[Block]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(self.path, pre_buffer=False)  # pre-buffering: RSS grows
-            meta = parquet.metadata
-            groups = meta.num_row_groups
-            mine = list(range(groups * rank // world, groups * (rank + 1) // world))
-            row = sum(meta.row_group(g).num_rows for g in range(mine[0] if mine else 0))
-            batches = (
-                parquet.iter_batches(
-                    batch_size=BLOCK_ROWS, row_groups=mine, columns=[*self.features, *self.targets]
-                )
-                if mine
-                else iter(())
-            )
-            for batch in batches:
-                yield self._to_block(batch, row, dtype)
-                row += batch.num_rows
-        except (pa.ArrowException, OSError, ValueError) as exc:  # a corrupt file
-            raise DataError(f"cannot read Parquet ({exc})", path=self.path) from exc
-        if world == 1 and row == 0:
-            raise DataError("no data rows", path=self.path)
-
-    # -- both ------------------------------------------------------------------------------
-
-    def _to_block(
-        self, batch: Any, row: int, dtype: torch.dtype, offset: int | None = None
-    ) -> Block:
-        """A record batch or table -> one Block of contiguous tensors (no per-row Python)."""
-        import numpy as np
-        import pyarrow as pa
-        import torch
-
-        def matrix(columns: Sequence[str], arrow_type: Any) -> Any:
-            table = batch.select(list(columns))
-            if any(t != arrow_type for t in table.schema.types):  # CSV: parsed as wanted
-                table = table.cast(pa.schema([(c, arrow_type) for c in columns]))
-            if table.num_rows == 0:
-                return np.empty((0, len(columns)), dtype=arrow_type.to_pandas_dtype())
-            return np.asarray(table.to_tensor(null_to_nan=True, row_major=True))
-
-        features = matrix(self.features, pa.float64() if dtype == torch.float64 else pa.float32())
-        targets = matrix(self.targets, pa.float64())
-        block = Block(row, torch.from_numpy(features), torch.from_numpy(targets), offset)
-        for values, names in ((features, self.features), (targets, self.targets)):
-            finite = np.isfinite(values)
-            if not finite.all():
-                r, c = np.argwhere(~finite)[0]
-                raise self.at(block, int(r), names[int(c)])
-        return block
-
-
-def open_data(
-    path: str | os.PathLike[str],
-    *,
-    target: Sequence[str] = (),
-    feature: Sequence[str] = (),
-    no_header: bool = False,
-    checksum: bool = True,
-) -> Dataset:
-    """Open ``path``, resolve the target and feature columns, and check they exist."""
-    path = os.fspath(path)
-    if not Path(path).is_file():
-        raise DataError("no such file" if not Path(path).exists() else "not a file", path=path)
-    if path.lower().endswith(PARQUET_SUFFIXES):
-        kind, delimiter, header = "parquet", ",", True
-        columns = _parquet_columns(path)
-    else:
-        kind, header = "csv", not no_header
-        delimiter, columns = read_header(path, header)
-    seen: set[str] = set()
-    for name in columns:
-        if name in seen:
-            what = "duplicate column name" if name else "two columns have an empty name"
-            raise DataError(what, path=path, line=1, key=name or None)
-        seen.add(name)
-    targets = tuple(target) or columns[-1:]
-    features = tuple(feature) or tuple(c for c in columns if c not in targets)
-    known = set(columns)  # a set: a file may have 100k+ columns
-    for name in (*targets, *features):
-        if name not in known:
-            raise DataError(
-                f"no such column; columns are: {', '.join(columns)}", path=path, key=name
-            )
-    if not features:
-        hint = ""
-        if kind == "csv" and len(columns) == 1:
-            sep = "tab" if delimiter == "\t" else "comma"
-            hint = f": the file has one column, {shown(columns[0])}; is it {sep}-separated?"
-        raise DataError("no feature columns left after the targets" + hint, path=path)
-    overlap = set(targets) & set(features)
-    if overlap:
-        raise DataError("column is both a target and a feature", path=path, key=min(overlap))
-    return Dataset(path, kind, columns, features, targets, header, delimiter, checksum)
-
-
-def _parquet_columns(path: str) -> tuple[str, ...]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return tuple(pq.read_schema(path).names)
-    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError
-        raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc

@@ -15,8 +15,8 @@ import os
 import re
 from collections.abc import Sequence
 
-from .errors import DataError
-from .errors import shown as quoted
+from evalloss.errors import DataError
+from evalloss.errors import shown as quoted
 
 TSV_SUFFIXES = (".tsv", ".tab")
 MAX_HEADER_BYTES = 64 << 20  # a longer first line is not a header (and is not read whole)

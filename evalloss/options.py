@@ -1,0 +1,100 @@
+"""The options every evaluating command shares, declared once.
+
+`RunKeywords` lists them for the flat keyword API (``evalloss.compare(..., data=, loss=)``,
+``evalloss.explain``), typed for mypy and editors; `Options.of` checks them once into one
+frozen object that the plan, the sources and the builders read. The CLI's options mirror these
+keywords (a test checks it). Importing this module imports neither torch nor pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from .errors import ModelError, OptionError
+
+if TYPE_CHECKING:
+    from typing import Required
+
+PRECISIONS = ("float32", "float64")
+PathLike = str | os.PathLike[str]
+
+
+class RunKeywords(TypedDict, total=False):
+    """The shared keyword arguments of `evalloss.compare` and `evalloss.explain`."""
+
+    data: Required[PathLike]
+    model: str | None
+    model_kwargs: str | Mapping[str, Any] | None
+    loss: str | None
+    target: Sequence[str]
+    feature: Sequence[str]
+    no_header: bool
+    device: str
+    precision: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """The shared options, checked: what the data is, how to build, run and score the models."""
+
+    data: str
+    model: str | None = None
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    loss: str | None = None
+    target: tuple[str, ...] = ()
+    feature: tuple[str, ...] = ()
+    no_header: bool = False
+    device: str = "auto"
+    precision: str = "float32"
+    checksum: bool = True  # hash the data while reading it (off with --no-hash)
+
+    @classmethod
+    def of(cls, *, checksum: bool = True, **given: Any) -> Options:
+        """Check the flat keywords (`RunKeywords`) once; every mistake is one `OptionError`."""
+        unknown = sorted(set(given) - set(RunKeywords.__annotations__))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+        if given.get("data") is None:
+            raise OptionError("give the data set", key="--data")
+        precision = given.get("precision", "float32")
+        if precision not in PRECISIONS:
+            raise OptionError(f"must be one of {', '.join(PRECISIONS)}", key="--precision")
+        return cls(
+            data=os.fspath(given["data"]),
+            model=given.get("model"),
+            model_kwargs=parse_kwargs(given.get("model_kwargs")),
+            loss=given.get("loss"),
+            target=_names(given.get("target", ()), "--target"),
+            feature=_names(given.get("feature", ()), "--feature"),
+            no_header=bool(given.get("no_header", False)),
+            device=given.get("device", "auto"),
+            precision=precision,
+            checksum=checksum,
+        )
+
+
+def _names(value: Sequence[str] | str, option: str) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(n, str) for n in names):
+        raise OptionError("column names must be strings", key=option)
+    return names
+
+
+def parse_kwargs(given: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``--model-kwargs``: a JSON object (text) or a mapping -> a dict of keyword arguments."""
+    if given is None:
+        return {}
+    if not isinstance(given, str):
+        return dict(given)
+    try:
+        kwargs = json.loads(given)
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ModelError(f"not valid JSON: {why}", key="--model-kwargs") from None
+    if not isinstance(kwargs, dict):
+        raise ModelError("must be a JSON object, e.g. '{\"hidden\": 64}'", key="--model-kwargs")
+    return kwargs

@@ -1,0 +1,95 @@
+"""A pass's reduced states -> the ranked `Report`: models in rank order, paired statistics,
+provenance. Ranking: ascending ``loss_per_item``, ties in command-line order, non-finite last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+from .provenance import collect as collect_provenance
+from .report import DataInfo, ModelResult, Report
+
+if TYPE_CHECKING:
+    from . import distributed
+    from .engine import Accumulator
+    from .observers import Pairing
+    from .plan import Plan
+
+
+def build_report(
+    plan: Plan,
+    accumulators: Sequence[Accumulator],
+    batch_size: int,
+    pairing: Pairing | None = None,
+    world: distributed.World | None = None,
+) -> Report:
+    """The report of a finished (and reduced) pass."""
+    results = [a.result() for a in accumulators]
+    vs = pairing.comparisons(results) if pairing is not None else {}
+    order = sorted(
+        range(len(results)),
+        key=lambda i: (results[i].loss_per_item is None, results[i].loss_per_item or 0.0, i),
+    )
+    names = unique_names([c.path for c in plan.checkpoints])
+    base = None if pairing is None else pairing.base
+    models = tuple(
+        ModelResult(
+            rank=rank,
+            name=names[i],
+            path=plan.checkpoints[i].path,
+            loss_per_item=results[i].loss_per_item,
+            loss_sum=results[i].loss_sum,
+            items=results[i].items,
+            accuracy=results[i].accuracy,
+            nonfinite_items=results[i].nonfinite_items,
+            is_baseline=i == base,
+            seconds=round(results[i].seconds, 6),
+            vs_baseline=vs.get(i),
+        )
+        for rank, i in enumerate(order, start=1)
+    )
+    return Report(
+        evalloss_version=__version__,
+        data=data_info(plan, results[0].items),
+        loss=plan.loss.name,
+        device=str(plan.device),
+        precision=plan.precision,
+        batch_size=batch_size,
+        world_size=1 if world is None else world.size,
+        models=models,
+        has_baseline=base is not None,
+        provenance=collect_provenance(
+            checkpoints=[c.path for c in plan.checkpoints],
+            source=plan.source,
+            device=plan.device,
+            hashed=plan.source.checksum and (world is None or world.rank == 0),
+        ),
+    )
+
+
+def data_info(plan: Plan, items: int) -> DataInfo:
+    source = plan.source
+    return DataInfo(
+        path=source.path, items=items, targets=source.targets, features=len(source.features)
+    )
+
+
+def unique_names(paths: Sequence[str]) -> list[str]:
+    """File stems, made unique by adding parent folders where stems clash."""
+    names = [Path(p).stem for p in paths]
+    depth = 1
+    while len(set(names)) < len(names) and depth < 8:
+        depth += 1
+        names = [
+            "/".join(Path(p).with_suffix("").parts[-depth:]) if names.count(n) > 1 else n
+            for p, n in zip(paths, names, strict=True)
+        ]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:  # the same file given twice
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return unique

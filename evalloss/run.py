@@ -1,0 +1,115 @@
+"""One pass over the data for every model: this process's share, in blocks (read ahead by a
+thread where that pays), split into batches, every model fed each batch; then the exact
+reduction across processes.
+
+`one_pass` reads the data once whatever the number of models. With several processes
+(`distributed`) each reads its share and all check in after every block, so a failure anywhere
+stops them all within a block. What watches the pass (paired statistics, the per-item export,
+the plot's sample, the progress bar) is an `Observer`, fed every batch; `reduce` merges every
+`Reducible` state (the models' sums, the paired sums) exactly, in rank order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import distributed
+from .engine import Accumulator, BadTarget
+from .errors import EvallossError
+from .readahead import prefetch, read_ahead
+from .sources import Block, DataSource
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Observer(Protocol):
+    """Watches the pass: every batch, after every model has seen it."""
+
+    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
+        """Items ``row`` ..: their targets (n, ...) and each model's item losses (n,)."""
+        ...
+
+
+class Reducible(Protocol):
+    """A state that merges exactly across processes."""
+
+    def state(self) -> Any:
+        """Plain, picklable data."""
+        ...
+
+    def merge_states(self, states: Sequence[Any]) -> None:
+        """Become the merge of every process's `state` (this one's included), in rank order."""
+        ...
+
+
+def one_pass(
+    source: DataSource,
+    dtype: torch.dtype,
+    device: torch.device,
+    accumulators: Sequence[Accumulator],
+    observers: Sequence[Observer],
+    batch_size: int,
+    world: distributed.World,
+) -> None:
+    """This process's share of the data through every model, read once.
+
+    Each block is split into batches and every model sees each batch before the next. With
+    several processes all check in after each block, so a failure on one stops them all."""
+    source_blocks = source.blocks(dtype, rank=world.rank, world=world.size, gather=world.gather)
+    if read_ahead(device, world.local_size):
+        pin = Block.pinned if device.type == "cuda" else None
+        blocks: Generator[Block, None, None] = prefetch(source_blocks, prepare=pin)
+    else:
+        blocks = (b for b in source_blocks)
+    error, working = None, True
+    try:
+        while True:
+            if working and error is None:
+                try:
+                    block = next(blocks, None)
+                    if block is None:
+                        working = False
+                    else:
+                        _feed(source, block, accumulators, observers, batch_size)
+                except EvallossError as exc:
+                    error = exc
+            failed, anyone = world.step(error is not None, working and error is None)
+            if failed or not anyone:
+                break
+    finally:
+        blocks.close()
+    world.agree(error)
+
+
+def _feed(
+    source: DataSource,
+    block: Block,
+    accumulators: Sequence[Accumulator],
+    observers: Sequence[Observer],
+    batch_size: int,
+) -> None:
+    for start in range(0, len(block), batch_size):
+        end = start + batch_size
+        x = block.input_rows(start, end)
+        y = block.targets[start:end]
+        losses = []
+        for acc in accumulators:
+            try:
+                losses.append(acc.feed(x, y, row=block.row + start))
+            except BadTarget as bad:
+                raise source.at(
+                    block, start + bad.row, source.targets[bad.column], bad.why
+                ) from None
+        for observer in observers:
+            observer.batch(block.row + start, y, losses)
+
+
+def reduce(world: distributed.World, states: Sequence[Reducible]) -> None:
+    """Merge every process's ``states`` exactly, in rank order (a no-op in one process)."""
+    if world.size == 1:
+        return
+    gathered = world.gather([s.state() for s in states])
+    for k, state in enumerate(states):
+        state.merge_states([g[k] for g in gathered])

@@ -1,0 +1,38 @@
+"""Data sources: a ``--data`` path -> a `DataSource` that reads it as blocks of items.
+
+Each source module has ``accepts(path)`` and ``open_source(path, options)``; the first module
+in `SOURCES` that accepts a path opens it: `parquetfile` (``.parquet``/``.pq``), then
+`csvfile` (any other file, as CSV/TSV text). A new form of data is one module here plus one
+line in `SOURCES`; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from evalloss.errors import DataError
+
+from . import csvfile, parquetfile
+from .base import Block, DataSource
+
+if TYPE_CHECKING:
+    from evalloss.options import Options
+
+__all__ = ["SOURCES", "Block", "DataSource", "open_data"]
+
+SOURCES: tuple[ModuleType, ...] = (parquetfile, csvfile)  # in this order; csvfile takes any
+
+
+def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
+    """Open ``path`` with the first source that accepts it: columns resolved, nothing read."""
+    path = os.fspath(path)
+    if not Path(path).is_file():
+        raise DataError("no such file" if not Path(path).exists() else "not a file", path=path)
+    for source in SOURCES:
+        if source.accepts(path):
+            opened: DataSource = source.open_source(path, options)
+            return opened
+    raise AssertionError("the last source accepts every path")

@@ -1,0 +1,79 @@
+"""What every data source gives the pass: blocks of items, and errors located in its own terms.
+
+A source reads its file once, front to back (or this process's share of it), as `Block`s of
+consecutive items. The pass only slices blocks into batches and hands ``inputs`` to the models
+and ``targets`` to the loss; where a value turns out to be bad, it asks the source (`at`) to
+name the file, line and column, using the block's ``locator``, which only the source reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from evalloss.errors import DataError
+
+Gather = Callable[[Any], list[Any]]  # every process's value, in rank order (`World.gather`)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive items. ``row``: 0-based index of the first one among the rows this reader
+    yields (the data set's index at world size 1). ``inputs``: what the models take, batch
+    first: one tensor, or a dict of tensors for models with several inputs. ``targets``: what
+    the loss takes with the outputs, batch first. ``groups``: per-item keys of slices, if any.
+    ``locator``: where the block came from, for the source's error messages (a CSV block's
+    byte offset); nobody else reads it."""
+
+    row: int
+    inputs: torch.Tensor | dict[str, torch.Tensor]
+    targets: torch.Tensor
+    groups: dict[str, Any] | None = None
+    locator: Any = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def input_rows(self, start: int, end: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The inputs of items ``start`` to ``end`` (a view, no copy)."""
+        if isinstance(self.inputs, dict):
+            return {k: v[start:end] for k, v in self.inputs.items()}
+        return self.inputs[start:end]
+
+    def pinned(self) -> Block:
+        """The block in pinned memory, for non-blocking copies to a GPU."""
+        inputs = self.inputs
+        if isinstance(inputs, dict):
+            inputs = {k: v.pin_memory() for k, v in inputs.items()}
+        else:
+            inputs = inputs.pin_memory()
+        return replace(self, inputs=inputs, targets=self.targets.pin_memory())
+
+
+class DataSource(Protocol):
+    """A data set opened and checked, not yet read. One module per form in `sources`."""
+
+    path: str  # as given: shown in reports and errors
+    targets: tuple[str, ...]  # what the targets are called (report, --per-item)
+    features: tuple[str, ...]  # what the inputs are called (the report counts them)
+    checksum: bool  # hash the bytes while reading them (provenance)
+
+    def blocks(
+        self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
+    ) -> Iterator[Block]:
+        """This process's share of the items, in blocks, floats in ``dtype``. With ``world``
+        > 1 every process calls it at once: ``gather`` lets them agree on how to cut."""
+        ...
+
+    def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
+        """An error about item ``index`` of ``block`` in ``column``: file, line, value."""
+        ...
+
+    def sha256(self) -> dict[str, str]:
+        """Every file the figures depend on -> its hex sha256 (kept from the pass if it
+        hashed while reading, else read now)."""
+        ...

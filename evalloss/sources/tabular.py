@@ -1,0 +1,103 @@
+"""What the tabular sources (CSV, Parquet) share: resolving the columns, and record batches ->
+blocks of one float feature matrix and one float64 target matrix, without per-row Python."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from evalloss.errors import DataError, OptionError, shown
+
+from . import chunks
+from .base import Block
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The file's columns, and the features and targets chosen among them."""
+
+    names: tuple[str, ...]
+    features: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+def resolve(
+    path: str, names: Sequence[str], target: Sequence[str], feature: Sequence[str], hint: str = ""
+) -> Columns:
+    """Check the file's column names and choose the targets (default: the last column) and
+    features (default: every other column); every mistake is one `DataError` or `OptionError`.
+    ``hint``: said when no feature is left (e.g. "is it tab-separated?")."""
+    names = tuple(names)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            what = "duplicate column name" if name else "two columns have an empty name"
+            raise DataError(what, path=path, line=1, key=name or None)
+        seen.add(name)
+    for option, given in (("--target", target), ("--feature", feature)):
+        twice = sorted({c for c in given if list(given).count(c) > 1})
+        if twice:
+            raise OptionError(f"column {shown(twice[0])} is given twice", key=option)
+    targets = tuple(target) or names[-1:]
+    features = tuple(feature) or tuple(c for c in names if c not in targets)
+    for name in (*targets, *features):
+        if name not in seen:  # a set: a file may have 100k+ columns
+            listed = ", ".join(names[:50])
+            if len(names) > 50:
+                listed += f", ... ({len(names)} in all)"
+            raise DataError(f"no such column; columns are: {listed}", path=path, key=name)
+    if not features:
+        raise DataError("no feature columns left after the targets" + hint, path=path)
+    overlap = set(targets) & set(features)
+    if overlap:
+        raise DataError("column is both a target and a feature", path=path, key=min(overlap))
+    return Columns(names, features, targets)
+
+
+@dataclass(frozen=True)
+class Tabular:
+    """A tabular file with its columns resolved; subclasses read it (`csvfile`, `parquetfile`)."""
+
+    path: str
+    columns: tuple[str, ...]
+    features: tuple[str, ...]
+    targets: tuple[str, ...]
+    checksum: bool = True  # hash the file while a single process reads it front to back
+    _state: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def sha256(self) -> dict[str, str]:
+        """The data file's hex sha256: kept from a front-to-back pass, else read now."""
+        if "sha256" not in self._state:
+            self._state["sha256"] = chunks.sha256_of(self.path)
+        return {self.path: self._state["sha256"]}
+
+    def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
+        raise NotImplementedError
+
+    def _to_block(self, batch: Any, row: int, dtype: torch.dtype, locator: Any = None) -> Block:
+        """A record batch or table -> one Block of contiguous tensors (no per-row Python)."""
+        import numpy as np
+        import pyarrow as pa
+        import torch
+
+        def matrix(columns: Sequence[str], arrow_type: Any) -> Any:
+            table = batch.select(list(columns))
+            if any(t != arrow_type for t in table.schema.types):  # CSV: parsed as wanted
+                table = table.cast(pa.schema([(c, arrow_type) for c in columns]))
+            if table.num_rows == 0:
+                return np.empty((0, len(columns)), dtype=arrow_type.to_pandas_dtype())
+            return np.asarray(table.to_tensor(null_to_nan=True, row_major=True))
+
+        features = matrix(self.features, pa.float64() if dtype == torch.float64 else pa.float32())
+        targets = matrix(self.targets, pa.float64())
+        block = Block(row, torch.from_numpy(features), torch.from_numpy(targets), locator=locator)
+        for values, names in ((features, self.features), (targets, self.targets)):
+            finite = np.isfinite(values)
+            if not finite.all():
+                r, c = np.argwhere(~finite)[0]
+                raise self.at(block, int(r), names[int(c)])
+        return block
