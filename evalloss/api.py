@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .options import RunKeywords
 
 
-def compare(
+def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     checkpoints: Sequence[PathLike],
     *,
     batch_size: int | None = None,

@@ -136,7 +136,6 @@ class Accumulator:
             seconds=self.seconds,
         )
 
-
     def _forward(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> Any:
         if isinstance(inputs, dict):
             moved = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}

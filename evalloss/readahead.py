@@ -25,52 +25,63 @@ def prefetch(
     """``blocks``, read ahead by a thread: the next block is parsed (pyarrow and torch release
     the GIL) while the current one is evaluated. At most ``depth`` blocks wait in between.
     ``prepare``: applied to each block there (e.g. pinning its memory for non-blocking GPU
-    copies).
-    Errors in the reader are raised here, in the consumer; closing this generator stops it."""
-    import queue
+    copies). Errors in the reader are raised here, in the consumer; closing this generator
+    stops it."""
     import threading
 
-    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for block in blocks:
-                if prepare is not None:
-                    block = prepare(block)
-                if not put(("block", block)):
-                    break
-            else:
-                put(("end", None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(("error", exc))
-        finally:
-            close = getattr(blocks, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name="evalloss-reader", daemon=True)
-    reader.start()
+    reader = _Reader(blocks, depth, prepare)
+    thread = threading.Thread(target=reader.run, name="evalloss-reader", daemon=True)
+    thread.start()
     try:
         while True:
-            kind, item = handoff.get()
+            kind, item = reader.handoff.get()
             if kind == "end":
                 return
             if kind == "error":
                 raise item
             yield item
     finally:
-        stop.set()
-        reader.join()
+        reader.stop.set()
+        thread.join()
+
+
+class _Reader:
+    """The reader thread's side of `prefetch`: reads, prepares and hands over blocks."""
+
+    def __init__(
+        self, blocks: Iterator[Any], depth: int, prepare: Callable[[Any], Any] | None
+    ) -> None:
+        import queue
+        import threading
+
+        self.blocks, self.prepare = blocks, prepare
+        self.handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for block in self.blocks:
+                if not self._put(("block", block if self.prepare is None else self.prepare(block))):
+                    break
+            else:
+                self._put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(("error", exc))
+        finally:
+            close = getattr(self.blocks, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        import queue
+
+        while not self.stop.is_set():
+            try:
+                self.handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def read_ahead(device: torch.device, local_processes: int) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from evalloss._version import __version__
-from evalloss.errors import EvallossError
+from evalloss.errors import EvallossError, one_line
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM, EXIT_PIPE = 130, 143, 141
@@ -46,8 +46,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def error_line(message: str) -> None:
+    """``evalloss: error: <message>``: one line on stderr, whatever the message holds."""
     with contextlib.suppress(OSError):  # stderr closed too (`2>&1 | head`): the code still holds
-        click.echo(f"evalloss: error: {message}", err=True)
+        click.echo(f"evalloss: error: {one_line(message)}", err=True)
 
 
 @contextlib.contextmanager
@@ -97,37 +98,45 @@ class EvallossGroup(click.Group):
         try:
             super().main(args, standalone_mode=False, **extra)
             code = EXIT_OK
-        except EvallossError as exc:
-            if not getattr(exc, "quiet", False):  # under torchrun, rank 0 alone reports it
-                error_line(str(exc))
-            code = exc.exit_code
-        except click.UsageError as exc:
-            error_line(exc.format_message().replace("\n", " "))
-            code = EXIT_USAGE
-        except click.ClickException as exc:  # e.g. a missing file for click.Path
-            error_line(exc.format_message().replace("\n", " "))
-            code = EXIT_USAGE
-        except GateFailed:
-            code = EXIT_GATE
-        except (click.Abort, KeyboardInterrupt, _Interrupted):
-            error_line("interrupted (SIGINT); no report written")
-            code = EXIT_SIGINT
-        except _Terminated:
-            error_line("terminated (SIGTERM); no report written")
-            code = EXIT_SIGTERM
-        except (BrokenPipeError, _PipeClosed):
-            _quiet_stdout()
-            code = EXIT_PIPE
-        except click.exceptions.Exit as exc:  # --help, --version
-            code = exc.exit_code
-        except Exception:
-            traceback.print_exc()
-            error_line(f"internal error in evalloss {__version__}: please report it with the above")
-            code = EXIT_BUG
+        except BaseException as exc:  # every outcome has its code, mapped here only
+            code = exit_code(exc)
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         sys.exit(code)
+
+
+# Outcomes that are not errors of the input: (kinds, exit code, stderr line or None)
+_OUTCOMES: tuple[tuple[tuple[type[BaseException], ...], int, str | None], ...] = (
+    ((GateFailed,), EXIT_GATE, None),
+    ((click.Abort, KeyboardInterrupt, _Interrupted), EXIT_SIGINT,
+     "interrupted (SIGINT); no report written"),
+    ((_Terminated,), EXIT_SIGTERM, "terminated (SIGTERM); no report written"),
+    ((BrokenPipeError, _PipeClosed), EXIT_PIPE, None),
+)  # fmt: skip
+
+
+def exit_code(exc: BaseException) -> int:
+    """The documented exit code of what ended a command, its one stderr line printed."""
+    if isinstance(exc, EvallossError):
+        if not getattr(exc, "quiet", False):  # under torchrun, rank 0 alone reports it
+            error_line(str(exc))
+        return exc.exit_code
+    if isinstance(exc, click.ClickException):  # a usage error, a missing file for click.Path
+        error_line(exc.format_message())
+        return EXIT_USAGE
+    if isinstance(exc, click.exceptions.Exit):  # --help, --version
+        return exc.exit_code
+    for kinds, code, line in _OUTCOMES:
+        if isinstance(exc, kinds):
+            if line is not None:
+                error_line(line)
+            if code == EXIT_PIPE:
+                _quiet_stdout()
+            return code
+    traceback.print_exception(exc)
+    error_line(f"internal error in evalloss {__version__}: please report it with the above")
+    return EXIT_BUG
 
 
 def _quiet_stdout() -> None:

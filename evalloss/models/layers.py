@@ -53,50 +53,60 @@ def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> n
 
 def parse(text: str, path: str | None = None) -> Spec:
     """Check a spec's JSON text against the allow-list; refuse anything else by name."""
-
-    def refuse(what: str) -> ModelError:
-        return ModelError(what, path=path, key=KEY)
-
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise refuse(f"not valid JSON ({exc})") from None
+        raise ModelError(f"not valid JSON ({exc})", path=path, key=KEY) from None
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_LAYERS:
-        raise refuse(f"expected a JSON list of 1 to {MAX_LAYERS} [LayerName, {{kwargs}}] entries")
+        raise ModelError(
+            f"expected a JSON list of 1 to {MAX_LAYERS} [LayerName, {{kwargs}}] entries",
+            path=path,
+            key=KEY,
+        )
     spec: Spec = []
     total = 0
     for i, entry in enumerate(raw):
-        if not isinstance(entry, list) or len(entry) not in (1, 2):
-            raise refuse(f"layer {i}: expected [LayerName, {{kwargs}}], got {shown(entry)}")
-        name, given = entry[0], (entry[1] if len(entry) == 2 else {})
-        if not isinstance(name, str) or name not in ALLOWED:
-            raise refuse(
-                f"layer {i}: {shown(name)} is not in the allow-list of torch.nn layers "
-                "(see docs/checkpoints.md)"
-            )
-        if not isinstance(given, dict):
-            raise refuse(f"layer {i} ({name}): kwargs must be a JSON object")
-        kwargs: dict[str, Any] = {}
-        for key, value in given.items():
-            check = ALLOWED[name].get(key)
-            if check is None:
-                known = ", ".join(ALLOWED[name]) or "none"
-                raise refuse(f"layer {i} ({name}): unknown argument {shown(key)}; known: {known}")
-            try:
-                kwargs[key] = check(value)
-            except ValueError as exc:
-                raise refuse(f"layer {i} ({name}): {key}: {exc}") from None
-        missing = [k for k in REQUIRED.get(name, ()) if k not in kwargs]
-        if missing:
-            raise refuse(f"layer {i} ({name}): missing argument {', '.join(missing)}")
-        total += parameters(name, kwargs)
-        if total > MAX_PARAMETERS:
-            raise refuse(
-                f"layer {i} ({name}): the spec needs more than {MAX_PARAMETERS} parameters "
-                "(the cap); refused before allocating anything"
-            )
+        try:
+            name, kwargs = _layer(entry)
+            total += parameters(name, kwargs)
+            if total > MAX_PARAMETERS:
+                raise ValueError(
+                    f"({name}): the spec needs more than {MAX_PARAMETERS} parameters "
+                    "(the cap); refused before allocating anything"
+                )
+        except ValueError as exc:  # "(Name): why" once the name is known, else "why"
+            why = str(exc)
+            where = f"layer {i} " if why.startswith("(") else f"layer {i}: "
+            raise ModelError(where + why, path=path, key=KEY) from None
         spec.append((name, kwargs))
     return spec
+
+
+def _layer(entry: object) -> tuple[str, dict[str, Any]]:
+    """One ``[LayerName, {kwargs}]`` entry, checked; ValueError says what is wrong."""
+    if not isinstance(entry, list) or len(entry) not in (1, 2):
+        raise ValueError(f"expected [LayerName, {{kwargs}}], got {shown(entry)}")
+    name, given = entry[0], (entry[1] if len(entry) == 2 else {})
+    if not isinstance(name, str) or name not in ALLOWED:
+        raise ValueError(
+            f"{shown(name)} is not in the allow-list of torch.nn layers (see docs/checkpoints.md)"
+        )
+    if not isinstance(given, dict):
+        raise ValueError(f"({name}): kwargs must be a JSON object")
+    kwargs: dict[str, Any] = {}
+    for key, value in given.items():
+        check = ALLOWED[name].get(key)
+        if check is None:
+            known = ", ".join(ALLOWED[name]) or "none"
+            raise ValueError(f"({name}): unknown argument {shown(key)}; known: {known}")
+        try:
+            kwargs[key] = check(value)
+        except ValueError as exc:
+            raise ValueError(f"({name}): {key}: {exc}") from None
+    missing = [k for k in REQUIRED.get(name, ()) if k not in kwargs]
+    if missing:
+        raise ValueError(f"({name}): missing argument {', '.join(missing)}")
+    return name, kwargs
 
 
 def sequential(spec: Spec, path: str | None = None) -> nn.Sequential:
@@ -181,7 +191,6 @@ def _attribute(layer: nn.Module, arg: str) -> object:
 
 def _json(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
-
 
 
 def allow_list_markdown() -> str:

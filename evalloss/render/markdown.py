@@ -61,7 +61,6 @@ def _markdown_gate(report: Report) -> list[str]:
     word, _, rest = line.partition("  ")
     head = f"**{word}** {md(rest)}" if rest else f"**{word}**"
     checks = [
-        f"- {'pass' if c.passed else '**fail**'} {md(c.rule)}: {md(c.detail)}"
-        for c in gate.checks
+        f"- {'pass' if c.passed else '**fail**'} {md(c.rule)}: {md(c.detail)}" for c in gate.checks
     ]
     return ["", head, *(["", *checks] if checks else [])]

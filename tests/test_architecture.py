@@ -1,0 +1,141 @@
+"""The architecture stays as docs/architecture.md draws it: layers (import-linter, in .ci/run),
+modules of one concern (~300 lines), click in cli/ only, tabulate in render/ only, CLI options
+that mirror the API's keywords and registries, and a new data source that is one module plus
+one registry line."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import click
+import pytest
+import tomllib
+import torch
+
+import evalloss
+from evalloss import api, explainer, losses, render, sources
+from evalloss.cli import cli
+from evalloss.options import PRECISIONS, RunKeywords
+from evalloss.sources import tabular
+from evalloss.sources.tabular import Tabular
+from tests import nets
+
+ROOT = Path(__file__).parents[1]
+PACKAGE = ROOT / "evalloss"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports (relative imports as ``.``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." if node.level else (node.module or "").split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_one_concern_per_module(path: Path) -> None:
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 300
+
+
+def test_click_only_in_cli_and_tabulate_only_in_render() -> None:
+    for path in MODULES:
+        part = path.relative_to(PACKAGE).parts[0]
+        names = _imports(path)
+        assert part == "cli" or "click" not in names, path
+        assert part == "render" or "tabulate" not in names, path
+
+
+def test_every_module_is_in_a_layer() -> None:
+    """A new top-level module must be placed in the layers contract, or it escapes it."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = config["tool"]["importlinter"]["contracts"]
+    layered = {m.strip() for layer in contract["layers"] for m in layer.split("|")}
+    top = {
+        f"evalloss.{p.relative_to(PACKAGE).parts[0].removesuffix('.py')}"
+        for p in MODULES
+        if p.name != "__init__.py" or p.parent != PACKAGE
+    }
+    assert top - {"evalloss.__main__"} == layered
+
+
+def _options(command: click.Command) -> dict[str, click.Option]:
+    return {p.name: p for p in command.params if isinstance(p, click.Option) and p.name}
+
+
+@pytest.mark.parametrize(
+    ("name", "function"), [("compare", api.compare), ("explain", explainer.explain)]
+)
+def test_cli_options_mirror_the_api_keywords(name: str, function: object) -> None:
+    """Every option of a command is a keyword of its library function (or an output of the
+    command itself), spelled the same: --batch-size is batch_size."""
+    keywords = set(inspect.signature(function).parameters) | set(RunKeywords.__annotations__)
+    command_only = {"fmt", "output", "no_progress"}
+    options = _options(cli.commands[name])  # type: ignore[arg-type]
+    assert set(options) - command_only <= keywords
+    for dest, option in options.items():
+        if dest not in command_only and dest != "batch_sizes":
+            assert option.opts[-1] == "--" + dest.replace("_", "-"), option.opts
+
+
+def test_cli_choices_are_the_registries() -> None:
+    for command in cli.commands.values():
+        options = _options(command)  # type: ignore[arg-type]
+        assert list(options["loss"].type.choices) == list(losses.NAMES)  # type: ignore[attr-defined]
+        assert list(options["fmt"].type.choices) == list(render.FORMATS)  # type: ignore[attr-defined]
+        assert list(options["precision"].type.choices) == list(PRECISIONS)  # type: ignore[attr-defined]
+
+
+# -- a hypothetical data source: one module, one registry line -----------------------------
+
+
+class _Jsonl:
+    """What docs/architecture.md's recipe writes as evalloss/sources/jsonl.py: JSON Lines of
+    numbers, read by pyarrow, blocks made by the tabular helpers."""
+
+    @staticmethod
+    def accepts(path: str) -> bool:
+        return path.endswith(".jsonl")
+
+    @staticmethod
+    def open_source(path: str, options: evalloss.options.Options) -> Tabular:
+        import pyarrow.json as pajson
+
+        table = pajson.read_json(path)
+        columns = tabular.resolve(path, table.column_names, options.target, options.feature)
+
+        class JsonlFile(Tabular):
+            def blocks(self, dtype, *, rank=0, world=1, gather=None):  # type: ignore[no-untyped-def]
+                batch = table.slice(len(table) * rank // world, len(table) // world)
+                yield self._to_block(batch, len(table) * rank // world, dtype)
+
+        return JsonlFile(path, columns.names, columns.features, columns.targets)
+
+
+def test_a_new_data_source_is_one_module_and_one_registry_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "SOURCES", (_Jsonl, *sources.SOURCES))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.safetensors"
+    evalloss.save(nets.mlp(), ckpt, loss="cross-entropy")
+    rows = [[0.5 * i, 1.0 - i, 0.25 * i, float(i % 3)] for i in range(20)]
+    names = ["a", "b", "c", "y"]
+    (tmp_path / "d.jsonl").write_text(
+        "".join(
+            "{" + ", ".join(f'"{n}": {v}' for n, v in zip(names, r, strict=True)) + "}\n"
+            for r in rows
+        )
+    )
+    (tmp_path / "d.csv").write_text(
+        ",".join(names) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+    )
+    jsonl = evalloss.compare([ckpt], data=tmp_path / "d.jsonl", precision="float64")
+    csv = evalloss.compare([ckpt], data=tmp_path / "d.csv", precision="float64")
+    assert jsonl.models[0].loss_sum == csv.models[0].loss_sum
+    assert jsonl.models[0].items == 20
