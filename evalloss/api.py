@@ -15,6 +15,7 @@ from . import distributed, gate, readahead, run
 from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
 from .models import build, prepare, warn_if_unused
+from .models.user import source_file
 from .observers import Pairing, Taps
 from .options import Options, PathLike
 from .plan import Plan, default_batch_size, resolve
@@ -102,16 +103,11 @@ def _prepare(
     plot: PathLike | None,
     progress: Callable[[int], None] | None,
 ) -> tuple[Plan, list[Accumulator], Taps]:
-    """Resolve the plan, check the outputs and build every model, the same on every process:
+    """Resolve the plan, build every model and check the outputs, the same on every process:
     they agree on the first error before any data is read."""
     error, prepared = None, None
     try:
         plan = resolve(paths, options)
-        names = unique_names([c.path for c in plan.checkpoints])
-        inputs = [*(c.path for c in plan.checkpoints), plan.source.path, *_model_file(options)]
-        taps = Taps(names=names, targets=plan.source.targets,
-                    integer_targets=plan.loss.classes, per_item=per_item, plot=plot,
-                    progress=progress, inputs=inputs)  # fmt: skip
         if world.rank == 0:  # one warning line under torchrun
             warn_if_unused(options.model, plan.checkpoints)
         accumulators = [
@@ -122,6 +118,10 @@ def _prepare(
             )
             for c in plan.checkpoints
         ]  # fmt: skip
+        taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
+                    targets=plan.source.targets, integer_targets=plan.loss.classes,
+                    per_item=per_item, plot=plot, progress=progress,
+                    inputs=inputs_of(plan))  # fmt: skip
         prepared = plan, accumulators, taps
     except EvallossError as exc:
         error = exc
@@ -130,10 +130,11 @@ def _prepare(
     return prepared
 
 
-def _model_file(options: Options) -> list[str]:
-    """The file a ``path/to/file.py:Name`` spec reads, if any."""
-    file = (options.model or "").rpartition(":")[0]
-    return [file] if file and Path(file).is_file() else []
+def inputs_of(plan: Plan) -> list[str]:
+    """Every file the run reads, however it was named: checkpoints, data, the user's model
+    source (a ``pkg.mod:Name`` spec's too, once imported). No output may overwrite one."""
+    model = source_file(plan.options.model)
+    return [*(c.path for c in plan.checkpoints), plan.source.path, *([model] if model else [])]
 
 
 def _with_baseline(

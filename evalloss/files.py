@@ -11,6 +11,7 @@ text on stdout or through `Atomic` into ``--output``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -54,7 +55,10 @@ def check_output(
     if output is None:
         return
     shown = Path(output)
-    target = shown if _special(shown) else _real(shown)
+    try:
+        target = shown if _special(shown) else _real(shown)
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise OptionError(f"cannot follow it ({exc})", path=shown, key=option) from exc
     folder = target.parent
     if target.is_dir():
         raise OptionError("is a folder, not a file path", path=shown, key=option)
@@ -96,7 +100,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def write(text: str, output: str | os.PathLike[str] | None) -> None:
+def write(
+    text: str,
+    output: str | os.PathLike[str] | None,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> None:
     """Print ``text``, or write it to ``output`` atomically: complete or not at all.
 
     The text goes to a temporary file in the target's folder, is flushed and fsynced, then
@@ -106,7 +114,7 @@ def write(text: str, output: str | os.PathLike[str] | None) -> None:
     is written in place. A failed write (full disk, ...) is an `OptionError`.
     """
     try:
-        _write(text, output)
+        _write(text, output, [p for p in inputs if p is not None])
     except BrokenPipeError:
         raise  # the reader went away: the CLI exits 141, quietly
     except OSError as exc:  # a full disk, a vanished folder, an I/O error
@@ -118,16 +126,27 @@ def write(text: str, output: str | os.PathLike[str] | None) -> None:
         ) from exc
 
 
-def _write(text: str, output: str | os.PathLike[str] | None) -> None:
+def _write(
+    text: str, output: str | os.PathLike[str] | None, inputs: Iterable[str | os.PathLike[str]]
+) -> None:
     if output is None:
-        print(text, end="", flush=True)
+        _to_stdout(text)
         return
     if _special(Path(output)):  # /dev/stdout, a FIFO: no rename possible, and nothing to tear
         with open(output, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         return
-    with atomic(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic(output, inputs) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+def _to_stdout(text: str) -> None:
+    """The whole text on stdout, or an error: a closed stdout (``>&-``) is not a report."""
+    import sys
+
+    if sys.stdout is None or sys.stdout.closed:
+        raise OSError(errno.EBADF, "stdout is closed")
+    print(text, end="", flush=True)
 
 
 class Atomic:
@@ -139,8 +158,12 @@ class Atomic:
     is replaced. The temp name is cut to fit the folder's name limit.
     """
 
-    def __init__(self, target: str | os.PathLike[str]) -> None:
-        self.target = _real(Path(target))
+    def __init__(
+        self, target: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()
+    ) -> None:
+        self.given = Path(target)
+        self.inputs = [Path(p) for p in inputs]
+        self.target = _real(self.given)
         with _signals_held():  # no signal between creating the file and knowing its name
             fd, name = tempfile.mkstemp(
                 dir=self.target.parent, prefix=_temp_prefix(self.target.name), suffix=".tmp"
@@ -149,11 +172,20 @@ class Atomic:
         self.tmp = Path(name)
 
     def commit(self) -> None:
+        """Put the file in place, unless the target became an input meanwhile (e.g. a
+        symlink to one made while the run was going): then `OptionError`, and nothing moves."""
         try:
             with open(self.tmp, "rb+") as f:
                 os.fsync(f.fileno())
             if hasattr(os, "chmod"):
                 self.tmp.chmod(_mode_for(self.target))
+            if _real(self.given) != self.target or any(
+                _same_file(self.target, p) for p in self.inputs
+            ):
+                raise OptionError(
+                    "became one of the inputs (or a link to one) during the run; not written",
+                    path=self.given,
+                )
             self.tmp.replace(self.target)
         except BaseException:
             self.abort()
@@ -165,10 +197,12 @@ class Atomic:
 
 
 @contextlib.contextmanager
-def atomic(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic(
+    target: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Iterator[Path]:
     """``with atomic(path) as tmp:`` write ``tmp``; it becomes ``path`` when the block ends
-    without an error (`Atomic`)."""
-    file = Atomic(target)
+    without an error (`Atomic`), unless it became one of ``inputs`` meanwhile."""
+    file = Atomic(target, inputs)
     try:
         yield file.tmp
     except BaseException:

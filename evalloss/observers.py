@@ -128,6 +128,7 @@ class Taps:
         inputs: Sequence[str] = (),
     ) -> None:
         self.names, self.targets, self.integer_targets = names, targets, integer_targets
+        self.inputs = list(inputs)
         self.per_item, self.plot, self.progress = per_item, plot, progress
         if per_item is not None:
             check_path(per_item, inputs)
@@ -141,8 +142,9 @@ class Taps:
     def __enter__(self) -> Taps:
         if self.per_item is not None:
             self.export = Export(
-                self.per_item, self.names, self.targets, integer_targets=self.integer_targets
-            )
+                self.per_item, self.names, self.targets,
+                integer_targets=self.integer_targets, inputs=self.inputs,
+            )  # fmt: skip
         return self
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
@@ -163,6 +165,8 @@ class Taps:
         if self.plot is not None and self.sample is not None:
             from .render import plot as plotting
 
-            plotting.draw(report, self.names, self.sample.values(), self.sample.seen, self.plot)
+            plotting.draw(
+                report, self.names, self.sample.values(), self.sample.seen, self.plot, self.inputs
+            )
         if self.export is not None:
             self.export.commit()

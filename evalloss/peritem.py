@@ -48,7 +48,7 @@ class Export:
 
     def __init__(
         self, path: str | os.PathLike[str], names: Sequence[str], targets: Sequence[str], *,
-        integer_targets: bool,
+        integer_targets: bool, inputs: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.path = Path(path)
         self.kind = SUFFIXES[self.path.suffix.lower()]
@@ -58,7 +58,7 @@ class Export:
         self._buffer: list[tuple[int, npt.NDArray[Any], list[npt.NDArray[np.float64]]]] = []
         self._buffered = 0
         self._writer: Any = None
-        self._file = Atomic(self.path)
+        self._file = Atomic(self.path, inputs)
         self._tmp = self._file.tmp
 
     def add(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:

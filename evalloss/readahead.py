@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
+MAX_THREADS = 4096  # beyond any machine; torch would try to start them all
 
 
 def prefetch(
@@ -115,8 +116,8 @@ def threads(wanted: int | None, local_processes: int) -> Iterator[None]:
     its own pool; the reader thread mostly waits on it."""
     import torch
 
-    if wanted is not None and wanted < 1:
-        raise OptionError(f"must be a positive integer, got {wanted}", key="--threads")
+    if wanted is not None and not 1 <= wanted <= MAX_THREADS:
+        raise OptionError(f"must be from 1 to {MAX_THREADS}, got {wanted}", key="--threads")
     share = cores(local_processes)
     previous = torch.get_num_threads()
     torch.set_num_threads(wanted or share)

@@ -83,7 +83,7 @@ def compare(
         if report.gate is not None and not report.gate.passed:
             raise GateFailed
         return
-    files.write(render.render(report, fmt), output)
+    files.write(render.render(report, fmt), output, _inputs(checkpoints, options))
     line = verdict(report) if report.gate is not None else None
     if line is not None and (fmt != "table" or output is not None):
         click.echo(line, err=True)  # the table ends with it; other reports get it on stderr
@@ -122,7 +122,7 @@ def explain(
     files.check_output(output, _inputs([checkpoint], options))
     with progress_bar(no_progress) as progress, _prints_to_stderr():
         report = explainer.explain(checkpoint, progress=progress, **options)
-    files.write(render_explain.render(report, fmt), output)
+    files.write(render_explain.render(report, fmt), output, _inputs([checkpoint], options))
 
 
 def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:
@@ -132,7 +132,9 @@ def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:
-    """Every file a command reads, so that ``--output`` can never overwrite one of them."""
-    model = options.get("model")
-    model_file = model.rpartition(":")[0] if model else None
-    return [*checkpoints, options.get("baseline"), options.get("data"), model_file]
+    """Every file a command reads, so that ``--output`` can never overwrite one of them: the
+    user's model source too, however ``--model`` named it."""
+    from evalloss.models.user import source_file
+
+    model = source_file(options.get("model"))
+    return [*checkpoints, options.get("baseline"), options.get("data"), model]

@@ -71,12 +71,11 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     """All tensors of the file; warns (`EvallossWarning`) about NaN or Inf weights."""
     import torch
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         tensors = load_file(checkpoint.path, device="cpu")
-    except (SafetensorError, ValueError, RuntimeError, TypeError, OSError) as exc:
+    except Exception as exc:  # SafetensorError, or a dtype this torch cannot hold, ...
         raise CheckpointError(
             f"cannot load its tensors ({_plain(exc)})", path=checkpoint.path
         ) from exc
@@ -86,7 +85,14 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
             try:
                 count = int((~torch.isfinite(tensor)).sum())
             except (RuntimeError, TypeError):  # e.g. float8, which isfinite may not take
-                count = int((~torch.isfinite(tensor.to(torch.float32))).sum())
+                try:
+                    count = int((~torch.isfinite(tensor.to(torch.float32))).sum())
+                except (RuntimeError, TypeError) as exc:
+                    raise CheckpointError(
+                        f"tensor {shown(name)} has a dtype ({tensor.dtype}) evalloss cannot "
+                        "evaluate",
+                        path=checkpoint.path,
+                    ) from exc
             if count:
                 bad.append(f"{name} ({count} of {tensor.numel()} values)")
     if bad:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from evalloss.errors import ModelError, shown
+from evalloss.errors import CheckpointError, ModelError, shown
 
 from .allowlist import ALLOWED, REQUIRED, classes, parameters
 from .checkpoint import Checkpoint, load_tensors
@@ -46,7 +46,14 @@ def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> n
     module = sequential(parse(checkpoint.metadata[KEY], path), path)
     check_fit(module, checkpoint, f"its {KEY} spec")
     dtypes = {k: v.dtype for k, v in module.state_dict().items()}
-    tensors = {k: t.to(dtypes[k]) for k, t in load_tensors(checkpoint).items()}
+    tensors = load_tensors(checkpoint)
+    for key, tensor in tensors.items():
+        try:
+            tensors[key] = tensor.to(dtypes[key])
+        except (RuntimeError, TypeError) as exc:  # a dtype torch cannot convert
+            raise CheckpointError(
+                f"tensor {shown(key)}: cannot convert {tensor.dtype} to {dtypes[key]}", path=path
+            ) from exc
     load_into(module, tensors, path, assign=True)
     return module
 
@@ -123,7 +130,7 @@ def sequential(spec: Spec, path: str | None = None) -> nn.Sequential:
         for i, (name, kwargs) in enumerate(spec):
             try:
                 layers.append(table[name](**kwargs))
-            except (TypeError, ValueError, RuntimeError) as exc:
+            except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
                 raise ModelError(
                     f"layer {i} ({name}): cannot build it ({exc})", path=path, key=KEY
                 ) from exc

@@ -48,5 +48,5 @@ def load_into(
 ) -> None:
     try:
         module.load_state_dict(tensors, strict=True, assign=assign)
-    except RuntimeError as exc:  # e.g. a dtype torch cannot copy
+    except (RuntimeError, TypeError) as exc:  # e.g. a dtype torch cannot copy
         raise CheckpointError(f"cannot load state dict ({exc})", path=path) from exc

@@ -72,6 +72,8 @@ def from_spec(spec: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
         module = factory(**(kwargs or {}))
     except TypeError as exc:
         raise ModelError(f"cannot call {name} with --model-kwargs ({exc})", key=spec) from exc
+    except (Exception, SystemExit) as exc:  # the user's code failed, or called sys.exit()
+        raise ModelError(f"{name}(...) failed: {_failure(exc)}", key=spec) from exc
     if not isinstance(module, nn.Module):
         raise ModelError(f"{name} returned {type(module).__name__}, not an nn.Module", key=spec)
     return module
@@ -92,17 +94,40 @@ def _import(target: str, spec: str) -> object:
         sys.modules[module_name] = module
         try:
             loader_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             del sys.modules[module_name]
-            raise ModelError(
-                f"importing it failed: {type(exc).__name__}: {exc}", path=target
-            ) from exc
+            raise ModelError(f"importing it failed: {_failure(exc)}", path=target) from exc
         return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         raise ModelError(f"no module named {exc.name!r}", key=spec) from exc
-    except Exception as exc:
-        raise ModelError(
-            f"importing {target} failed: {type(exc).__name__}: {exc}", key=spec
-        ) from exc
+    except (Exception, SystemExit) as exc:
+        raise ModelError(f"importing {target} failed: {_failure(exc)}", key=spec) from exc
+
+
+def source_file(spec: str | None) -> str | None:
+    """The file the user's ``--model`` was imported from (after `from_spec`), if any: an input
+    that no output may overwrite, however the spec named it (``pkg.mod:Name`` too)."""
+    target = (spec or "").rpartition(":")[0]
+    if not target:
+        return None
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        return target if Path(target).is_file() else None
+    module = sys.modules.get(target)
+    file = getattr(module, "__file__", None)
+    if module is None:  # not imported yet: where the import would find it
+        try:
+            found = importlib.util.find_spec(target)  # imports the parent packages only
+        except (Exception, SystemExit):
+            found = None
+        file = None if found is None else found.origin
+    return file if isinstance(file, str) and Path(file).is_file() else None
+
+
+def _failure(exc: BaseException) -> str:
+    """What went wrong in the user's code, on one line."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else '(no message)'}"

@@ -47,8 +47,10 @@ def draw(
     values: npt.NDArray[np.float64],
     seen: int,
     path: str | os.PathLike[str],
+    inputs: Sequence[str] = (),
 ) -> None:
-    """Draw ``values`` (kept items, one column per name in ``names``) into ``path``."""
+    """Draw ``values`` (kept items, one column per name in ``names``) into ``path`` (never
+    over one of ``inputs``)."""
     from matplotlib.figure import Figure
 
     order = [names.index(m.name) for m in report.models]  # rank order
@@ -72,7 +74,7 @@ def draw(
         f"evalloss: {report.loss} loss per item on {Path(report.data.path).name} ({sampled})",
         fontsize=12,
     )
-    _save(fig, Path(path))
+    _save(fig, Path(path), inputs)
 
 
 def _colours(report: Report) -> dict[str, Any]:
@@ -217,13 +219,13 @@ def _p(value: float) -> str:
     return "< 1e-15" if value < 1e-15 else f"= {value:.2g}"
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, inputs: Sequence[str]) -> None:
     """Write the figure atomically: complete or not at all."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     try:
-        with atomic(path) as tmp:
+        with atomic(path, inputs) as tmp:
             fig.savefig(tmp, dpi=120, format=path.suffix.lower().lstrip("."))
     except OSError as exc:
         raise OptionError(f"cannot write ({exc})", path=path, key="--plot") from exc
