@@ -18,6 +18,7 @@ from .errors import (
     LossError,
     ModelError,
     OptionError,
+    PeerError,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "LossError",
     "ModelError",
     "OptionError",
+    "PeerError",
     "Report",
     "Result",
     "__version__",

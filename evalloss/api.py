@@ -18,7 +18,7 @@ from .models import build, prepare, warn_if_unused
 from .models.user import source_file
 from .observers import Pairing, Taps
 from .options import Options, PathLike
-from .plan import Plan, default_batch_size, resolve
+from .plan import Plan, fitted_batch_size, resolve
 from .ranking import build_report, unique_names
 from .report import Report
 
@@ -78,8 +78,9 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
             distributed.single_process_only(option)
     world = distributed.World.from_env()
     with world, readahead.threads(threads, world.local_size):
-        plan, accumulators, taps = _prepare(paths, settings, world, per_item, plot, progress)
-        batch_size = batch_size or default_batch_size(plan.device)
+        plan, accumulators, taps, batch_size = _prepare(
+            paths, settings, world, batch_size, per_item, plot, progress
+        )
         pairing = Pairing(len(paths), base) if base is not None else None
         with taps:
             observers = [o for o in (pairing, taps) if o is not None]
@@ -99,10 +100,11 @@ def _prepare(
     paths: Sequence[PathLike],
     options: Options,
     world: distributed.World,
+    batch_size: int | None,
     per_item: PathLike | None,
     plot: PathLike | None,
     progress: Callable[[int], None] | None,
-) -> tuple[Plan, list[Accumulator], Taps]:
+) -> tuple[Plan, list[Accumulator], Taps, int]:
     """Resolve the plan, build every model and check the outputs, the same on every process:
     they agree on the first error before any data is read."""
     error, prepared = None, None
@@ -122,7 +124,7 @@ def _prepare(
                     targets=plan.source.targets, integer_targets=plan.loss.classes,
                     per_item=per_item, plot=plot, progress=progress,
                     inputs=inputs_of(plan))  # fmt: skip
-        prepared = plan, accumulators, taps
+        prepared = plan, accumulators, taps, fitted_batch_size(plan, batch_size)
     except EvallossError as exc:
         error = exc
     world.agree(error)

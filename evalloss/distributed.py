@@ -16,8 +16,10 @@ than ``EVALLOSS_TIMEOUT`` seconds (default 1800) fails instead of hanging.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -49,6 +51,21 @@ PER_ITEM_WHY = (
     "every process sees only its shard of the items; run in one process to export or plot "
     "per-item losses"
 )
+
+
+def timeout_s() -> float:
+    """``EVALLOSS_TIMEOUT``: seconds a collective may wait (default 1800), checked."""
+    text = os.environ.get("EVALLOSS_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise errors.OptionError(
+            f"must be a positive number of seconds, got {errors.shown(text)}",
+            key="EVALLOSS_TIMEOUT",
+        )
+    return value
 
 
 def single_process_only(key: str, why: str = PER_ITEM_WHY) -> None:
@@ -89,9 +106,7 @@ class World:
 
         import torch.distributed as dist
 
-        timeout = datetime.timedelta(
-            seconds=float(os.environ.get("EVALLOSS_TIMEOUT", DEFAULT_TIMEOUT_S))
-        )
+        timeout = datetime.timedelta(seconds=timeout_s())
         if not dist.is_available():
             raise errors.OptionError("this torch build has no torch.distributed", key="torchrun")
         if not dist.is_initialized():
@@ -128,8 +143,22 @@ class World:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.size
-        dist.all_gather_object(out, value, group=self._group)
+        with self._collective():
+            dist.all_gather_object(out, value, group=self._group)
         return out
+
+    @contextlib.contextmanager
+    def _collective(self) -> Iterator[None]:
+        """A collective that fails because a peer died or stalled: one `PeerError` line."""
+        try:
+            yield
+        except RuntimeError as exc:  # gloo's errors (DistBackendError is one)
+            first = (str(exc).strip().splitlines() or ["no message"])[0]
+            raise errors.PeerError(
+                f"another process of the run died or did not answer within {timeout_s():g} s "
+                f"(EVALLOSS_TIMEOUT): {first}",
+                key=f"rank {self.rank}",
+            ) from exc
 
     def step(self, failed: bool, working: bool) -> tuple[bool, bool]:
         """Check in after a block: (has any process failed, is any still working)."""
@@ -139,7 +168,8 @@ class World:
         import torch.distributed as dist
 
         flags = torch.tensor([int(failed), int(working)], dtype=torch.int64)
-        dist.all_reduce(flags, group=self._group)
+        with self._collective():
+            dist.all_reduce(flags, group=self._group)
         return bool(flags[0]), bool(flags[1])
 
     def agree(self, error: EvallossError | None) -> None:
@@ -165,7 +195,8 @@ class World:
             agreed.quiet = True  # type: ignore[attr-defined]
         import torch.distributed as dist
 
-        dist.barrier(group=self._group)  # rank 0's line is out before any process exits
+        with self._collective():
+            dist.barrier(group=self._group)  # rank 0's line is out before any process exits
         if agreed is error:
             raise agreed
         raise agreed from error

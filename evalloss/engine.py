@@ -73,10 +73,11 @@ class Accumulator:
                         "tensor with the batch first (return the logits/predictions only)",
                         path=self.label,
                     )
-                bad = self.loss.invalid_target(outputs, y)
-                if bad is not None:
-                    raise BadTarget(*bad)
                 try:
+                    self.loss.align(outputs, y)  # the model's shape first, then the data
+                    bad = self.loss.invalid_target(outputs, y)
+                    if bad is not None:
+                        raise BadTarget(*bad)
                     sums, weights = self.loss.per_item(outputs, y)  # (n,) float64, (n,) int64
                     losses = self.loss.item_values(sums, weights).cpu()  # (n,) float64
                 except LossError as exc:
@@ -92,9 +93,13 @@ class Accumulator:
         except Exception as exc:
             if not _out_of_memory(exc):
                 raise
+            hint = (
+                f"use a smaller --batch-size, e.g. {max(1, n // 4)}"
+                if n > 1
+                else "one item at a time does not fit: use a device with more memory"
+            )
             raise ModelError(
-                f"out of memory on {self.device} evaluating {rows} ({n} rows per batch): "
-                f"use a smaller --batch-size, e.g. {max(1, n // 4)}",
+                f"out of memory on {self.device} evaluating {rows} ({n} rows per batch): {hint}",
                 path=self.label,
             ) from exc
         finite = torch.isfinite(losses)
@@ -128,7 +133,8 @@ class Accumulator:
 
     def result(self) -> Result:
         return Result(
-            loss_sum=None if self.nonfinite else self.loss_sum.value,
+            # a sum past float64's range is no figure either: null, like a non-finite item
+            loss_sum=None if self.nonfinite or self.loss_sum.overflowed else self.loss_sum.value,
             items=self.items,
             weight=self.weight,
             accuracy=self.correct / self.counted if self.counted else None,

@@ -78,5 +78,11 @@ class OptionError(EvallossError):
     """An option value that is well-formed but meaningless (the library's own checks)."""
 
 
+class PeerError(EvallossError):
+    """Under torchrun, another process died or stalled: the run cannot finish. Exit 4."""
+
+    exit_code = 4
+
+
 class EvallossWarning(UserWarning):
     """Something the user should know that does not stop the run (e.g. NaN weights)."""

@@ -18,7 +18,7 @@ from .engine import Accumulator
 from .errors import OptionError
 from .models import build, prepare, warn_if_unused
 from .options import Options, PathLike
-from .plan import default_batch_size, resolve
+from .plan import fitted_batch_size, resolve
 from .ranking import data_info
 from .report import ExplainReport, ExplainRow
 from .stats import BatchGrouping, relative_error
@@ -58,7 +58,7 @@ def explain(
     acc = Accumulator(prepare(module, plan.device, plan.dtype), plan.loss, plan.device, ckpt.path)
     regroup = _Regrouping(acc, [BatchGrouping(b) for b in sizes], progress)
     run.one_pass(plan.source, plan.dtype, plan.device, [acc], [regroup],
-                 default_batch_size(plan.device), distributed.World())  # fmt: skip
+                 fitted_batch_size(plan, None), distributed.World())  # fmt: skip
     result = acc.result()
     return ExplainReport(
         evalloss_version=__version__,

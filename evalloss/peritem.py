@@ -29,9 +29,17 @@ FLUSH_ROWS = 65_536  # rows buffered before a write: one Parquet row group
 
 
 def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:
-    """Column names: ``row``, the targets, then one per model (``loss:NAME`` on a clash)."""
-    taken = {"row", *targets}
-    return ["row", *targets, *(f"loss:{n}" if n in taken else n for n in names)]
+    """Column names, all different: ``row``, the targets (``target:NAME`` where a name is
+    taken), then one per model (``loss:NAME`` where taken), so the file reads back."""
+    taken = ["row"]
+    for prefix, wanted in (("target:", targets), ("loss:", names)):
+        for name in wanted:
+            unique, n = name if name not in taken else prefix + name, 1
+            while unique in taken:
+                n += 1
+                unique = f"{prefix}{name}#{n}"
+            taken.append(unique)
+    return taken
 
 
 def check_path(path: str | os.PathLike[str], inputs: Sequence[str] = ()) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import distributed
-from .errors import LossError, OptionError, shown
+from .errors import CheckpointError, LossError, OptionError, shown
 from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
@@ -91,7 +91,14 @@ def _targets_from_metadata(checkpoints: Sequence[Checkpoint]) -> tuple[str, ...]
     if not any("evalloss.target" in c.metadata for c in checkpoints):
         return ()
     joined = _agreed(checkpoints, "evalloss.target", None, "--target")
-    return tuple(t.strip() for t in joined.split(",") if t.strip())
+    targets = tuple(t.strip() for t in joined.split(",") if t.strip())
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        path = next(c.path for c in checkpoints if c.metadata.get("evalloss.target") == joined)
+        raise CheckpointError(
+            f"names column {shown(twice[0])} twice", path=path, key="evalloss.target"
+        )
+    return targets
 
 
 def _device(name: str) -> torch.device:
@@ -117,6 +124,17 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
+
+
+def fitted_batch_size(plan: Plan, wanted: int | None) -> int:
+    """``wanted`` (else the device's default), cut so that no layers spec's activations for
+    one batch pass `models.activations.ACTIVATION_BYTES` (the figure does not depend on it)."""
+    from .models.activations import batch_limit
+
+    size = wanted or default_batch_size(plan.device)
+    element = 8 if plan.precision == "float64" else 4
+    limit = batch_limit(plan.checkpoints, plan.source.item_shape, element)
+    return size if limit is None else min(size, limit)
 
 
 def default_batch_size(device: torch.device) -> int:

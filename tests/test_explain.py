@@ -190,7 +190,7 @@ def test_rows_do_not_depend_on_the_forward_batch_size(article, save, monkeypatch
     path, ckpt = article([rnd.uniform(0, 5) for _ in range(203)]), _zero(save)
     options = {"batch_sizes": [1, 3, 10, 64, 250], "model": net("Zero"), "precision": "float64"}
     first = evalloss.explain(ckpt, data=path, **options)
-    monkeypatch.setattr(explainer, "default_batch_size", lambda device: 7)
+    monkeypatch.setattr(explainer, "fitted_batch_size", lambda plan, wanted: 7)
     second = evalloss.explain(ckpt, data=path, **options)
     assert first == second
     monkeypatch.setattr(chunks, "RANGE_BYTES", 300)  # the file is read in many blocks

@@ -1,7 +1,8 @@
 """The one exit-code mapping: every outcome of a command -> its documented code and stderr line.
 
 0 report produced (gate passed or none) · 1 gate failed · 2 usage or input error (one line on
-stderr) · 3 internal error (traceback) · 130/143 SIGINT/SIGTERM · 141 stdout closed early.
+stderr) · 3 internal error (traceback) · 4 a torchrun peer died or stalled · 130/143
+SIGINT/SIGTERM · 141 stdout closed early.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import click
 from evalloss._version import __version__
 from evalloss.errors import EvallossError, one_line
 
-EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_BUG, EXIT_PEER = 0, 1, 2, 3, 4
 EXIT_SIGINT, EXIT_SIGTERM, EXIT_PIPE = 130, 143, 141
 
 
@@ -41,8 +42,15 @@ class _PipeClosed(BaseException):
     """stdout's reader went away (EPIPE)."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated
+def _on_signal(signum: int, frame: Any) -> None:
+    """The first SIGINT or SIGTERM ends the command; any more in a burst are ignored, so the
+    one line and the one exit code (130 or 143) are never interrupted themselves."""
+    for held in _SIGNALS:
+        signal.signal(held, signal.SIG_IGN)
+    raise _Terminated if signum == signal.SIGTERM else _Interrupted
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def error_line(message: str) -> None:
@@ -53,18 +61,20 @@ def error_line(message: str) -> None:
 
 @contextlib.contextmanager
 def warnings_as_lines() -> Iterator[None]:
-    """Print each `EvallossWarning` as one stderr line, ``evalloss: warning: <what>``."""
+    """Print every warning as one stderr line, ``evalloss: warning: <what>``, escaped: ours as
+    they are, a library's (e.g. torch's on odd weights) with its category and first line."""
     from evalloss.errors import EvallossWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", EvallossWarning)
-        shown = warnings.showwarning
 
         def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
-            if issubclass(category, EvallossWarning):
-                click.echo(f"evalloss: warning: {str(message).replace(chr(10), ' ')}", err=True)
-            else:
-                shown(message, category, *args, **kw)
+            text = str(message)
+            if not issubclass(category, EvallossWarning):
+                first = (text.strip().splitlines() or [""])[0]
+                text = f"{category.__name__}: {first}"
+            with contextlib.suppress(OSError):
+                click.echo(f"evalloss: warning: {one_line(text)}", err=True)
 
         warnings.showwarning = show
         yield
@@ -94,15 +104,15 @@ class EvallossGroup(click.Group):
         if extra.get("standalone_mode") is False:  # a caller that wants exceptions back
             return super().main(args, **extra)
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        previous = [signal.signal(s, _on_signal) for s in _SIGNALS] if main_thread else []
         try:
             super().main(args, standalone_mode=False, **extra)
             code = EXIT_OK
         except BaseException as exc:  # every outcome has its code, mapped here only
             code = exit_code(exc)
         finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+            for held, handler in zip(_SIGNALS, previous, strict=False):
+                signal.signal(held, signal.SIG_DFL if handler is None else handler)
         sys.exit(code)
 
 

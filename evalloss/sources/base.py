@@ -62,6 +62,11 @@ class DataSource(Protocol):
     features: tuple[str, ...]  # what the inputs are called (the report counts them)
     checksum: bool  # hash the bytes while reading them (provenance)
 
+    @property
+    def item_shape(self) -> tuple[int, ...] | None:
+        """The shape of one item's input (a tabular row: its feature count), if fixed."""
+        ...
+
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:

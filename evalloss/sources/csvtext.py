@@ -22,6 +22,7 @@ TSV_SUFFIXES = (".tsv", ".tab")
 MAX_HEADER_BYTES = 64 << 20  # a longer first line is not a header (and is not read whole)
 
 
+_BLANKS = " \t"
 _NUMBER = re.compile(
     r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE | re.ASCII
 )  # the numbers pyarrow reads
@@ -29,7 +30,7 @@ _NUMBER = re.compile(
 
 def cell_problem(text: str) -> str | None:
     """Why ``text`` is not a finite number, or None if it is one."""
-    value = text.strip()
+    value = text.strip(_BLANKS)  # what pyarrow trims around a number, and nothing else
     if not value:
         return "empty value"
     if not _NUMBER.fullmatch(value):  # stricter than float(): no "1_000", no non-ASCII digits

@@ -69,6 +69,10 @@ class Tabular:
     checksum: bool = True  # hash the file while a single process reads it front to back
     _state: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return (len(self.features),)
+
     def sha256(self) -> dict[str, str]:
         """The data file's hex sha256: kept from a front-to-back pass, else read now."""
         if "sha256" not in self._state:
@@ -87,7 +91,12 @@ class Tabular:
         def matrix(columns: Sequence[str], arrow_type: Any) -> Any:
             table = batch.select(list(columns))
             if any(t != arrow_type for t in table.schema.types):  # CSV: parsed as wanted
-                table = table.cast(pa.schema([(c, arrow_type) for c in columns]))
+                # integers are rounded to the float type as CSV's parser rounds their text
+                # (float32: exact up to 2**24); any other conversion must be exact
+                types = table.schema.types
+                rounding = all(pa.types.is_integer(t) or t == arrow_type for t in types)
+                wanted = pa.schema([(c, arrow_type) for c in columns])
+                table = table.cast(wanted, safe=not rounding)
             if table.num_rows == 0:
                 return np.empty((0, len(columns)), dtype=arrow_type.to_pandas_dtype())
             return np.asarray(table.to_tensor(null_to_nan=True, row_major=True))
