@@ -6,6 +6,7 @@ batch before the next is read, so K models cost one pass over the file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -146,11 +147,17 @@ def _with_baseline(
     or the baseline added last."""
     if baseline is None:
         return list(paths), None
-    wanted = Path(baseline).resolve()
     for i, p in enumerate(paths):
-        if Path(p).resolve() == wanted:
+        if _same_path(p, baseline):
             return list(paths), i
     return [*paths, baseline], len(paths)
+
+
+def _same_path(a: PathLike, b: PathLike) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: opening it says so, with its name
+        return os.fspath(a) == os.fspath(b)
 
 
 def _check_positive(value: int | None, option: str) -> None:

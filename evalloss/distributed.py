@@ -28,6 +28,7 @@ from . import errors
 from .errors import EvallossError
 
 DEFAULT_TIMEOUT_S = 1800.0
+MAX_TIMEOUT_S = 1e9  # about 30 years; larger ones overflow a timedelta
 
 # The CLI sets this to its one-line error printer: rank 0 calls it on an agreed error.
 reporter: Callable[[EvallossError], None] | None = None
@@ -60,9 +61,9 @@ def timeout_s() -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
         raise errors.OptionError(
-            f"must be a positive number of seconds, got {errors.shown(text)}",
+            f"must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {errors.shown(text)}",
             key="EVALLOSS_TIMEOUT",
         )
     return value

@@ -31,6 +31,9 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+_KEY_LIMIT = 120
+
+
 class EvallossError(Exception):
     """Base of every error evalloss reports to a user. Exit code 2: usage or input error."""
 
@@ -54,7 +57,10 @@ class EvallossError(Exception):
         where = self.path or ""
         if self.line is not None:
             where += f":{self.line}"
-        parts = [p for p in (where, self.key) if p]
+        key = self.key
+        if key is not None and len(key) > _KEY_LIMIT:  # e.g. a 100 KB column name
+            key = f"{key[:_KEY_LIMIT]}... ({len(key)} characters)"
+        parts = [p for p in (where, key) if p]
         return one_line(": ".join([*parts, self.message]))
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from . import distributed, run
 from ._version import __version__
 from .engine import Accumulator
-from .errors import OptionError
+from .errors import OptionError, shown
 from .models import build, prepare, warn_if_unused
 from .options import Options, PathLike
 from .plan import fitted_batch_size, resolve
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .options import RunKeywords
 
 DEFAULT_BATCH_SIZES = (1, 10, 32, 64, 256)
+MAX_BATCH_SIZE = 2**62  # a batch count, not memory: any size that fits an int64
 
 
 def explain(
@@ -102,8 +103,10 @@ def _check_batch_sizes(batch_sizes: Sequence[int] | int) -> tuple[int, ...]:
     if isinstance(batch_sizes, int):
         batch_sizes = (batch_sizes,)
     for b in batch_sizes:
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise OptionError(f"must be positive integers, got {b!r}", key="--batch-size")
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BATCH_SIZE:
+            raise OptionError(
+                f"must be integers from 1 to {MAX_BATCH_SIZE}, got {shown(b)}", key="--batch-size"
+            )
     return tuple(dict.fromkeys(batch_sizes)) or DEFAULT_BATCH_SIZES
 
 

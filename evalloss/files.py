@@ -144,9 +144,21 @@ def _to_stdout(text: str) -> None:
     """The whole text on stdout, or an error: a closed stdout (``>&-``) is not a report."""
     import sys
 
-    if sys.stdout is None or sys.stdout.closed:
+    out = sys.stdout
+    if out is None or out.closed:
         raise OSError(errno.EBADF, "stdout is closed")
-    print(text, end="", flush=True)
+    raw = getattr(out, "buffer", None)
+    if raw is None:  # a text-only stream
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    # BufferedWriter.write may write a large text only in part to a pipe whose reader left
+    # (and TextIOWrapper ignores that): loop, so the rest fails with EPIPE -> exit 141
+    data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while data:
+        data = data[raw.write(data) :]
+    raw.flush()
 
 
 class Atomic:

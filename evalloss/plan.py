@@ -67,7 +67,8 @@ def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, opti
     if len(values) > 1:
         (a, va), (b, vb) = [next((p, v) for p, v in named.items() if v == x) for x in values[:2]]
         raise OptionError(
-            f"checkpoints disagree: {a} says {va!r}, {b} says {vb!r}; pass {option} to choose",
+            f"checkpoints disagree: {a} says {shown(va)}, {b} says {shown(vb)}; "
+            f"pass {option} to choose",
             key=key,
         )
     if not values:

@@ -71,7 +71,7 @@ def compare(
     when the gate fails: the winner is the best-ranked model that is not the baseline.
     """
     from evalloss import api, distributed, files, render
-    from evalloss.render.cells import verdict
+    from evalloss.render.cells import displayable, verdict
 
     extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot")}
     files.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
@@ -84,7 +84,7 @@ def compare(
             raise GateFailed
         return
     files.write(render.render(report, fmt), output, _inputs(checkpoints, options))
-    line = verdict(report) if report.gate is not None else None
+    line = verdict(displayable(report)) if report.gate is not None else None
     if line is not None and (fmt != "table" or output is not None):
         click.echo(line, err=True)  # the table ends with it; other reports get it on stderr
     if report.gate is not None and not report.gate.passed:

@@ -47,10 +47,12 @@ def _on_signal(signum: int, frame: Any) -> None:
     one line and the one exit code (130 or 143) are never interrupted themselves."""
     for held in _SIGNALS:
         signal.signal(held, signal.SIG_IGN)
+    _received.append(signum)
     raise _Terminated if signum == signal.SIGTERM else _Interrupted
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # signals that ended a command in this process
 
 
 def error_line(message: str) -> None:
@@ -105,12 +107,13 @@ class EvallossGroup(click.Group):
             return super().main(args, **extra)
         main_thread = threading.current_thread() is threading.main_thread()
         previous = [signal.signal(s, _on_signal) for s in _SIGNALS] if main_thread else []
+        _received.clear()
         try:
             super().main(args, standalone_mode=False, **extra)
             code = EXIT_OK
         except BaseException as exc:  # every outcome has its code, mapped here only
             code = exit_code(exc)
-        finally:
+        if not _received:  # after a signal, the rest of a burst stays ignored until the exit
             for held, handler in zip(_SIGNALS, previous, strict=False):
                 signal.signal(held, signal.SIG_DFL if handler is None else handler)
         sys.exit(code)

@@ -82,17 +82,14 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     bad = []
     for name, tensor in sorted(tensors.items()):
         if tensor.is_floating_point() or tensor.is_complex():
-            try:
-                count = int((~torch.isfinite(tensor)).sum())
-            except (RuntimeError, TypeError):  # e.g. float8, which isfinite may not take
-                try:
-                    count = int((~torch.isfinite(tensor.to(torch.float32))).sum())
-                except (RuntimeError, TypeError) as exc:
-                    raise CheckpointError(
-                        f"tensor {shown(name)} has a dtype ({tensor.dtype}) evalloss cannot "
-                        "evaluate",
-                        path=checkpoint.path,
-                    ) from exc
+            try:  # one-byte floats (float8) in float32: isfinite misses or refuses their NaN
+                wide = tensor.to(torch.float32) if tensor.element_size() == 1 else tensor
+                count = int((~torch.isfinite(wide)).sum())
+            except (RuntimeError, TypeError) as exc:
+                raise CheckpointError(
+                    f"tensor {shown(name)} has a dtype ({tensor.dtype}) evalloss cannot evaluate",
+                    path=checkpoint.path,
+                ) from exc
             if count:
                 bad.append(f"{name} ({count} of {tensor.numel()} values)")
     if bad:

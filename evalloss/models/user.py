@@ -82,7 +82,7 @@ def from_spec(spec: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
 def _import(target: str, spec: str) -> object:
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target)
-        if not path.is_file():
+        if not _is_file(path):
             raise ModelError("no such file", path=target, key="--model")
         module_name = f"_evalloss_user_{path.stem}_{abs(hash(path.resolve()))}"
         if module_name in sys.modules:
@@ -113,7 +113,7 @@ def source_file(spec: str | None) -> str | None:
     if not target:
         return None
     if target.endswith(".py") or "/" in target or "\\" in target:
-        return target if Path(target).is_file() else None
+        return target if _is_file(Path(target)) else None
     module = sys.modules.get(target)
     file = getattr(module, "__file__", None)
     if module is None:  # not imported yet: where the import would find it
@@ -122,7 +122,14 @@ def source_file(spec: str | None) -> str | None:
         except (Exception, SystemExit):
             found = None
         file = None if found is None else found.origin
-    return file if isinstance(file, str) and Path(file).is_file() else None
+    return file if isinstance(file, str) and _is_file(Path(file)) else None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long, a symlink loop
+        return False
 
 
 def _failure(exc: BaseException) -> str:

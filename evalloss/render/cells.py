@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from tabulate import tabulate
 
 from evalloss import gate
-from evalloss.report import ModelResult, Report
+from evalloss.errors import one_line
+from evalloss.report import DataInfo, ExplainReport, ModelResult, Report
 
 COLUMNS = ("rank", "name", "loss_per_item", "loss_sum", "items", "accuracy")
 HEADERS = ("rank", "model", "loss/item", "loss sum", "items", "accuracy")
@@ -19,6 +21,29 @@ BASELINE = " (baseline)"
 def to_json(document: Any) -> str:
     """Strict JSON: keys sorted, no NaN or Infinity tokens."""
     return json.dumps(document, sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def displayable(report: Report) -> Report:
+    """The report with every name from a file escaped for one terminal line (`one_line`):
+    the data's path and targets, each model's name and path, the gate's winner and baseline."""
+    models = tuple(replace(m, name=one_line(m.name), path=one_line(m.path)) for m in report.models)
+    gate = report.gate
+    if gate is not None:
+        gate = replace(
+            gate,
+            winner=None if gate.winner is None else one_line(gate.winner),
+            baseline=None if gate.baseline is None else one_line(gate.baseline),
+        )
+    return replace(report, data=_data(report.data), models=models, gate=gate)
+
+
+def displayable_explain(report: ExplainReport) -> ExplainReport:
+    """`displayable` for an explain report: its data and checkpoint."""
+    return replace(report, data=_data(report.data), checkpoint=one_line(report.checkpoint))
+
+
+def _data(data: DataInfo) -> DataInfo:
+    return replace(data, path=one_line(data.path), targets=tuple(map(one_line, data.targets)))
 
 
 def marked(model: ModelResult, name: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from evalloss.report import ExplainReport
 
-from .cells import cell, md, pipe_table, raw, to_json
+from .cells import cell, displayable_explain, md, pipe_table, raw, to_json
 from .table import WIDTH
 
 _EXPLAIN_COLUMNS = (
@@ -44,11 +44,13 @@ EXPLAIN_NOTE = (
 
 
 def render(report: ExplainReport, fmt: str) -> str:
-    """The `explain` report as one string in format ``fmt``."""
+    """The `explain` report as one string in format ``fmt`` (names escaped in the text
+    formats, as `render.render` does)."""
     if fmt == "json":
         return to_json(report.to_dict())
     if fmt == "csv":
         return _explain_csv(report)
+    report = displayable_explain(report)
     rows = [
         [
             _error(getattr(r, c)) if c.endswith("_error") else cell(getattr(r, c))

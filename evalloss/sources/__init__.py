@@ -29,8 +29,12 @@ SOURCES: tuple[ModuleType, ...] = (parquetfile, csvfile)  # in this order; csvfi
 def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     """Open ``path`` with the first source that accepts it: columns resolved, nothing read."""
     path = os.fspath(path)
-    if not Path(path).is_file():
-        raise DataError("no such file" if not Path(path).exists() else "not a file", path=path)
+    try:
+        if not Path(path).is_file():
+            why = "no such file" if not Path(path).exists() else "not a file"
+            raise DataError(why, path=path)
+    except OSError as exc:  # a name too long, a symlink loop
+        raise DataError(f"cannot open it ({exc.strerror or exc})", path=path) from exc
     for source in SOURCES:
         if source.accepts(path):
             opened: DataSource = source.open_source(path, options)

@@ -46,7 +46,8 @@ def resolve(
     features = tuple(feature) or tuple(c for c in names if c not in targets)
     for name in (*targets, *features):
         if name not in seen:  # a set: a file may have 100k+ columns
-            listed = ", ".join(names[:50])
+            listed = ", ".join(c if c.isprintable() and len(c) <= 40 else shown(c, 40)
+                               for c in names[:50])  # fmt: skip
             if len(names) > 50:
                 listed += f", ... ({len(names)} in all)"
             raise DataError(f"no such column; columns are: {listed}", path=path, key=name)
