@@ -2,47 +2,94 @@
 
 A 200-byte spec can ask for gigabytes of activations per item (``Linear(1, 1_000_000)``
 layers, wide convolutions). Parameters are capped when the spec is parsed (`layers`); here the
-spec runs once on the ``meta`` device (shapes only, no storage) with one item of the data's
-shape, and the peak of any layer's input plus output bounds what one item needs. A batch is
-then cut so that its activations stay within `ACTIVATION_BYTES` (the figure does not depend
-on the batch size), and an item that alone needs more is refused.
+shape of one item is followed through the spec's layers by their own formulas (no tensor, no
+meta run: that would import sympy, a second of every run), and the peak of any layer's input
+plus output bounds what one item needs. A batch is then cut so that its activations stay within
+`ACTIVATION_BYTES` (the figure does not depend on the batch size), and an item that alone needs
+more is refused. A shape that does not fit a layer gives no bound: the real forward names it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from evalloss.errors import ModelError
 
 from .checkpoint import Checkpoint
-from .layers import KEY, parse, sequential
+from .layers import KEY, parse
 
 ACTIVATION_BYTES = 2 << 30  # one batch's activations, at most (2 GiB)
+Shape = tuple[int, ...]
+
+
+class _NoFit(Exception):  # noqa: N818 - internal signal: the shape does not fit a layer
+    pass
 
 
 def per_item(checkpoint: Checkpoint, item_shape: Sequence[int]) -> int | None:
     """Peak activation elements one item needs in the checkpoint's spec; None without a spec
     or when the shapes do not fit (the real forward then names the problem)."""
-    import torch
-
     if KEY not in checkpoint.metadata:
         return None
-    module = sequential(parse(checkpoint.metadata[KEY], checkpoint.path), hooks=False)
+    shape: Shape = (1, *item_shape)
     peak = 0
-
-    def record(layer: Any, args: tuple[Any, ...], output: Any) -> None:
-        nonlocal peak
-        peak = max(peak, args[0].numel() + output.numel())
-
-    for layer in module:
-        layer.register_forward_hook(record)
     try:
-        with torch.inference_mode():
-            module(torch.empty((1, *item_shape), device="meta"))
-    except Exception:  # shapes that do not fit: the real forward says so, with the rows
+        for name, kwargs in parse(checkpoint.metadata[KEY], checkpoint.path):
+            out = _output_shape(name, kwargs, shape)
+            peak = max(peak, math.prod(shape) + math.prod(out))
+            shape = out
+    except (_NoFit, IndexError, ZeroDivisionError):
         return None
     return peak
+
+
+def _output_shape(name: str, kw: dict[str, Any], shape: Shape) -> Shape:
+    """The output shape of layer ``name(**kw)`` on an input of ``shape`` (batch first)."""
+    if name == "Linear":
+        if shape[-1] != kw["in_features"]:
+            raise _NoFit
+        return (*shape[:-1], kw["out_features"])
+    if name == "Embedding":
+        return (*shape, kw["embedding_dim"])
+    if name == "Flatten":
+        start, end = (d % len(shape) for d in (kw.get("start_dim", 1), kw.get("end_dim", -1)))
+        return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
+    if name == "Unflatten":
+        dim = kw["dim"] % len(shape)
+        return (*shape[:dim], *kw["unflattened_size"], *shape[dim + 1 :])
+    if name[:-2] in ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool"):
+        dims = int(name[-2])
+        channels = kw["out_channels"] if name.startswith("Conv") else shape[-dims - 1]
+        return (*shape[: -dims - 1], channels, *_spatial(name, kw, shape[-dims:]))
+    return shape  # every other allow-listed layer keeps its input's shape
+
+
+def _spatial(name: str, kw: dict[str, Any], sizes: Shape) -> Shape:
+    """Output sizes of a convolution or pooling along its ``len(sizes)`` spatial dims."""
+    dims = len(sizes)
+
+    def each(value: Any, default: int) -> tuple[int, ...]:
+        value = default if value is None else value
+        return tuple(value) * (dims // len(value)) if isinstance(value, tuple) else (value,) * dims
+
+    if name.startswith("Adaptive"):
+        return each(kw["output_size"], 1)
+    kernel = each(kw["kernel_size"], 1)
+    if kw.get("padding") == "same":
+        return sizes
+    padding = each(0 if kw.get("padding") in (None, "valid") else kw["padding"], 0)
+    stride = each(kw.get("stride"), 1) if name.startswith("Conv") or kw.get("stride") else kernel
+    dilation = each(kw.get("dilation"), 1)
+    rounding = math.ceil if kw.get("ceil_mode") else math.floor
+    out = tuple(
+        rounding((n + 2 * p - d * (k - 1) - 1) / s) + 1
+        for n, k, s, p, d in zip(sizes, kernel, stride, padding, dilation, strict=True)
+    )
+    if min(out) < 1:
+        raise _NoFit
+    return out
 
 
 def batch_limit(

@@ -116,11 +116,10 @@ def _layer(entry: object) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-def sequential(spec: Spec, path: str | None = None, *, hooks: bool = True) -> nn.Sequential:
+def sequential(spec: Spec, path: str | None = None) -> nn.Sequential:
     """The ``nn.Sequential`` a checked spec describes, on the ``meta`` device (no storage).
 
-    Load the weights to use it (`build`). ``hooks``: Embeddings take whole-number float
-    features as indices (off for a shape-only run on the meta device).
+    Load the weights to use it (`build`).
     """
     import torch
     from torch import nn
@@ -135,7 +134,7 @@ def sequential(spec: Spec, path: str | None = None, *, hooks: bool = True) -> nn
                 raise ModelError(
                     f"layer {i} ({name}): cannot build it ({exc})", path=path, key=KEY
                 ) from exc
-    for layer in layers if hooks else ():
+    for layer in layers:
         if isinstance(layer, nn.Embedding):
             layer.register_forward_pre_hook(_as_indices)
     return nn.Sequential(*layers)
