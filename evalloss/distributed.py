@@ -155,6 +155,7 @@ class World:
             yield
         except RuntimeError as exc:  # gloo's errors (DistBackendError is one)
             first = (str(exc).strip().splitlines() or ["no message"])[0]
+            first = first.split("] ", 1)[-1]  # gloo's "[path/to/file.cc:78] " prefix
             raise errors.PeerError(
                 f"another process of the run died or did not answer within {timeout_s():g} s "
                 f"(EVALLOSS_TIMEOUT): {first}",

@@ -91,6 +91,15 @@ def check_output(
         ) from exc
 
 
+def stamp(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(size, modification time in ns) of a file: what tells that it changed (0, 0 if gone)."""
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return (0, 0)
+    return (info.st_size, info.st_mtime_ns)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():

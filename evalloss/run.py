@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import distributed
 from .engine import Accumulator, BadTarget
-from .errors import EvallossError
+from .errors import DataError, EvallossError
 from .readahead import prefetch, read_ahead
 from .sources import Block, DataSource
 
@@ -81,6 +81,28 @@ def one_pass(
     finally:
         blocks.close()
     world.agree(error)
+    world.agree(_changed(source, world))
+
+
+def _changed(source: DataSource, world: distributed.World) -> DataError | None:
+    """A data file that changed while it was read, or that differs between the processes
+    (a copy per node that is not the same file): no figure may come from it."""
+    now = source.stamp()
+    stamps = world.gather(now)
+    if now != source.opened:
+        return DataError(
+            "changed while it was being read (its size or modification time): the figures "
+            "would match neither version; run again on a file that stays put",
+            path=source.path,
+        )
+    if len(set(map(tuple, stamps))) > 1:
+        shown = ", ".join(f"rank {r}: {size} bytes" for r, (size, _) in enumerate(stamps))
+        return DataError(
+            f"the processes of the run see different files here ({shown}, or other "
+            "modification times): give every process the same data",
+            path=source.path,
+        )
+    return None
 
 
 def _feed(

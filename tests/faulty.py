@@ -124,3 +124,34 @@ class Chatty(_Base):
 class Exits(_Base):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise SystemExit(3)
+
+
+class RewritesTheData(_Base):
+    """Rewrites the file named by $EVALLOSS_TEST_DATA in place on its first forward, as a job
+    that regenerates the data set while evalloss reads it would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        path = Path(os.environ["EVALLOSS_TEST_DATA"])
+        if not getattr(self, "done", False):
+            self.done = True
+            path.write_text(path.read_text() + "0.5,0.5,0.5,1\n")
+        return self.linear(x)
+
+
+class DiesOnRank1(_Base):
+    """Under torchrun, the process of rank 1 dies (os._exit) on its first forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.environ.get("RANK") == "1":
+            os._exit(7)
+        time.sleep(0.5)  # rank 0 is still evaluating when its peer dies
+        return self.linear(x)
+
+
+class StallsOnRank1(_Base):
+    """Under torchrun, the process of rank 1 stalls (sleeps a minute) on its first forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.environ.get("RANK") == "1":
+            time.sleep(60)
+        return self.linear(x)

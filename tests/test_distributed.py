@@ -202,3 +202,28 @@ def test_cuda_equals_cpu(tmp_path: Path) -> None:
     }
     assert reports["cuda"].items == reports["cpu"].items == 5000
     assert reports["cuda"].loss_sum == pytest.approx(reports["cpu"].loss_sum, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_torchrun_stalled_peer_is_one_line_and_exit_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 1 stalls in its model: rank 0 gives up after EVALLOSS_TIMEOUT with one PeerError
+    line and exit 4 (torchrun then stops rank 1: its SIGTERM line, 143)."""
+    x, y = data_set(200, seed=6)
+    _write_csv(tmp_path / "d.csv", x, y)
+    torch.manual_seed(0)
+    from tests import faulty
+
+    evalloss.save(faulty.Fine(), tmp_path / "m.safetensors", loss="cross-entropy")
+    monkeypatch.setenv("EVALLOSS_TIMEOUT", "3")
+    faulty = Path(__file__).parent / "faulty.py"
+    args = ["-m", "evalloss", "compare", "m.safetensors", "--data", "d.csv",
+            "--model", f"{faulty}:StallsOnRank1", "--batch-size", "50"]  # fmt: skip
+    done = _torchrun(*args, cwd=tmp_path)
+    ours = [line for line in done.stderr.splitlines() if line.startswith("evalloss:")]
+    assert ours[0].startswith(
+        "evalloss: error: rank 0: another process of the run died or did not answer within 3 s"
+    ), done.stderr
+    assert "exitcode  : 4" in done.stderr  # torchrun's summary of rank 0
+    assert not any(line.startswith("evalloss:") for line in ours[1:] if "SIGTERM" not in line)

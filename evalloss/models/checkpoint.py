@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import CheckpointError, EvallossWarning, shown
+from evalloss.files import stamp
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +43,7 @@ class Checkpoint:
     path: str
     metadata: dict[str, str] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    opened: tuple[int, int] = (0, 0)  # (size, mtime ns) when the header was read
 
     @property
     def name(self) -> str:
@@ -51,6 +53,7 @@ class Checkpoint:
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate the header of a safetensors file; refuse anything else by name."""
     path = os.fspath(path)
+    opened = stamp(path)
     raw, data_size = _read_header(path)
     header = _parse_header(raw, path)
     metadata = header.pop("__metadata__", None) or {}
@@ -65,7 +68,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             )
     _validate(path, header, data_size)
     shapes = {name: tuple(info["shape"]) for name, info in header.items()}
-    return Checkpoint(path=path, metadata=metadata, shapes=shapes)
+    return Checkpoint(path=path, metadata=metadata, shapes=shapes, opened=opened)
 
 
 def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
@@ -79,6 +82,12 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"cannot load its tensors ({_plain(exc)})", path=checkpoint.path
         ) from exc
+    if stamp(checkpoint.path) != checkpoint.opened:  # its header and tensors may not match
+        raise CheckpointError(
+            "changed while it was being read (its size or modification time); run again once "
+            "it is written",
+            path=checkpoint.path,
+        )
     bad = []
     for name, tensor in sorted(tensors.items()):
         if tensor.is_floating_point() or tensor.is_complex():

@@ -78,6 +78,16 @@ class DataSource(Protocol):
         """An error about item ``index`` of ``block`` in ``column``: file, line, value."""
         ...
 
+    def stamp(self) -> tuple[int, int]:
+        """(size, modification time in ns) of the data now (`files.stamp`)."""
+        ...
+
+    @property
+    def opened(self) -> tuple[int, int]:
+        """`stamp` when the source was opened: a pass that ends with another read a file
+        that changed under it."""
+        ...
+
     def sha256(self) -> dict[str, str]:
         """Every file the figures depend on -> its hex sha256 (kept from the pass if it
         hashed while reading, else read now)."""
