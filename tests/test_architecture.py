@@ -114,7 +114,7 @@ class _Jsonl:
                 batch = table.slice(len(table) * rank // world, len(table) // world)
                 yield self._to_block(batch, len(table) * rank // world, dtype)
 
-        return JsonlFile(path, columns.names, columns.features, columns.targets)
+        return JsonlFile.of(path, columns, options)
 
 
 def test_a_new_data_source_is_one_module_and_one_registry_line(

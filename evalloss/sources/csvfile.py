@@ -51,15 +51,7 @@ def open_source(path: str, options: Options) -> CsvFile:
         sep = "tab" if delimiter == "\t" else "comma"
         hint = f": the file has one column, {shown(names[0])}; is it {sep}-separated?"
     columns = tabular.resolve(path, names, options.target, options.feature, hint)
-    return CsvFile(
-        path=path,
-        columns=columns.names,
-        features=columns.features,
-        targets=columns.targets,
-        checksum=options.checksum,
-        header=header,
-        delimiter=delimiter,
-    )
+    return CsvFile.of(path, columns, options, header=header, delimiter=delimiter)
 
 
 @dataclass(frozen=True)

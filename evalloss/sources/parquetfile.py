@@ -28,13 +28,7 @@ def accepts(path: str) -> bool:
 def open_source(path: str, options: Options) -> ParquetFile:
     """Read the schema, resolve the columns, and check they exist."""
     columns = tabular.resolve(path, _parquet_columns(path), options.target, options.feature)
-    return ParquetFile(
-        path=path,
-        columns=columns.names,
-        features=columns.features,
-        targets=columns.targets,
-        checksum=options.checksum,
-    )
+    return ParquetFile.of(path, columns, options)
 
 
 @dataclass(frozen=True)

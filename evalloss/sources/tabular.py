@@ -14,7 +14,11 @@ from . import chunks
 from .base import Block
 
 if TYPE_CHECKING:
+    from typing import Self
+
     import torch
+
+    from evalloss.options import Options
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,18 @@ class Tabular:
     checksum: bool = True  # hash the file while a single process reads it front to back
     _state: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     _opened: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
+
+    @classmethod
+    def of(cls, path: str, columns: Columns, options: Options, **extra: Any) -> Self:
+        """The source of ``path`` with its resolved ``columns``; ``extra``: the form's own."""
+        return cls(
+            path=path,
+            columns=columns.names,
+            features=columns.features,
+            targets=columns.targets,
+            checksum=options.checksum,
+            **extra,
+        )
 
     def __post_init__(self) -> None:
         if self._opened == (0, 0):
