@@ -39,6 +39,7 @@ class Accumulator:
         self.module, self.loss, self.device, self.label = module, loss, device, label
         self.loss_sum = ExactSum()
         self.items = self.weight = self.nonfinite = self.correct = self.counted = 0
+        self.vocabulary = _vocabulary(module) if loss.unit == "token" else None
         self.seconds = 0.0
 
     def feed(
@@ -54,6 +55,7 @@ class Accumulator:
         start = time.perf_counter()
         n = len(targets)
         rows = f"row {row + 1}" if n == 1 else f"rows {row + 1}-{row + n}"
+        self._check_ids(inputs)
         try:
             y = targets.to(self.device, non_blocking=True)
             with torch.inference_mode():
@@ -67,12 +69,14 @@ class Accumulator:
                         f"{type(exc).__name__}: {_first_line(exc)}",
                         path=self.label,
                     ) from exc
-                if not isinstance(outputs, torch.Tensor):
+                scored = self.loss.logits(outputs)
+                if scored is None:
                     raise ModelError(
                         f"forward returned {type(outputs).__name__} on {rows}, expected one "
                         "tensor with the batch first (return the logits/predictions only)",
                         path=self.label,
                     )
+                outputs = scored
                 try:
                     self.loss.align(outputs, y)  # the model's shape first, then the data
                     bad = self.loss.invalid_target(outputs, y)
@@ -142,11 +146,36 @@ class Accumulator:
             seconds=self.seconds,
         )
 
+    def _check_ids(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> None:
+        """Token ids the model's embedding cannot look up, found before the forward pass
+        (which would fail with "index out of range"): said of the token, by the source."""
+        import torch
+
+        if self.vocabulary is None or isinstance(inputs, dict) or inputs.is_floating_point():
+            return
+        bad = (inputs < 0) | (inputs >= self.vocabulary)
+        if bool(bad.any()):
+            row, position = (int(i) for i in torch.nonzero(bad)[0])
+            token = int(inputs[row, position])
+            # label position - 1 names this input token (labels are the next tokens)
+            raise BadTarget(
+                row, position - 1,
+                f"token id {token} is outside the model's vocabulary [0, {self.vocabulary})",
+            )  # fmt: skip
+
     def _forward(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> Any:
         if isinstance(inputs, dict):
             moved = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
             return self.module(**moved)
         return self.module(inputs.to(self.device, non_blocking=True))
+
+
+def _vocabulary(module: nn.Module) -> int | None:
+    """The size of the model's first embedding table (its vocabulary), if it has one."""
+    from torch import nn
+
+    embedding = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
+    return None if embedding is None else int(embedding.num_embeddings)
 
 
 def _shape(inputs: torch.Tensor | dict[str, torch.Tensor]) -> object:

@@ -53,6 +53,8 @@ def explain(
     sizes = _check_batch_sizes(batch_sizes)
     settings = Options.of(**options)
     plan = resolve([checkpoint], settings)
+    if plan.loss.unit == "token":
+        raise OptionError("explain does not support --loss causal-lm yet", key="--loss")
     warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
     module = build(ckpt, settings.model, dict(settings.model_kwargs))

@@ -132,12 +132,12 @@ def evaluate(gate: Rules, models: Sequence[ModelResult]) -> GateResult:
         if on
     ]
     winner = find_winner(models)
-    if winner is None or winner.loss_per_item is None:
+    if winner is None or winner.figure is None:
         why = "no model besides the baseline" if baseline else "no model"
         why += " has a finite loss" if winner is not None else ""
         checks = tuple(GateCheck(rule, False, why) for rule in names)
         return GateResult(passed=False, winner=None, baseline=base_path, checks=checks)
-    base_loss = None if baseline is None else baseline.loss_per_item
+    base_loss = None if baseline is None else baseline.figure
     infinite_base = baseline is not None and base_loss is None
     margin = 0.0
     if gate.min_improvement is not None and base_loss is not None:
@@ -145,7 +145,7 @@ def evaluate(gate: Rules, models: Sequence[ModelResult]) -> GateResult:
     found: list[GateCheck] = []
     for rule in names:
         if rule == MAX_LOSS:
-            found.append(_max_loss(winner.loss_per_item, gate.max_loss))
+            found.append(_max_loss(winner.figure, gate.max_loss))
         elif infinite_base:
             found.append(GateCheck(rule, True, _INFINITE_BASELINE))
         elif rule == MIN_IMPROVEMENT:
@@ -170,9 +170,9 @@ def improvement(winner: ModelResult, base_loss: float | None) -> float | None:
     comparison = winner.vs_baseline
     if comparison is not None and comparison.delta is not None:
         return -comparison.delta
-    if winner.loss_per_item is None or base_loss is None:
+    if winner.figure is None or base_loss is None:
         return None
-    return base_loss - winner.loss_per_item
+    return base_loss - winner.figure
 
 
 def _min_improvement(

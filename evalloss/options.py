@@ -35,6 +35,15 @@ class RunKeywords(TypedDict, total=False):
     no_header: bool
     device: str
     precision: str
+    context: int | None
+    stride: int | None
+    token_dtype: str
+    tokens_column: str
+    batch_tokens: int | None
+
+
+TOKEN_DTYPES = ("uint16", "uint32")
+DEFAULT_BATCH_TOKENS = 16_384  # tokens per forward pass of a sequence model (padding included)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +59,11 @@ class Options:
     no_header: bool = False
     device: str = "auto"
     precision: str = "float32"
+    context: int | None = None  # longest input a sequence model is given (windows past it)
+    stride: int | None = None  # targets per window (default: the context)
+    token_dtype: str = "uint16"  # a .bin token stream's element type
+    tokens_column: str = "input_ids"  # documents: the list-of-token-ids column
+    batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
 
     @classmethod
@@ -73,8 +87,32 @@ class Options:
             no_header=bool(given.get("no_header", False)),
             device=given.get("device", "auto"),
             precision=precision,
+            **_sequence_options(given),
             checksum=checksum,
         )
+
+
+def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
+    """--context, --stride, --token-dtype, --tokens-column, --batch-tokens, checked."""
+    context, stride = given.get("context"), given.get("stride")
+    for option, value in (("--context", context), ("--stride", stride)):
+        if value is not None and (isinstance(value, bool) or not 1 <= value <= 1 << 24):
+            raise OptionError(f"must be a whole number from 1 to {1 << 24}", key=option)
+    if stride is not None and (context is None or stride > context):
+        raise OptionError("needs --context, and may not exceed it", key="--stride")
+    dtype = given.get("token_dtype", "uint16")
+    if dtype not in TOKEN_DTYPES:
+        raise OptionError(f"must be one of {', '.join(TOKEN_DTYPES)}", key="--token-dtype")
+    budget = given.get("batch_tokens") or DEFAULT_BATCH_TOKENS
+    if isinstance(budget, bool) or not 1 <= budget <= 1 << 32:
+        raise OptionError(f"must be a whole number from 1 to {1 << 32}", key="--batch-tokens")
+    return {
+        "context": context,
+        "stride": stride if stride is not None else context,
+        "token_dtype": dtype,
+        "tokens_column": str(given.get("tokens_column", "input_ids")),
+        "batch_tokens": budget,
+    }
 
 
 def _names(value: Sequence[str] | str, option: str) -> tuple[str, ...]:

@@ -4,13 +4,15 @@ provenance. Ranking: ascending ``loss_per_item``, ties in command-line order, no
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .provenance import collect as collect_provenance
-from .report import DataInfo, ModelResult, Report
+from .report import DataInfo, ModelResult, Report, Result
 
 if TYPE_CHECKING:
     from . import distributed
@@ -29,10 +31,9 @@ def build_report(
     """The report of a finished (and reduced) pass."""
     results = [a.result() for a in accumulators]
     vs = pairing.comparisons(results) if pairing is not None else {}
-    order = sorted(
-        range(len(results)),
-        key=lambda i: (results[i].loss_per_item is None, results[i].loss_per_item or 0.0, i),
-    )
+    token = plan.loss.unit == "token"
+    figures = [r.loss_per_token if token else r.loss_per_item for r in results]
+    order = sorted(range(len(results)), key=lambda i: (figures[i] is None, figures[i] or 0.0, i))
     names = unique_names([c.path for c in plan.checkpoints])
     base = None if pairing is None else pairing.base
     models = tuple(
@@ -48,6 +49,7 @@ def build_report(
             is_baseline=i == base,
             seconds=round(results[i].seconds, 6),
             vs_baseline=vs.get(i),
+            **(_token_figures(results[i]) if token else {}),
         )
         for rank, i in enumerate(order, start=1)
     )
@@ -61,6 +63,7 @@ def build_report(
         world_size=1 if world is None else world.size,
         models=models,
         has_baseline=base is not None,
+        unit=plan.loss.unit,
         provenance=collect_provenance(
             checkpoints=[c.path for c in plan.checkpoints],
             source=plan.source,
@@ -68,6 +71,18 @@ def build_report(
             hashed=plan.source.checksum and (world is None or world.rank == 0),
         ),
     )
+
+
+def _token_figures(result: Result) -> dict[str, Any]:
+    """tokens, loss_per_token and perplexity = exp(loss_per_token) (None past float64)."""
+    per_token = result.loss_per_token
+    perplexity = None
+    if per_token is not None and per_token < _MAX_EXP:
+        perplexity = math.exp(per_token)
+    return {"tokens": result.weight, "loss_per_token": per_token, "perplexity": perplexity}
+
+
+_MAX_EXP = math.log(sys.float_info.max)
 
 
 def data_info(plan: Plan, items: int) -> DataInfo:

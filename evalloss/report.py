@@ -28,6 +28,13 @@ class Result:
             return None
         return _finite(self.loss_sum / self.items)
 
+    @property
+    def loss_per_token(self) -> float | None:
+        """``loss_sum`` over the scored elements (tokens, for ``causal-lm``)."""
+        if self.loss_sum is None or self.weight == 0:
+            return None
+        return _finite(self.loss_sum / self.weight)
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -53,6 +60,14 @@ class ModelResult:
     is_baseline: bool
     seconds: float
     vs_baseline: Comparison | None = None
+    tokens: int | None = None  # token losses only: scored tokens
+    loss_per_token: float | None = None  # loss_sum / tokens: what ranks a token loss
+    perplexity: float | None = None  # exp(loss_per_token)
+
+    @property
+    def figure(self) -> float | None:
+        """What ranks and what the gate judges: loss per token for a token loss, else per item."""
+        return self.loss_per_token if self.tokens is not None else self.loss_per_item
 
 
 @dataclass(frozen=True)
@@ -107,15 +122,23 @@ class Report:
     gate: GateResult | None = None
     has_baseline: bool = field(default=False, repr=False)
     provenance: Provenance | None = None
+    unit: str = field(default="item", repr=False)  # "token": the report ranks per token
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON report: plain types, ``None`` for every non-finite number."""
         out: dict[str, Any] = _clean(asdict(self))
         out.pop("has_baseline")
-        if not self.has_baseline:
-            for model in out["models"]:
+        out.pop("unit")
+        for model in out["models"]:
+            if not self.has_baseline:
                 model.pop("vs_baseline")
+            if self.unit != "token":
+                for key in _TOKEN_KEYS:
+                    model.pop(key)
         return out
+
+
+_TOKEN_KEYS = ("tokens", "loss_per_token", "perplexity")
 
 
 def _clean(value: Any) -> Any:

@@ -121,9 +121,7 @@ def _feed(
             try:
                 losses.append(acc.feed(x, y, row=block.row + start))
             except BadTarget as bad:
-                raise source.at(
-                    block, start + bad.row, source.targets[bad.column], bad.why
-                ) from None
+                raise source.bad_target(block, start + bad.row, bad.column, bad.why) from None
         for observer in observers:
             observer.batch(block.row + start, y, losses)
 

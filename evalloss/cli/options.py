@@ -13,7 +13,7 @@ import click
 
 from evalloss.gate import Threshold, parse_threshold
 from evalloss.losses import NAMES as LOSSES
-from evalloss.options import PRECISIONS
+from evalloss.options import PRECISIONS, TOKEN_DTYPES
 from evalloss.render import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,6 +69,45 @@ def gate_options(f: F) -> F:
     ):
         f = option(f)
     return f
+
+
+sequence_options = [
+    click.option(
+        "--context",
+        type=click.IntRange(min=1),
+        metavar="L",
+        help="causal-lm: the longest input the model is given; longer sequences are scored "
+        "in windows (required for a .bin token stream).",
+    ),
+    click.option(
+        "--stride",
+        type=click.IntRange(min=1),
+        metavar="S",
+        help="causal-lm: new targets per window (default: the context; at most the context).",
+    ),
+    click.option(
+        "--token-dtype",
+        type=click.Choice(TOKEN_DTYPES),
+        default="uint16",
+        show_default=True,
+        help="The element type of a .bin token stream (nanoGPT's: uint16).",
+    ),
+    click.option(
+        "--tokens-column",
+        default="input_ids",
+        show_default=True,
+        metavar="COL",
+        help="Documents (Parquet, JSON Lines): the list-of-token-ids column; an optional "
+        "'labels' list column masks tokens with -100.",
+    ),
+    click.option(
+        "--batch-tokens",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="causal-lm: tokens per forward pass, padding included (throughput only; the "
+        "figure does not depend on it). Default: 16384.",
+    ),
+]
 
 
 def data_options(f: F) -> F:
@@ -130,6 +169,7 @@ def data_options(f: F) -> F:
                 show_default=True,
                 help="float64 runs model and inputs in float64 (reference grade).",
             ),
+            *sequence_options,
             click.option(
                 "--format",
                 "fmt",

@@ -15,7 +15,19 @@ from evalloss.report import DataInfo, ExplainReport, ModelResult, Report
 
 COLUMNS = ("rank", "name", "loss_per_item", "loss_sum", "items", "accuracy")
 HEADERS = ("rank", "model", "loss/item", "loss sum", "items", "accuracy")
+TOKEN_COLUMNS = ("rank", "name", "loss_per_token", "perplexity", "loss_sum", "tokens", "items")
+TOKEN_HEADERS = ("rank", "model", "loss/token", "perplexity", "loss sum", "tokens", "items")
 BASELINE = " (baseline)"
+
+
+def columns(report: Report) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The model table's fields and headers: per token for a token loss, else per item."""
+    return (TOKEN_COLUMNS, TOKEN_HEADERS) if report.unit == "token" else (COLUMNS, HEADERS)
+
+
+def unit(report: Report) -> str:
+    """``"token"`` or ``"item"``: what the figure is per (titles)."""
+    return "token" if report.unit == "token" else "item"
 
 
 def to_json(document: Any) -> str:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from evalloss.report import Report
 
-from .cells import COLUMNS, HEADERS, cell, marked, md, pipe_table, verdict, vs_cells
+from .cells import cell, columns, marked, md, pipe_table, unit, verdict, vs_cells
 
 
 def render(report: Report) -> str:
-    align = ["right", "left", "right", "right", "right", "right"]
-    headers = list(HEADERS)
+    fields, names = columns(report)
+    headers = list(names)
+    align = ["right", "left", *["right"] * (len(fields) - 2)]
     rows = []
     for m in report.models:
         row = [cell(m.rank), f"`{md(marked(m, m.name))}`"]
-        row += [cell(getattr(m, c)) for c in COLUMNS[2:]]
+        row += [cell(getattr(m, c)) for c in fields[2:]]
         if report.has_baseline:
             row += vs_cells(m)[1:] if m.vs_baseline is not None else ["-"] * 5
         rows.append(row)
@@ -22,7 +23,7 @@ def render(report: Report) -> str:
         align += ["right"] * 5
     table = pipe_table(rows, headers, align)
     lines = [
-        f"### evalloss: {report.loss} loss per item",
+        f"### evalloss: {report.loss} loss per {unit(report)}",
         "",
         f"{report.data.items} items of `{md(report.data.path)}`, {report.precision}, "
         f"{report.device}, targets: {', '.join(f'`{md(t)}`' for t in report.data.targets)}",

@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from evalloss.report import Report
 
-from .cells import BASELINE, COLUMNS, HEADERS, cell, verdict, vs_cells
+from .cells import BASELINE, cell, columns, unit, verdict, vs_cells
 from .names import shorten
 
 WIDTH = 80  # the table format fits a classic terminal
@@ -18,9 +18,10 @@ _VS_HEADERS = ("model", "delta", "relative", "95% CI", "p", "wins")
 
 
 def render(report: Report) -> str:
-    rows = [[cell(getattr(m, c)) for c in COLUMNS] for m in report.models]
+    fields, headers = columns(report)
+    rows = [[cell(getattr(m, c)) for c in fields] for m in report.models]
     marks = [BASELINE if m.is_baseline else "" for m in report.models]
-    parts = [_title(report), _fit(rows, HEADERS, "simple", name_column=1, marks=marks)]
+    parts = [_title(report), _fit(rows, headers, "simple", name_column=1, marks=marks)]
     if report.has_baseline:
         vs_rows = [vs_cells(m) for m in report.models if m.vs_baseline is not None]
         if vs_rows:
@@ -33,7 +34,7 @@ def render(report: Report) -> str:
 
 
 def _title(report: Report, width: int = WIDTH) -> str:
-    what = f"{report.loss} loss per item over {report.data.items} items"
+    what = f"{report.loss} loss per {unit(report)} over {report.data.items} items"
     how = f"({report.precision}, {report.device})"
     path = report.data.path
     if len(f"{what} of {path} {how}") <= width:

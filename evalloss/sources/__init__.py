@@ -1,8 +1,9 @@
 """Data sources: a ``--data`` path -> a `DataSource` that reads it as blocks of items.
 
 Each source module has ``accepts(path)`` and ``open_source(path, options)``; the first module
-in `SOURCES` that accepts a path opens it: `parquetfile` (``.parquet``/``.pq``), then
-`csvfile` (any other file, as CSV/TSV text). A new form of data is one module here plus one
+in `SOURCES` that accepts a path opens it: `tokenstream` (``.bin`` token ids), `documents`
+(JSON Lines, or Parquet with a list-of-token-ids column), `parquetfile` (``.parquet``/``.pq``),
+then `csvfile` (any other file, as CSV/TSV text). A new form of data is one module here plus one
 line in `SOURCES`; see docs/architecture.md.
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError
 
-from . import csvfile, parquetfile
+from . import csvfile, documents, parquetfile, tokenstream
 from .base import Block, DataSource
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCES", "Block", "DataSource", "open_data"]
 
-SOURCES: tuple[ModuleType, ...] = (parquetfile, csvfile)  # in this order; csvfile takes any
+# in this order: documents claims Parquet with a list column; csvfile takes any other file
+SOURCES: tuple[ModuleType, ...] = (tokenstream, documents, parquetfile, csvfile)
 
 
 def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:

@@ -88,6 +88,11 @@ class DataSource(Protocol):
         that changed under it."""
         ...
 
+    def bad_target(self, block: Block, index: int, column: int, why: str) -> DataError:
+        """An error about target ``column`` (a target column, or a token position) of item
+        ``index`` of ``block``, located in the file."""
+        ...
+
     def sha256(self) -> dict[str, str]:
         """Every file the figures depend on -> its hex sha256 (kept from the pass if it
         hashed while reading, else read now)."""

@@ -112,6 +112,9 @@ class Tabular:
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
         raise NotImplementedError
 
+    def bad_target(self, block: Block, index: int, column: int, why: str) -> DataError:
+        return self.at(block, index, self.targets[column], why)
+
     def _to_block(self, batch: Any, row: int, dtype: torch.dtype, locator: Any = None) -> Block:
         """A record batch or table -> one Block of contiguous tensors (no per-row Python)."""
         import numpy as np

@@ -1,0 +1,205 @@
+"""Documents of token ids: Parquet or JSON Lines with a list-of-integers column.
+
+One row is one document and one item (``--tokens-column``, default ``input_ids``; an optional
+``labels`` list column of the same lengths masks tokens with -100). Documents are read a chunk
+at a time (`CHUNK_DOCS`), sorted by length within the chunk and packed into forward passes of
+at most ``--batch-tokens`` tokens, padding included: exact sums are order-free, so the figure
+does not depend on the packing. Without ``--context`` a document is scored whole; with it, a
+document must fit one window (``context + 1`` tokens). Under torchrun each process takes
+Parquet row groups, or every K-th chunk of a JSON Lines file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from evalloss.errors import DataError
+from evalloss.files import stamp
+
+from . import chunks, windows
+from .base import Block, Gather
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+
+    from evalloss.options import Options
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CHUNK_DOCS = 8192  # documents read, sorted and packed together
+LABELS = "labels"
+
+
+def accepts(path: str) -> bool:
+    """JSON Lines, or Parquet with a list-of-integers column (a tabular file has none)."""
+    lower = path.lower()
+    if lower.endswith(JSONL_SUFFIXES):
+        return True
+    if not lower.endswith(PARQUET_SUFFIXES):
+        return False
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError):
+        return False  # parquetfile says what is wrong with it
+    return any(_token_list(t) for t in schema.types)
+
+
+def _token_list(kind: Any) -> bool:
+    import pyarrow as pa
+
+    listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    return bool(listed and pa.types.is_integer(kind.value_type))
+
+
+def open_source(path: str, options: Options) -> Documents:
+    """Check the tokens column (and a labels column, if any) are lists of integers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        jsonl = path.lower().endswith(JSONL_SUFFIXES)
+        schema = _reader(path, [], 0, 1).schema if jsonl else pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
+    names = list(schema.names)
+    column = options.tokens_column
+    if column not in names or not _token_list(schema.field(column).type):
+        raise DataError(
+            "no list-of-integers column of token ids here; columns are: " + ", ".join(names),
+            path=path,
+            key=column,
+        )
+    labels = LABELS if LABELS in names and _token_list(schema.field(LABELS).type) else None
+    return Documents(path, column, labels, options.context, options.batch_tokens,
+                     options.checksum)  # fmt: skip
+
+
+def _reader(path: str, columns: list[str], rank: int, world: int) -> Any:
+    """Record batches of ``columns`` (all, if empty): this process's share."""
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    if path.lower().endswith(JSONL_SUFFIXES):
+        return pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
+    parquet = pq.ParquetFile(path, pre_buffer=False)
+    groups = parquet.metadata.num_row_groups
+    mine = list(range(groups * rank // world, groups * (rank + 1) // world))
+    return parquet.iter_batches(batch_size=CHUNK_DOCS, row_groups=mine, columns=columns or None)
+
+
+@dataclass(frozen=True)
+class Documents:
+    """A documents file opened: its columns checked, nothing read yet."""
+
+    path: str
+    column: str
+    labels: str | None
+    context: int | None
+    budget: int  # tokens per forward pass, padding included
+    checksum: bool = True
+    targets: tuple[str, ...] = ("next token",)
+    features: tuple[str, ...] = ("token ids",)
+    _opened: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_opened", stamp(self.path))
+
+    @property
+    def item_shape(self) -> None:
+        return None
+
+    @property
+    def opened(self) -> tuple[int, int]:
+        return self._opened
+
+    def stamp(self) -> tuple[int, int]:
+        return stamp(self.path)
+
+    def sha256(self) -> dict[str, str]:
+        return {self.path: chunks.sha256_of(self.path)}
+
+    def blocks(
+        self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
+    ) -> Iterator[Block]:
+        """This process's documents, packed by length into forward passes."""
+        import pyarrow as pa
+
+        jsonl = self.path.lower().endswith(JSONL_SUFFIXES)
+        columns = [self.column, *([self.labels] if self.labels else [])]
+        first = 0
+        try:
+            reader = _reader(self.path, columns, rank, world)
+            for number, batch in enumerate(reader):
+                if not jsonl or number % world == rank:
+                    yield from self._pack(batch, first)
+                first += batch.num_rows
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
+
+    def _pack(self, batch: Any, first: int) -> Iterator[Block]:
+        """One chunk's documents -> rows, sorted by length, packed under the token budget."""
+        import numpy as np
+
+        tokens = _lists(batch.column(self.column), self.path, first, self.column)
+        labels = None
+        if self.labels:
+            labels = _lists(batch.column(self.labels), self.path, first, LABELS)
+        rows = []
+        for i, ids in enumerate(tokens):
+            if labels is not None and len(labels[i]) != len(ids):
+                raise DataError(f"row {first + i + 1}: {len(labels[i])} labels for "
+                                f"{len(ids)} tokens", path=self.path, key=LABELS)  # fmt: skip
+            if self.context is not None and windows.count(len(ids), self.context) > 1:
+                raise DataError(
+                    f"row {first + i + 1}: {len(ids)} tokens, more than --context {self.context} "
+                    "+ 1: a document longer than the context is not scored in windows yet",
+                    path=self.path,
+                    key=self.column,
+                )
+            win = windows.window(len(ids), 0, None, None)
+            rows.append(windows.row(ids, win, None if labels is None else labels[i]))
+        order = np.argsort([len(r[0]) for r in rows], kind="stable")
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(rows[order[end]][0]) <= self.budget:
+                end += 1
+            picked = order[start:end]
+            inputs, targets = windows.padded([rows[k] for k in picked])
+            yield Block(first + int(picked[0]), inputs, targets, locator=first + picked)
+            start = end
+
+    def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
+        return DataError(why or "bad value", path=self.path, key=f"row {block.locator[index] + 1}")
+
+    def bad_target(self, block: Block, index: int, position: int, why: str) -> DataError:
+        """Label ``position`` of a document: the token it names (documents start at 0)."""
+        row = int(block.locator[index]) + 1
+        return DataError(why, path=self.path, key=f"row {row}, token {position + 1}")
+
+
+def _lists(column: Any, path: str, first: int, name: str) -> list[npt.NDArray[np.int64]]:
+    """A list-of-integers column -> one int64 array per row (views of one buffer)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"row {first + row + 1}: no token list (null)", path=path, key=name)
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = column.offsets.to_numpy() - column.offsets[0].as_py()
+    if name != LABELS and len(values) and values.min() < 0:
+        at = int(np.flatnonzero(values < 0)[0])
+        row = int(np.searchsorted(offsets, at, side="right")) - 1
+        raise DataError(f"row {first + row + 1}: negative token id {int(values[at])}",
+                        path=path, key=name)  # fmt: skip
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(column))]
