@@ -82,8 +82,9 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         plan, accumulators, taps, batch_size = _prepare(
             paths, settings, world, batch_size, per_item, plot, progress
         )
-        world.agree(_token_limits(plan, baseline, per_item, plot))
-        pairing = Pairing(len(paths), base) if base is not None else None
+        world.agree(_token_limits(plan, per_item, plot))
+        token = plan.loss.unit == "token"
+        pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
         with taps:
             observers = [o for o in (pairing, taps) if o is not None]
             run.one_pass(plan.source, plan.dtype, plan.device, accumulators, observers,
@@ -135,9 +136,9 @@ def _prepare(
 
 
 def _token_limits(plan: Plan, *given: object) -> OptionError | None:
-    """What a token loss cannot do yet: per-document paired statistics (and so the baseline),
-    the per-item export and the plot (rows are packed out of order)."""
-    for option, value in zip(("--baseline", "--per-item", "--plot"), given, strict=True):
+    """What a token loss cannot do yet: the per-item export and the plot (documents are
+    packed out of order)."""
+    for option, value in zip(("--per-item", "--plot"), given, strict=True):
         if value is not None and plan.loss.unit == "token":
             return OptionError("not supported yet with --loss causal-lm", key=option)
     return None

@@ -15,7 +15,9 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .losses import IGNORE
 from .peritem import Export, check_path
+from .ratio import PairedRatio
 from .stats import PairedSum
 
 if TYPE_CHECKING:
@@ -29,16 +31,26 @@ SAMPLE_ITEMS = 200_000  # items kept for the plot
 
 
 class Pairing:
-    """Every model against the baseline (model ``base``), item by item: one `PairedSum` each."""
+    """Every model against the baseline (model ``base``), item by item: one `PairedSum` each,
+    or for token losses (``tokens``) document by document: one `ratio.PairedRatio` each, the
+    documents' scored tokens counted from their labels."""
 
-    def __init__(self, models: int, base: int) -> None:
-        self.base = base
-        self.sums = {i: PairedSum() for i in range(models) if i != base}
+    def __init__(self, models: int, base: int, *, tokens: bool = False) -> None:
+        self.base, self.tokens = base, tokens
+        kind = PairedRatio if tokens else PairedSum
+        self.sums: dict[int, PairedSum | PairedRatio] = {
+            i: kind() for i in range(models) if i != base
+        }
 
     def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
         baseline = losses[self.base].numpy()
+        if self.tokens:
+            weights = (targets != IGNORE).sum(dim=1).numpy()  # (n,) scored tokens
         for i, pair in self.sums.items():
-            pair.add(losses[i].numpy(), baseline)
+            if isinstance(pair, PairedRatio):
+                pair.add(losses[i].numpy(), baseline, weights)
+            else:
+                pair.add(losses[i].numpy(), baseline)
 
     def state(self) -> dict[int, dict[str, Any]]:
         return {i: pair.state() for i, pair in self.sums.items()}
@@ -49,7 +61,8 @@ class Pairing:
 
     def comparisons(self, results: Sequence[Result]) -> dict[int, Comparison]:
         """Model index -> its paired statistics (the baseline has none)."""
-        base_loss = results[self.base].loss_per_item
+        base = results[self.base]
+        base_loss = base.loss_per_token if self.tokens else base.loss_per_item
         return {i: pair.comparison(base_loss) for i, pair in self.sums.items()}
 
 

@@ -184,7 +184,7 @@ def test_a_model_that_returns_the_last_position_only_is_named(tmp_path: Path) ->
     assert "logits for 1 position of 2" in result.stderr
 
 
-@pytest.mark.parametrize("option", [["--baseline", "{ckpt}"], ["--per-item", "{tmp}/x.csv"]])
+@pytest.mark.parametrize("option", [["--plot", "{tmp}/x.png"], ["--per-item", "{tmp}/x.csv"]])
 def test_what_token_losses_cannot_do_yet_is_refused(tmp_path: Path, option: list[str]) -> None:
     ckpt = _ckpt(tmp_path)
     extra = [o.format(ckpt=ckpt, tmp=tmp_path) for o in option]
