@@ -10,6 +10,7 @@ forward batch size is only a throughput knob: the rows do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import distributed, run
@@ -22,6 +23,7 @@ from .plan import fitted_batch_size, resolve
 from .ranking import data_info
 from .report import ExplainReport, ExplainRow
 from .stats import BatchGrouping, relative_error
+from .tokengroups import TokenRegrouping
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -51,18 +53,27 @@ def explain(
     # every process would evaluate everything and print its own table
     distributed.single_process_only("explain", "it runs in one process; run it without torchrun")
     sizes = _check_batch_sizes(batch_sizes)
-    settings = Options.of(**options)
+    settings = replace(Options.of(**options), ordered=True)  # batches of consecutive items
     plan = resolve([checkpoint], settings)
-    if plan.loss.unit == "token":
-        raise OptionError("explain does not support --loss causal-lm yet", key="--loss")
     warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
     module = build(ckpt, settings.model, dict(settings.model_kwargs))
     acc = Accumulator(prepare(module, plan.device, plan.dtype), plan.loss, plan.device, ckpt.path)
-    regroup = _Regrouping(acc, [BatchGrouping(b) for b in sizes], progress)
+    token = plan.loss.unit == "token"
+    regroup: _Regrouping | TokenRegrouping = (
+        TokenRegrouping(sizes, progress)
+        if token
+        else _Regrouping(acc, [BatchGrouping(b) for b in sizes], progress)
+    )
     run.one_pass(plan.source, plan.dtype, plan.device, [acc], [regroup],
                  fitted_batch_size(plan, None), distributed.World())  # fmt: skip
     result = acc.result()
+    if isinstance(regroup, TokenRegrouping):
+        rows, extra = regroup.rows(result), regroup.figures(result)
+    else:
+        rows = tuple(_row(g, result.loss_sum, result.loss_per_item, result.items)
+                     for g in regroup.groupings)  # fmt: skip
+        extra = {}
     return ExplainReport(
         evalloss_version=__version__,
         checkpoint=ckpt.path,
@@ -74,9 +85,8 @@ def explain(
         loss_sum=result.loss_sum,
         items=result.items,
         nonfinite_items=result.nonfinite_items,
-        rows=tuple(
-            _row(g, result.loss_sum, result.loss_per_item, result.items) for g in regroup.groupings
-        ),
+        rows=rows,
+        **extra,
     )
 
 

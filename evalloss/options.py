@@ -65,6 +65,7 @@ class Options:
     tokens_column: str = "input_ids"  # documents: the list-of-token-ids column
     batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
+    ordered: bool = False  # sequence data in file order (explain), not packed by length
 
     @classmethod
     def of(cls, *, checksum: bool = True, **given: Any) -> Options:

@@ -168,6 +168,9 @@ class ExplainRow:
     average_of_averages: float | None  # sum_of_averages / batches
     normalized_sum_error: float | None
     average_of_averages_error: float | None
+    # token losses only (explain drops them otherwise): Trainer.evaluate's eval_loss
+    sequence_weighted_average: float | None = None
+    sequence_weighted_average_error: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,17 @@ class ExplainReport:
     items: int
     nonfinite_items: int
     rows: tuple[ExplainRow, ...]
+    tokens: int | None = None  # token losses only: the exact figures per token
+    loss_per_token: float | None = None
+    average_of_item_averages: float | None = None  # the mean of per-document means
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's explain JSON: plain types, ``None`` for every non-finite number."""
         out: dict[str, Any] = _clean(asdict(self))
+        if self.tokens is None:
+            for key in ("tokens", "loss_per_token", "average_of_item_averages"):
+                out.pop(key)
+            for row in out["rows"]:
+                row.pop("sequence_weighted_average")
+                row.pop("sequence_weighted_average_error")
         return out

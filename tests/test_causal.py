@@ -201,3 +201,57 @@ def test_a_causal_report_matches_the_schema(tmp_path: Path) -> None:
     result = run("compare", _ckpt(tmp_path), "--data", _jsonl(tmp_path / "d.jsonl", _docs()),
                  "--model", f"{LM}:Causal", "--format", "json")  # fmt: skip
     jsonschema.Draft202012Validator(schema).validate(json.loads(result.stdout))
+
+
+def _per_document(ckpt: Path, docs: list[list[int]]) -> list[tuple[float, int]]:
+    return [_oracle(ckpt, [(d, 1)]) for d in docs]
+
+
+@pytest.mark.parametrize("sizes", [["1", "3"], ["8", "64"]])
+def test_explain_replays_the_evaluation_loops_on_documents(
+    tmp_path: Path, sizes: list[str]
+) -> None:
+    """Batches of consecutive documents in file order: the sum and average of batch token
+    means and Trainer.evaluate's sequence-weighted average, against a float64 replay."""
+    docs = _docs(count=30, seed=6)
+    ckpt = _ckpt(tmp_path)
+    args = [a for s in sizes for a in ("--batch-size", s)]
+    result = run("explain", ckpt, "--data", _jsonl(tmp_path / "d.jsonl", docs), "--model",
+                 f"{LM}:Causal", "--precision", "float64", "--format", "json", *args)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    each = _per_document(ckpt, docs)
+    total, tokens = math.fsum(s for s, _ in each), sum(t for _, t in each)
+    assert report["tokens"] == tokens
+    assert report["loss_per_token"] == pytest.approx(total / tokens, rel=1e-12)
+    means = [s / t for s, t in each if t]
+    assert report["average_of_item_averages"] == pytest.approx(
+        math.fsum(means) / len(means), rel=1e-12
+    )
+    for row, size in zip(report["rows"], map(int, sizes), strict=True):
+        batches = [each[i : i + size] for i in range(0, len(each), size)]
+        kept = [
+            (len(b), math.fsum(s for s, _ in b) / sum(t for _, t in b))
+            for b in batches
+            if sum(t for _, t in b)
+        ]
+        assert row["batches"] == len(batches) and row["last_batch"] == len(batches[-1])
+        assert row["sum_of_averages"] == pytest.approx(math.fsum(m for _, m in kept), rel=1e-12)
+        assert row["average_of_averages"] == pytest.approx(
+            math.fsum(m for _, m in kept) / len(kept), rel=1e-12
+        )
+        weighted = math.fsum(n * m for n, m in kept) / sum(n for n, _ in kept)
+        assert row["sequence_weighted_average"] == pytest.approx(weighted, rel=1e-12)
+        assert row["sequence_weighted_average_error"] == pytest.approx(
+            (weighted - total / tokens) / (total / tokens), rel=1e-9
+        )
+
+
+def test_explain_table_for_tokens_says_what_the_loops_print(tmp_path: Path) -> None:
+    ckpt = _ckpt(tmp_path)
+    result = run("explain", ckpt, "--data", _jsonl(tmp_path / "d.jsonl", _docs(seed=7)),
+                 "--model", f"{LM}:Causal", "--batch-size", "4")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "what an evaluation loop prints at each batch size" in " ".join(result.stdout.split())
+    assert "sequence-" in result.stdout and "Trainer.evaluate" in result.stdout
+    assert any(line.startswith("exact") for line in result.stdout.splitlines())

@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Sequence
 
 from evalloss.report import ExplainReport
+from evalloss.stats import relative_error
 
 from .cells import cell, displayable_explain, md, pipe_table, raw, to_json
 from .table import WIDTH
@@ -34,6 +35,36 @@ _EXPLAIN_HEADERS = (
     ("average of", "averages"),
     ("", "error"),
 )
+_TOKEN_COLUMNS = (
+    "batch_size",
+    "batches",
+    "last_batch",
+    "sum_of_averages",
+    "average_of_averages",
+    "average_of_averages_error",
+    "sequence_weighted_average",
+    "sequence_weighted_average_error",
+)
+_TOKEN_HEADERS = (
+    ("batch", "size"),
+    ("", "batches"),
+    ("last", "batch"),
+    ("sum of", "averages"),
+    ("average of", "averages"),
+    ("", "error"),
+    ("sequence-", "weighted"),
+    ("", "error"),
+)
+TOKEN_NOTE = (
+    "This is the seed article's table for language models. Each batch's loss is a mean over "
+    "its tokens; the sum of those means (`epoch_loss += loss.item()`) grows with the number of "
+    "batches, their average weights a batch of short documents like one of long ones, and the "
+    "sequence-weighted average (transformers' Trainer.evaluate `eval_loss`, Lightning's "
+    "`self.log(on_epoch=True)`) weights each batch's token mean by its number of documents.",
+    "None of them is the loss per token unless every batch has the same number of tokens: only "
+    "the exact loss per token (every token's loss added up, then divided by the tokens) does not "
+    "move with the batch size. 'per document' is the mean of each document's own mean.",
+)
 EXPLAIN_NOTE = (
     "Only the exact loss sum and loss per item can be compared across batch sizes: they add up "
     "every item's own loss, however the items are batched.",
@@ -51,30 +82,43 @@ def render(report: ExplainReport, fmt: str) -> str:
     if fmt == "csv":
         return _explain_csv(report)
     report = displayable_explain(report)
+    token = report.tokens is not None
+    columns, headers = (
+        (_TOKEN_COLUMNS, _TOKEN_HEADERS) if token else (_EXPLAIN_COLUMNS, _EXPLAIN_HEADERS)
+    )
     rows = [
-        [
-            _error(getattr(r, c)) if c.endswith("_error") else cell(getattr(r, c))
-            for c in _EXPLAIN_COLUMNS
-        ]
+        [_error(getattr(r, c)) if c.endswith("_error") else cell(getattr(r, c)) for c in columns]
         for r in report.rows
     ]
-    rows.append(["exact", "", "", "", cell(report.loss_sum), "", cell(report.per_item), ""])
-    note = list(EXPLAIN_NOTE)
+    if token:
+        rows.append(["exact", "", "", "", cell(report.loss_per_token), "", "", ""])
+        rows.append(["per document", "", "", "", cell(report.average_of_item_averages),
+                     _error(relative_error(report.average_of_item_averages, report.loss_per_token)),
+                     "", ""])  # fmt: skip
+    else:
+        rows.append(["exact", "", "", "", cell(report.loss_sum), "", cell(report.per_item), ""])
+    note = list(TOKEN_NOTE if token else EXPLAIN_NOTE)
     if report.nonfinite_items:
         note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
     if fmt == "markdown":
-        return _explain_markdown(report, rows, note)
+        return _explain_markdown(report, rows, note, headers)
+    what = f"{report.tokens} tokens of " if token else ""
     title = (
-        f"{report.loss} loss of {report.checkpoint} over {report.items} items of "
-        f"{report.data.path} ({report.precision}, {report.device}): what a training log "
-        "prints at each batch size"
+        f"{report.loss} loss of {report.checkpoint} over {what}{report.items} items of "
+        f"{report.data.path} ({report.precision}, {report.device}): what "
+        f"{'an evaluation loop' if token else 'a training log'} prints at each batch size"
     )
-    parts = [_wrap(title), _aligned([*zip(*_EXPLAIN_HEADERS, strict=True)], rows)]
+    parts = [_wrap(title), _aligned([*zip(*headers, strict=True)], rows)]
     return "\n\n".join(parts) + "\n\n" + "".join(f"{_wrap(line)}\n" for line in note)
 
 
-def _explain_markdown(report: ExplainReport, rows: list[list[str]], note: list[str]) -> str:
-    headers = [" ".join(h).strip() for h in _EXPLAIN_HEADERS]
+def _explain_markdown(
+    report: ExplainReport,
+    rows: list[list[str]],
+    note: list[str],
+    head: Sequence[Sequence[str]] = _EXPLAIN_HEADERS,
+) -> str:
+    headers = [" ".join(h).strip() for h in head]
     align = ["left"] + ["right"] * (len(headers) - 1)
     rows = [list(r) for r in rows]
     rows[-1][0] = "**exact**"
@@ -112,12 +156,14 @@ def _wrap(text: str) -> str:
 def _explain_csv(report: ExplainReport) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*_EXPLAIN_COLUMNS, "loss_sum", "per_item", "items"])
+    token = report.tokens is not None
+    columns = _TOKEN_COLUMNS if token else _EXPLAIN_COLUMNS
+    exact = ("loss_sum", "loss_per_token", "tokens") if token else ("loss_sum", "per_item")
+    writer.writerow([*columns, *exact, "items"])
+    values = [getattr(report, "per_item" if e == "per_item" else e) for e in exact]
     for r in report.rows:
-        writer.writerow(
-            [raw(getattr(r, c)) for c in _EXPLAIN_COLUMNS]
-            + [raw(report.loss_sum), raw(report.per_item), raw(report.items)]
-        )
+        writer.writerow([raw(getattr(r, c)) for c in columns] + [raw(v) for v in values]
+                        + [raw(report.items)])  # fmt: skip
     return out.getvalue()
 
 

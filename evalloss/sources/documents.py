@@ -78,7 +78,7 @@ def open_source(path: str, options: Options) -> Documents:
         )
     labels = LABELS if LABELS in names and _token_list(schema.field(LABELS).type) else None
     return Documents(path, column, labels, options.context, options.batch_tokens,
-                     options.checksum)  # fmt: skip
+                     options.checksum, options.ordered)  # fmt: skip
 
 
 def _reader(path: str, columns: list[str], rank: int, world: int) -> Any:
@@ -104,6 +104,7 @@ class Documents:
     context: int | None
     budget: int  # tokens per forward pass, padding included
     checksum: bool = True
+    ordered: bool = False  # file order (explain, per-item), else sorted by length in a chunk
     targets: tuple[str, ...] = ("next token",)
     features: tuple[str, ...] = ("token ids",)
     _opened: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
@@ -144,7 +145,8 @@ class Documents:
             raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
 
     def _pack(self, batch: Any, first: int) -> Iterator[Block]:
-        """One chunk's documents -> rows, sorted by length, packed under the token budget."""
+        """One chunk's documents -> rows, sorted by length (unless ``ordered``), packed under
+        the token budget."""
         import numpy as np
 
         tokens = _lists(batch.column(self.column), self.path, first, self.column)
@@ -165,16 +167,19 @@ class Documents:
                 )
             win = windows.window(len(ids), 0, None, None)
             rows.append(windows.row(ids, win, None if labels is None else labels[i]))
-        order = np.argsort([len(r[0]) for r in rows], kind="stable")
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(rows[order[end]][0]) <= self.budget:
-                end += 1
-            picked = order[start:end]
-            inputs, targets = windows.padded([rows[k] for k in picked])
-            yield Block(first + int(picked[0]), inputs, targets, locator=first + picked)
-            start = end
+        lengths = [len(r[0]) for r in rows]
+        order = np.arange(len(rows)) if self.ordered else np.argsort(lengths, kind="stable")
+        group: list[int] = []
+        longest = 0
+        for k in [*order.tolist(), None]:
+            if group and (k is None or (len(group) + 1) * max(longest, lengths[k]) > self.budget):
+                inputs, targets = windows.padded([rows[g] for g in group])
+                picked = np.asarray(group)
+                yield Block(first + group[0], inputs, targets, locator=first + picked)
+                group, longest = [], 0
+            if k is not None:
+                group.append(k)
+                longest = max(longest, lengths[k])
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
         return DataError(why or "bad value", path=self.path, key=f"row {block.locator[index] + 1}")
