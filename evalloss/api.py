@@ -17,7 +17,7 @@ from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
 from .models import build, prepare, warn_if_unused
 from .models.user import source_file
-from .observers import Pairing, Taps
+from .observers import TOKENS, Pairing, Taps
 from .options import Options, PathLike
 from .plan import Plan, fitted_batch_size, resolve
 from .ranking import build_report, unique_names
@@ -65,6 +65,8 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     """
     _check_positive(batch_size, "--batch-size")
     settings = Options.of(checksum=not no_hash, **options)
+    if per_item is not None:  # items in file order: the export's rows are consecutive
+        settings = replace(settings, ordered=True)
     rules = gate.rules(
         baseline=baseline is not None,
         min_improvement=min_improvement,
@@ -82,7 +84,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         plan, accumulators, taps, batch_size = _prepare(
             paths, settings, world, batch_size, per_item, plot, progress
         )
-        world.agree(_token_limits(plan, per_item, plot))
+        world.agree(_token_limits(plan, plot))
         token = plan.loss.unit == "token"
         pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
         with taps:
@@ -123,8 +125,10 @@ def _prepare(
             )
             for c in plan.checkpoints
         ]  # fmt: skip
+        token = plan.loss.unit == "token"
         taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
-                    targets=plan.source.targets, integer_targets=plan.loss.classes,
+                    targets=TOKENS if token else plan.source.targets,
+                    integer_targets=plan.loss.classes or token,
                     per_item=per_item, plot=plot, progress=progress,
                     inputs=inputs_of(plan))  # fmt: skip
         prepared = plan, accumulators, taps, fitted_batch_size(plan, batch_size)
@@ -136,9 +140,8 @@ def _prepare(
 
 
 def _token_limits(plan: Plan, *given: object) -> OptionError | None:
-    """What a token loss cannot do yet: the per-item export and the plot (documents are
-    packed out of order)."""
-    for option, value in zip(("--per-item", "--plot"), given, strict=True):
+    """What a token loss cannot do yet: the plot (its axes speak of items)."""
+    for option, value in zip(("--plot",), given, strict=True):
         if value is not None and plan.loss.unit == "token":
             return OptionError("not supported yet with --loss causal-lm", key=option)
     return None

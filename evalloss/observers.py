@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .report import Comparison, Report, Result
 
 SAMPLE_ITEMS = 200_000  # items kept for the plot
+TOKENS = ("tokens",)  # the per-item export's target column for token losses
 
 
 class Pairing:
@@ -165,8 +166,11 @@ class Taps:
             self.export.abort()
 
     def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
-        """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each."""
+        """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each.
+        For token losses (targets named ``tokens``) the export gets each item's scored tokens."""
         if self.export is not None:
+            if self.targets == TOKENS:
+                targets = (targets != IGNORE).sum(dim=1, keepdim=True)  # (n, 1) scored tokens
             self.export.add(row, targets, losses)
         if self.sample is not None:
             self.sample.add(row, losses)

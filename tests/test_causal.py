@@ -184,7 +184,7 @@ def test_a_model_that_returns_the_last_position_only_is_named(tmp_path: Path) ->
     assert "logits for 1 position of 2" in result.stderr
 
 
-@pytest.mark.parametrize("option", [["--plot", "{tmp}/x.png"], ["--per-item", "{tmp}/x.csv"]])
+@pytest.mark.parametrize("option", [["--plot", "{tmp}/x.png"]])
 def test_what_token_losses_cannot_do_yet_is_refused(tmp_path: Path, option: list[str]) -> None:
     ckpt = _ckpt(tmp_path)
     extra = [o.format(ckpt=ckpt, tmp=tmp_path) for o in option]
@@ -255,3 +255,17 @@ def test_explain_table_for_tokens_says_what_the_loops_print(tmp_path: Path) -> N
     assert "what an evaluation loop prints at each batch size" in " ".join(result.stdout.split())
     assert "sequence-" in result.stdout and "Trainer.evaluate" in result.stdout
     assert any(line.startswith("exact") for line in result.stdout.splitlines())
+
+
+def test_per_item_has_one_row_per_document_in_file_order(tmp_path: Path) -> None:
+    docs = _docs(count=25, seed=8)
+    ckpt = _ckpt(tmp_path)
+    out = tmp_path / "items.parquet"
+    result = run("compare", ckpt, "--data", _jsonl(tmp_path / "d.jsonl", docs), "--model",
+                 f"{LM}:Causal", "--precision", "float64", "--per-item", out, "--batch-tokens", "16")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    table = pq.read_table(out).to_pydict()
+    assert table["row"] == list(range(len(docs)))
+    each = _per_document(ckpt, docs)
+    assert table["tokens"] == [t for _, t in each]
+    assert table["m"] == pytest.approx([s for s, _ in each], rel=1e-12, abs=1e-15)

@@ -163,9 +163,7 @@ def test_merged_states_equal_one_pass() -> None:
     a, b = whole.result(), merged.result()
     assert (a.items, a.accuracy, a.nonfinite_items) == (b.items, b.accuracy, b.nonfinite_items)
     with torch.no_grad():
-        per_item = torch.nn.functional.cross_entropy(
-            model(x), y, reduction="none"
-        )
+        per_item = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
     assert b.loss_sum == pytest.approx(math.fsum(per_item.tolist()), rel=1e-12)
     assert a.loss_sum == pytest.approx(b.loss_sum, rel=1e-12)
 
@@ -227,3 +225,55 @@ def test_torchrun_stalled_peer_is_one_line_and_exit_4(
     ), done.stderr
     assert "exitcode  : 4" in done.stderr  # torchrun's summary of rank 0
     assert not any(line.startswith("evalloss:") for line in ours[1:] if "SIGTERM" not in line)
+
+
+@pytest.mark.slow
+def test_torchrun_token_data_equals_one_process(tmp_path: Path) -> None:
+    """A .bin stream (windows split by rank), JSON Lines (every other chunk) and Parquet (row
+    groups) under two processes: the report of one process, baseline statistics included."""
+    import random
+
+    from tests import lm
+
+    rng = random.Random(9)
+    docs = [[rng.randrange(lm.VOCAB) for _ in range(rng.choice([0, 2, 7, 19]))] for _ in range(300)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"input_ids": d}) + "\n" for d in docs))
+    pq.write_table(pa.table({"input_ids": docs}), tmp_path / "d.parquet", row_group_size=70)
+    torch.manual_seed(0)
+    (torch.randint(0, lm.VOCAB, (5000,)).to(torch.int32).numpy().astype("uint16")).tofile(
+        tmp_path / "s.bin"
+    )
+    ckpts = []
+    for i in range(2):
+        torch.manual_seed(i)
+        ckpts.append(str(tmp_path / f"lm{i}.safetensors"))
+        evalloss.save(lm.Causal(), ckpts[-1], loss="causal-lm")
+    model = ["--model", f"{Path(__file__).parent / 'lm.py'}:Causal"]
+    common = [*ckpts, *model, "--format", "json", "--precision", "float64"]
+    cases = {
+        "stream": ["compare", *common, "--data", "s.bin", "--context", "64", "--stride", "48"],
+        "jsonl": ["compare", *common, "--data", "d.jsonl", "--baseline", ckpts[0]],
+        "parquet": ["compare", *common, "--data", "d.parquet", "--batch-tokens", "50"],
+    }
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    done = _torchrun(DRIVER, tmp_path / "cases.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    zero = json.loads((tmp_path / "cases.json.0.out").read_text())
+    for name, args in cases.items():
+        assert zero[name]["code"] in (None, 0), zero[name]["stderr"]
+        many = json.loads(zero[name]["stdout"])
+        one = evalloss.compare(
+            ckpts, data=tmp_path / args[args.index("--data") + 1], model=model[1],
+            precision="float64", context=64 if name == "stream" else None,
+            stride=48 if name == "stream" else None,
+            baseline=ckpts[0] if name == "jsonl" else None,
+        ).to_dict()  # fmt: skip
+        assert many["world_size"] == 2
+        for a, b in zip(one["models"], many["models"], strict=True):
+            assert (a["path"], a["items"], a["tokens"]) == (b["path"], b["items"], b["tokens"])
+            assert math.isclose(a["loss_sum"], b["loss_sum"], rel_tol=1e-12)
+            if a.get("vs_baseline"):
+                assert math.isclose(
+                    a["vs_baseline"]["delta"], b["vs_baseline"]["delta"], rel_tol=1e-9
+                )
+                assert a["vs_baseline"]["wins"] == b["vs_baseline"]["wins"]
