@@ -43,7 +43,7 @@ class RunKeywords(TypedDict, total=False):
 
 
 TOKEN_DTYPES = ("uint16", "uint32")
-DEFAULT_BATCH_TOKENS = 16_384  # tokens per forward pass of a sequence model (padding included)
+DEFAULT_BATCH_TOKENS = 4096  # tokens per forward pass, padding included (docs/performance.md)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -105,7 +105,7 @@ sequence_options = [
         type=click.IntRange(min=1),
         metavar="N",
         help="causal-lm: tokens per forward pass, padding included (throughput only; the "
-        "figure does not depend on it). Default: 16384.",
+        "figure does not depend on it). Default: 4096.",
     ),
 ]
 
