@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
 from pathlib import Path
@@ -134,3 +135,19 @@ def test_readme_commands_and_example_output_are_live(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 0, result.stderr
     shown = readme.split("`evalloss compare` tells the truth:\n\n```\n", 1)[1].split("```", 1)[0]
     assert_same_text(shown, result.stdout)
+
+
+def test_readme_language_model_example_is_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's language-model table is what its command prints (float32: to tolerance)."""
+    root = DOCS.parent
+    monkeypatch.chdir(root)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Language models\n", 1)[1]
+    command = next(line.strip() for line in section.splitlines() if "evalloss compare" in line)
+    shown = section.split("```\n", 1)[1].split("```", 1)[0]
+    result = CliRunner().invoke(cli, command.split()[1:], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert_same_text(shown, result.stdout)
+    log = json.loads((root / "checkpoints" / "lm" / "training_log.json").read_text())
+    for name, run in log.items():
+        assert f"| {name}" in section and str(run["epoch_loss"]) in section
