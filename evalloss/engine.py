@@ -40,6 +40,7 @@ class Accumulator:
         self.loss_sum = ExactSum()
         self.items = self.weight = self.nonfinite = self.correct = self.counted = 0
         self.vocabulary = _vocabulary(module) if loss.unit == "token" else None
+        self.last_weights: torch.Tensor | None = None
         self.seconds = 0.0
 
     def feed(
@@ -112,6 +113,7 @@ class Accumulator:
         self.nonfinite += len(losses) - n_finite
         self.items += len(losses)
         self.weight += int(weights.sum())
+        self.last_weights = weights.cpu()  # (n,) int64: the observers' item weights
         self.correct += correct
         self.counted += counted
         self.seconds += time.perf_counter() - start

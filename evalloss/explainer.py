@@ -101,9 +101,15 @@ class _Regrouping:
     ) -> None:
         self.acc, self.groupings, self.progress = acc, groupings, progress
 
-    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
+    def batch(
+        self,
+        row: int,
+        targets: torch.Tensor | None,
+        losses: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+    ) -> None:
         if self.progress is not None:
-            self.progress(len(targets))
+            self.progress(len(weights))
         if self.acc.nonfinite:
             return  # a non-finite item makes every figure undefined; keep counting
         values = losses[0].tolist()  # (n,) float64

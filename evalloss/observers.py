@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .losses import IGNORE
 from .peritem import Export, check_path
 from .ratio import PairedRatio
 from .stats import PairedSum
@@ -43,13 +42,17 @@ class Pairing:
             i: kind() for i in range(models) if i != base
         }
 
-    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
+    def batch(
+        self,
+        row: int,
+        targets: torch.Tensor | None,
+        losses: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+    ) -> None:
         baseline = losses[self.base].numpy()
-        if self.tokens:
-            weights = (targets != IGNORE).sum(dim=1).numpy()  # (n,) scored tokens
         for i, pair in self.sums.items():
             if isinstance(pair, PairedRatio):
-                pair.add(losses[i].numpy(), baseline, weights)
+                pair.add(losses[i].numpy(), baseline, weights.numpy())
             else:
                 pair.add(losses[i].numpy(), baseline)
 
@@ -165,17 +168,23 @@ class Taps:
         if kind is not None and self.export is not None:
             self.export.abort()
 
-    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
-        """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each.
-        For token losses (targets named ``tokens``) the export gets each item's scored tokens."""
+    def batch(
+        self,
+        row: int,
+        targets: torch.Tensor | None,
+        losses: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+    ) -> None:
+        """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each,
+        weights (n,). For token losses (targets named ``tokens``) the export gets each item's
+        scored tokens, its weight."""
         if self.export is not None:
-            if self.targets == TOKENS:
-                targets = (targets != IGNORE).sum(dim=1, keepdim=True)  # (n, 1) scored tokens
-            self.export.add(row, targets, losses)
+            shown = weights[:, None] if self.targets == TOKENS or targets is None else targets
+            self.export.add(row, shown, losses)
         if self.sample is not None:
             self.sample.add(row, losses)
         if self.progress is not None:
-            self.progress(len(targets))
+            self.progress(len(weights))
 
     def finish(self, report: Report) -> None:
         """Draw the plot, then put the export in place (last: a failed plot drops it)."""

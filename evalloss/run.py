@@ -21,14 +21,23 @@ from .readahead import prefetch, read_ahead
 from .sources import Block, DataSource
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     import torch
 
 
 class Observer(Protocol):
     """Watches the pass: every batch, after every model has seen it."""
 
-    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
-        """Items ``row`` ..: their targets (n, ...) and each model's item losses (n,)."""
+    def batch(
+        self,
+        row: int,
+        targets: torch.Tensor | None,
+        losses: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+    ) -> None:
+        """Items ``row`` ..: their targets (n, ...; None where an item was joined from
+        several rows), each model's item losses (n,) and the items' weights (n,)."""
         ...
 
 
@@ -63,6 +72,7 @@ def one_pass(
         blocks: Generator[Block, None, None] = prefetch(source_blocks, prepare=pin)
     else:
         blocks = (b for b in source_blocks)
+    join = _Join(observers)
     error, working = None, True
     try:
         while True:
@@ -72,7 +82,7 @@ def one_pass(
                     if block is None:
                         working = False
                     else:
-                        _feed(source, block, accumulators, observers, batch_size)
+                        _feed(source, block, accumulators, join, batch_size)
                 except EvallossError as exc:
                     error = exc
             failed, anyone = world.step(error is not None, working and error is None)
@@ -81,6 +91,7 @@ def one_pass(
     finally:
         blocks.close()
     world.agree(error)
+    join.flush(accumulators)
     world.agree(_changed(source, world))
 
 
@@ -109,7 +120,7 @@ def _feed(
     source: DataSource,
     block: Block,
     accumulators: Sequence[Accumulator],
-    observers: Sequence[Observer],
+    join: _Join,
     batch_size: int,
 ) -> None:
     for start in range(0, len(block), batch_size):
@@ -122,8 +133,72 @@ def _feed(
                 losses.append(acc.feed(x, y, row=block.row + start))
             except BadTarget as bad:
                 raise source.bad_target(block, start + bad.row, bad.column, bad.why) from None
-        for observer in observers:
-            observer.batch(block.row + start, y, losses)
+        weights = accumulators[0].last_weights
+        assert weights is not None
+        items = None if block.items is None else block.items[start:end]
+        join.batch(block.row + start, y, losses, weights, items)
+
+
+class _Join:
+    """Hands each batch to the observers; where a source scores an item in several rows (the
+    windows of a long document: ``Block.items``), joins them first: an item's losses and
+    weights are summed over its rows, across batches and blocks, and the observers see it
+    once, complete. The models' counts then count items, not rows (`flush`)."""
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self.observers = observers
+        self.items = 0  # complete items handed over from joined rows
+        self.rows = 0  # rows they came from
+        self._open: tuple[int, list[float], int] | None = None  # item, its losses, weight
+
+    def batch(
+        self,
+        row: int,
+        targets: torch.Tensor,
+        losses: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+        items: npt.NDArray[np.int64] | None,
+    ) -> None:
+        if items is None:
+            for observer in self.observers:
+                observer.batch(row, targets, losses, weights)
+            return
+        import numpy as np
+
+        self.rows += len(items)
+        values = np.stack([loss.numpy() for loss in losses], axis=1)  # (n, models)
+        done_ids, done_values, done_weights = [], [], []
+        for i, item in enumerate(items.tolist()):
+            if self._open is not None and self._open[0] != item:
+                done_ids.append(self._open[0])
+                done_values.append(self._open[1])
+                done_weights.append(self._open[2])
+                self._open = None
+            if self._open is None:
+                self._open = (item, [0.0] * values.shape[1], 0)
+            sums = [a + float(b) for a, b in zip(self._open[1], values[i], strict=True)]
+            self._open = (item, sums, self._open[2] + int(weights[i]))
+        self._hand_over(done_ids, done_values, done_weights)
+
+    def flush(self, accumulators: Sequence[Accumulator]) -> None:
+        """The last open item, and every model's item count made a count of items."""
+        if self._open is not None:
+            self._hand_over([self._open[0]], [self._open[1]], [self._open[2]])
+            self._open = None
+        for acc in accumulators:
+            acc.items -= self.rows - self.items
+
+    def _hand_over(self, ids: list[int], values: list[list[float]], weights: list[int]) -> None:
+        import torch
+
+        if not ids:
+            return
+        self.items += len(ids)
+        table = torch.tensor(values, dtype=torch.float64)  # (k, models)
+        losses = [table[:, m] for m in range(table.shape[1])]
+        counts = torch.tensor(weights, dtype=torch.int64)
+        for observer in self.observers:
+            observer.batch(ids[0], None, losses, counts)
 
 
 def reduce(world: distributed.World, states: Sequence[Reducible]) -> None:

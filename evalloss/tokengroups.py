@@ -94,13 +94,17 @@ class TokenRegrouping:
         self.progress = progress
         self._item_means, self._items_counted = ExactSum(), 0
 
-    def batch(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
-        from .losses import IGNORE
-
+    def batch(
+        self,
+        row: int,
+        targets: torch.Tensor | None,
+        losses: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+    ) -> None:
         if self.progress is not None:
-            self.progress(len(targets))
+            self.progress(len(weights))
         sums = losses[0].tolist()  # (n,) float64: each document's summed loss
-        tokens = (targets != IGNORE).sum(dim=1).tolist()  # (n,) its scored tokens
+        tokens = weights.tolist()  # (n,) its scored tokens
         for grouping in self.groupings:
             grouping.add(sums, tokens)
         means = [s / t for s, t in zip(sums, tokens, strict=True) if t]

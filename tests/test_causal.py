@@ -269,3 +269,66 @@ def test_per_item_has_one_row_per_document_in_file_order(tmp_path: Path) -> None
     each = _per_document(ckpt, docs)
     assert table["tokens"] == [t for _, t in each]
     assert table["m"] == pytest.approx([s for s, _ in each], rel=1e-12, abs=1e-15)
+
+
+def _windowed_oracle(ckpt: Path, seq: list[int], context: int, stride: int) -> tuple[float, int]:
+    """A sequence scored window by window as the contract says, one window at a time."""
+    n, sums, tokens = len(seq), [], 0
+    for w in range(max(1, -(-(n - 1) // stride))):
+        targets = range(1 + w * stride, min(1 + (w + 1) * stride, n))
+        if not targets:
+            continue
+        start = max(0, targets[-1] - context)
+        part, count = _oracle(ckpt, [(seq[start : targets[-1] + 1], targets[0] - start)])
+        sums.append(part)
+        tokens += count
+    return math.fsum(sums), tokens
+
+
+@pytest.mark.parametrize(
+    ("context", "stride", "budget"), [(6, 6, "64"), (6, 2, "7"), (4, 1, "4096")]
+)
+def test_documents_longer_than_the_context_are_scored_in_windows_as_one_item(
+    tmp_path: Path, context: int, stride: int, budget: str
+) -> None:
+    docs = _docs(count=30, seed=9)
+    ckpt = _ckpt(tmp_path)
+    each = [_windowed_oracle(ckpt, d, context, stride) for d in docs]
+    out = tmp_path / "items.parquet"
+    got = _compare(ckpt, "--data", _jsonl(tmp_path / "d.jsonl", docs), "--context", context,
+                   "--stride", stride, "--batch-tokens", budget, "--per-item", out)  # fmt: skip
+    assert got["items"] == len(docs)
+    assert got["tokens"] == sum(t for _, t in each) == sum(max(0, len(d) - 1) for d in docs)
+    assert got["loss_sum"] == pytest.approx(math.fsum(s for s, _ in each), rel=1e-12)
+    table = pq.read_table(out).to_pydict()
+    assert table["row"] == list(range(len(docs)))
+    assert table["tokens"] == [t for _, t in each]
+    assert table["m"] == pytest.approx([s for s, _ in each], rel=1e-12, abs=1e-15)
+
+
+def test_windowed_documents_pair_and_explain_as_documents(tmp_path: Path) -> None:
+    docs = _docs(count=30, seed=10)
+    data = _jsonl(tmp_path / "d.jsonl", docs)
+    base = _ckpt(tmp_path, lm.Causal, "base")
+    torch.manual_seed(3)
+    cand = tmp_path / "cand.safetensors"
+    evalloss.save(lm.Causal(), cand, loss="causal-lm")
+    window = ["--context", "5", "--stride", "3", "--precision", "float64", "--format", "json"]
+    result = run("compare", cand, "--baseline", base, "--data", data, "--model", f"{LM}:Causal",
+                 *window, "--batch-tokens", "9")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    models = {m["path"]: m for m in json.loads(result.stdout)["models"]}
+    a, b = models[str(cand)], models[str(base)]
+    assert a["items"] == b["items"] == len(docs)
+    ours = [_windowed_oracle(cand, d, 5, 3) for d in docs]
+    theirs = [_windowed_oracle(base, d, 5, 3) for d in docs]
+    scored = [(x, y) for (x, t), (y, _) in zip(ours, theirs, strict=True) if t]
+    assert a["vs_baseline"]["delta"] == pytest.approx((a["loss_sum"] - b["loss_sum"]) / a["tokens"])
+    assert a["vs_baseline"]["wins"] == pytest.approx(sum(x < y for x, y in scored) / len(scored))
+    explained = run("explain", cand, "--data", data, "--model", f"{LM}:Causal", *window,
+                    "--batch-size", "4")  # fmt: skip
+    assert explained.exit_code == 0, explained.stderr
+    report = json.loads(explained.stdout)
+    assert report["items"] == len(docs) and report["rows"][0]["batches"] == -(-len(docs) // 4)
+    means = [s / t for s, t in ours if t]
+    assert report["average_of_item_averages"] == pytest.approx(math.fsum(means) / len(means))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     import torch
 
     from evalloss.errors import DataError
@@ -27,13 +29,15 @@ class Block:
     first: one tensor, or a dict of tensors for models with several inputs. ``targets``: what
     the loss takes with the outputs, batch first. ``groups``: per-item keys of slices, if any.
     ``locator``: where the block came from, for the source's error messages (a CSV block's
-    byte offset); nobody else reads it."""
+    byte offset); nobody else reads it. ``items``: where an item takes several rows (the
+    windows of a long document), each row's item, consecutive; the pass joins them."""
 
     row: int
     inputs: torch.Tensor | dict[str, torch.Tensor]
     targets: torch.Tensor
     groups: dict[str, Any] | None = None
     locator: Any = None
+    items: npt.NDArray[np.int64] | None = None  # per row, its item where items span rows
 
     def __len__(self) -> int:
         return len(self.targets)

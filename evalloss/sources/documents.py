@@ -5,8 +5,8 @@ One row is one document and one item (``--tokens-column``, default ``input_ids``
 at a time (`CHUNK_DOCS`), sorted by length within the chunk and packed into forward passes of
 at most ``--batch-tokens`` tokens, padding included: exact sums are order-free, so the figure
 does not depend on the packing. Without ``--context`` a document is scored whole; with it, a
-document must fit one window (``context + 1`` tokens). Under torchrun each process takes
-Parquet row groups, or every K-th chunk of a JSON Lines file.
+longer one is scored in windows (`windows`), joined back into one item by the pass. Under
+torchrun each process takes Parquet row groups, or every K-th chunk of a JSON Lines file.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def open_source(path: str, options: Options) -> Documents:
             key=column,
         )
     labels = LABELS if LABELS in names and _token_list(schema.field(LABELS).type) else None
-    return Documents(path, column, labels, options.context, options.batch_tokens,
-                     options.checksum, options.ordered)  # fmt: skip
+    return Documents(path, column, labels, options.context, options.stride,
+                     options.batch_tokens, options.checksum, options.ordered)  # fmt: skip
 
 
 def _reader(path: str, columns: list[str], rank: int, world: int) -> Any:
@@ -102,6 +102,7 @@ class Documents:
     column: str
     labels: str | None
     context: int | None
+    stride: int | None
     budget: int  # tokens per forward pass, padding included
     checksum: bool = True
     ordered: bool = False  # file order (explain, per-item), else sorted by length in a chunk
@@ -145,49 +146,50 @@ class Documents:
             raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
 
     def _pack(self, batch: Any, first: int) -> Iterator[Block]:
-        """One chunk's documents -> rows, sorted by length (unless ``ordered``), packed under
-        the token budget."""
+        """One chunk's documents -> their windows' rows, documents sorted by length (unless
+        ``ordered``), packed under the token budget. A document longer than the context is
+        several rows (``Block.items`` joins them back into one item)."""
         import numpy as np
 
         tokens = _lists(batch.column(self.column), self.path, first, self.column)
         labels = None
         if self.labels:
             labels = _lists(batch.column(self.labels), self.path, first, LABELS)
-        rows = []
-        for i, ids in enumerate(tokens):
+        order = range(len(tokens)) if self.ordered else np.argsort([len(t) for t in tokens])
+        rows, where = [], []  # each row, and its (document row, window start)
+        for i in order:
+            ids = tokens[i]
             if labels is not None and len(labels[i]) != len(ids):
                 raise DataError(f"row {first + i + 1}: {len(labels[i])} labels for "
                                 f"{len(ids)} tokens", path=self.path, key=LABELS)  # fmt: skip
-            if self.context is not None and windows.count(len(ids), self.context) > 1:
-                raise DataError(
-                    f"row {first + i + 1}: {len(ids)} tokens, more than --context {self.context} "
-                    "+ 1: a document longer than the context is not scored in windows yet",
-                    path=self.path,
-                    key=self.column,
-                )
-            win = windows.window(len(ids), 0, None, None)
-            rows.append(windows.row(ids, win, None if labels is None else labels[i]))
-        lengths = [len(r[0]) for r in rows]
-        order = np.arange(len(rows)) if self.ordered else np.argsort(lengths, kind="stable")
-        group: list[int] = []
-        longest = 0
-        for k in [*order.tolist(), None]:
-            if group and (k is None or (len(group) + 1) * max(longest, lengths[k]) > self.budget):
-                inputs, targets = windows.padded([rows[g] for g in group])
-                picked = np.asarray(group)
-                yield Block(first + group[0], inputs, targets, locator=first + picked)
-                group, longest = [], 0
-            if k is not None:
-                group.append(k)
-                longest = max(longest, lengths[k])
+            for w in range(windows.count(len(ids), self.stride)):
+                win = windows.window(len(ids), w, self.context, self.stride)
+                rows.append(windows.row(ids, win, None if labels is None else labels[i]))
+                where.append((first + int(i), win.start))
+        located = np.asarray(where, dtype=np.int64).reshape(-1, 2)
+        joined = len(rows) > len(tokens)  # some document takes several windows
+        start = 0
+        while start < len(rows):
+            end, longest = start + 1, len(rows[start][0])
+            while end < len(rows):
+                longest = max(longest, len(rows[end][0]))
+                if (end - start + 1) * longest > self.budget:
+                    break
+                end += 1
+            inputs, targets = windows.padded(rows[start:end])
+            part = located[start:end]
+            yield Block(int(part[0, 0]), inputs, targets, locator=part,
+                        items=part[:, 0].copy() if joined else None)  # fmt: skip
+            start = end
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
-        return DataError(why or "bad value", path=self.path, key=f"row {block.locator[index] + 1}")
+        row = int(block.locator[index, 0]) + 1
+        return DataError(why or "bad value", path=self.path, key=f"row {row}")
 
     def bad_target(self, block: Block, index: int, position: int, why: str) -> DataError:
-        """Label ``position`` of a document: the token it names (documents start at 0)."""
-        row = int(block.locator[index]) + 1
-        return DataError(why, path=self.path, key=f"row {row}, token {position + 1}")
+        """Label ``position`` of a window: the token of its document it names."""
+        row, start = (int(v) for v in block.locator[index])
+        return DataError(why, path=self.path, key=f"row {row + 1}, token {start + position + 1}")
 
 
 def _lists(column: Any, path: str, first: int, name: str) -> list[npt.NDArray[np.int64]]:

@@ -58,7 +58,7 @@ def row(
 
     ids = np.asarray(tokens[win.start : win.end], dtype=np.int64)
     source = tokens if labels is None else labels
-    aligned = np.asarray(source[win.start + 1 : win.end + 1], dtype=np.int64)
+    aligned = np.array(source[win.start + 1 : win.end + 1], dtype=np.int64)  # a copy: masked
     aligned[: max(0, win.first - win.start - 1)] = IGNORE  # the context: another window's
     if len(ids) == 0:  # an empty sequence: one padding position, nothing scored
         ids, aligned = np.zeros(1, dtype=np.int64), np.full(1, IGNORE, dtype=np.int64)
