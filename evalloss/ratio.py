@@ -23,6 +23,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from .exact import ExactSum
+from .stats import t_interval
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,13 +128,4 @@ class PairedRatio:
         s_dt = sum(map(Fraction, self.sum_dt.partials), Fraction(0))
         residuals = s_d2 - 2 * ratio * s_dt + ratio * ratio * self.sum_t2  # exact sum e_d**2
         variance = Fraction(n, n - 1) * residuals / (self.sum_t * self.sum_t)
-        se = math.sqrt(float(variance))
-        mean = float(ratio)
-        if se == 0.0:
-            return (mean, mean), 1.0 if mean == 0.0 else 0.0
-        from scipy import stats
-
-        df = n - 1
-        half = float(stats.t.ppf(0.975, df)) * se
-        p_value = float(min(1.0, 2.0 * stats.t.sf(abs(mean) / se, df)))
-        return (mean - half, mean + half), p_value
+        return t_interval(float(ratio), math.sqrt(float(variance)), n - 1)

@@ -240,13 +240,17 @@ class PairedSum:
         n = self.n
         s2 = sum(map(Fraction, self.sum_d2.partials), Fraction(0))
         spread = s2 - s1 * s1 / n  # exact sum of (d - mean)**2
-        mean = float(s1 / n)
         se = math.sqrt(float(spread / (n - 1) / n))  # standard error of the mean difference
-        if se == 0.0:
-            return (mean, mean), 1.0 if mean == 0.0 else 0.0
-        from scipy import stats
+        return t_interval(float(s1 / n), se, n - 1)
 
-        df = n - 1
-        half = float(stats.t.ppf(0.975, df)) * se
-        p_value = float(min(1.0, 2.0 * stats.t.sf(abs(mean) / se, df)))
-        return (mean - half, mean + half), p_value
+
+def t_interval(mean: float, se: float, df: int) -> tuple[tuple[float, float], float]:
+    """The 95% t interval of ``mean`` and its two-sided p-value against 0. Zero spread is the
+    limit of the t-test: ``[mean, mean]`` and p = 0 (1 when the mean is 0 too)."""
+    if se == 0.0:
+        return (mean, mean), 1.0 if mean == 0.0 else 0.0
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, df)) * se
+    p_value = float(min(1.0, 2.0 * stats.t.sf(abs(mean) / se, df)))
+    return (mean - half, mean + half), p_value

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from evalloss.errors import DataError
 
+from evalloss.files import stamp
+
 Gather = Callable[[Any], list[Any]]  # every process's value, in rank order (`World.gather`)
 
 
@@ -101,3 +103,31 @@ class DataSource(Protocol):
         """Every file the figures depend on -> its hex sha256 (kept from the pass if it
         hashed while reading, else read now)."""
         ...
+
+
+class OneFile:
+    """What a source read from one file shares: the file's stamp when it was opened (a pass
+    that ends with another one read a file that changed), its sha256 read on demand, and no
+    fixed item shape. For frozen dataclasses with a ``path`` field."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_opened", stamp(self.path))
+
+    @property
+    def opened(self) -> tuple[int, int]:
+        opened: tuple[int, int] = getattr(self, "_opened", (0, 0))
+        return opened
+
+    def stamp(self) -> tuple[int, int]:
+        return stamp(self.path)
+
+    def sha256(self) -> dict[str, str]:
+        from .chunks import sha256_of
+
+        return {self.path: sha256_of(self.path)}
+
+    @property
+    def item_shape(self) -> tuple[int, ...] | None:
+        return None

@@ -12,14 +12,13 @@ torchrun each process takes Parquet row groups, or every K-th chunk of a JSON Li
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError
-from evalloss.files import stamp
 
-from . import chunks, windows
-from .base import Block, Gather
+from . import windows
+from .base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,7 +94,7 @@ def _reader(path: str, columns: list[str], rank: int, world: int) -> Any:
 
 
 @dataclass(frozen=True)
-class Documents:
+class Documents(OneFile):
     """A documents file opened: its columns checked, nothing read yet."""
 
     path: str
@@ -108,25 +107,6 @@ class Documents:
     ordered: bool = False  # file order (explain, per-item), else sorted by length in a chunk
     targets: tuple[str, ...] = ("next token",)
     features: tuple[str, ...] = ("token ids",)
-    _opened: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_opened", stamp(self.path))
-
-    @property
-    def item_shape(self) -> None:
-        return None
-
-    @property
-    def opened(self) -> tuple[int, int]:
-        return self._opened
-
-    def stamp(self) -> tuple[int, int]:
-        return stamp(self.path)
-
-    def sha256(self) -> dict[str, str]:
-        return {self.path: chunks.sha256_of(self.path)}
-
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, OptionError, shown
-from evalloss.files import stamp
 
 from . import chunks
-from .base import Block
+from .base import Block, OneFile
 
 if TYPE_CHECKING:
     from typing import Self
@@ -65,7 +64,7 @@ def resolve(
 
 
 @dataclass(frozen=True)
-class Tabular:
+class Tabular(OneFile):
     """A tabular file with its columns resolved; subclasses read it (`csvfile`, `parquetfile`)."""
 
     path: str
@@ -74,7 +73,6 @@ class Tabular:
     targets: tuple[str, ...]
     checksum: bool = True  # hash the file while a single process reads it front to back
     _state: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-    _opened: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
 
     @classmethod
     def of(cls, path: str, columns: Columns, options: Options, **extra: Any) -> Self:
@@ -87,17 +85,6 @@ class Tabular:
             checksum=options.checksum,
             **extra,
         )
-
-    def __post_init__(self) -> None:
-        if self._opened == (0, 0):
-            object.__setattr__(self, "_opened", stamp(self.path))
-
-    @property
-    def opened(self) -> tuple[int, int]:
-        return self._opened
-
-    def stamp(self) -> tuple[int, int]:
-        return stamp(self.path)
 
     @property
     def item_shape(self) -> tuple[int, ...]:

@@ -9,15 +9,14 @@ file. Under torchrun each process takes a contiguous range of windows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError, OptionError
-from evalloss.files import stamp
 
-from . import chunks, windows
-from .base import Block, Gather
+from . import windows
+from .base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +55,7 @@ def open_source(path: str, options: Options) -> TokenStream:
 
 
 @dataclass(frozen=True)
-class TokenStream:
+class TokenStream(OneFile):
     """A ``.bin`` stream opened: its dtype and windows, nothing read yet."""
 
     path: str
@@ -67,25 +66,6 @@ class TokenStream:
     checksum: bool = True
     targets: tuple[str, ...] = ("next token",)
     features: tuple[str, ...] = ("token ids",)
-    _opened: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_opened", stamp(self.path))
-
-    @property
-    def item_shape(self) -> None:
-        return None
-
-    @property
-    def opened(self) -> tuple[int, int]:
-        return self._opened
-
-    def stamp(self) -> tuple[int, int]:
-        return stamp(self.path)
-
-    def sha256(self) -> dict[str, str]:
-        return {self.path: chunks.sha256_of(self.path)}
-
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:
