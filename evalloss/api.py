@@ -65,7 +65,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     """
     _check_positive(batch_size, "--batch-size")
     settings = Options.of(checksum=not no_hash, **options)
-    if per_item is not None:  # items in file order: the export's rows are consecutive
+    if per_item is not None or plot is not None:  # items in file order: rows are item ids
         settings = replace(settings, ordered=True)
     rules = gate.rules(
         baseline=baseline is not None,
@@ -84,7 +84,6 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         plan, accumulators, taps, batch_size = _prepare(
             paths, settings, world, batch_size, per_item, plot, progress
         )
-        world.agree(_token_limits(plan, plot))
         token = plan.loss.unit == "token"
         pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
         with taps:
@@ -137,14 +136,6 @@ def _prepare(
     world.agree(error)
     assert prepared is not None
     return prepared
-
-
-def _token_limits(plan: Plan, *given: object) -> OptionError | None:
-    """What a token loss cannot do yet: the plot (its axes speak of items)."""
-    for option, value in zip(("--plot",), given, strict=True):
-        if value is not None and plan.loss.unit == "token":
-            return OptionError("not supported yet with --loss causal-lm", key=option)
-    return None
 
 
 def inputs_of(plan: Plan) -> list[str]:

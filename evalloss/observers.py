@@ -182,6 +182,11 @@ class Taps:
             shown = weights[:, None] if self.targets == TOKENS or targets is None else targets
             self.export.add(row, shown, losses)
         if self.sample is not None:
+            if self.targets == TOKENS:  # a document's loss per token; none where nothing scored
+                import torch
+
+                scale = weights.double().clamp(min=1)
+                losses = [torch.where(weights > 0, loss / scale, torch.nan) for loss in losses]
             self.sample.add(row, losses)
         if self.progress is not None:
             self.progress(len(weights))

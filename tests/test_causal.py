@@ -184,14 +184,19 @@ def test_a_model_that_returns_the_last_position_only_is_named(tmp_path: Path) ->
     assert "logits for 1 position of 2" in result.stderr
 
 
-@pytest.mark.parametrize("option", [["--plot", "{tmp}/x.png"]])
-def test_what_token_losses_cannot_do_yet_is_refused(tmp_path: Path, option: list[str]) -> None:
+def test_the_plot_speaks_of_tokens_and_documents(tmp_path: Path) -> None:
     ckpt = _ckpt(tmp_path)
-    extra = [o.format(ckpt=ckpt, tmp=tmp_path) for o in option]
-    result = run("compare", ckpt, "--data", _jsonl(tmp_path / "d.jsonl", [[1, 2, 3]]),
-                 "--model", f"{LM}:Causal", *extra)  # fmt: skip
-    assert result.exit_code == 2
-    assert "not supported yet with --loss causal-lm" in result.stderr
+    torch.manual_seed(5)
+    other = tmp_path / "other.safetensors"
+    evalloss.save(lm.Causal(), other, loss="causal-lm")
+    out = tmp_path / "plot.svg"
+    result = run("compare", ckpt, other, "--baseline", ckpt, "--data",
+                 _jsonl(tmp_path / "d.jsonl", _docs(seed=11)), "--model", f"{LM}:Causal",
+                 "--plot", out)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    svg = out.read_text()
+    assert "loss per token of one document" in svg and "% of documents" in svg
+    assert "loss per item" not in svg
 
 
 def test_a_causal_report_matches_the_schema(tmp_path: Path) -> None:

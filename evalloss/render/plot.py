@@ -64,17 +64,31 @@ def draw(
         assert baseline is not None
         base = values[:, names.index(baseline.name)]
         diffs = {m.name: values[:, names.index(m.name)] - base for m in rivals}
-        _differences(fig.add_subplot(grid[0, 1]), rivals, baseline, diffs, _colours(report))
-        _intervals(fig.add_subplot(grid[1, 1]), rivals, _colours(report))
+        _differences(fig.add_subplot(grid[0, 1]), rivals, baseline, diffs, report)
+        _intervals(fig.add_subplot(grid[1, 1]), rivals, report)
     else:
         _losses(fig.add_subplot(), report, names, values, order)
     kept = len(values)
-    sampled = f"a sample of {kept:,} of {seen:,} items" if kept < seen else f"all {seen:,} items"
+    items = f"{_item(report)}s"
+    sampled = (
+        f"a sample of {kept:,} of {seen:,} {items}" if kept < seen else f"all {seen:,} {items}"
+    )
     fig.suptitle(
-        f"evalloss: {report.loss} loss per item on {Path(report.data.path).name} ({sampled})",
+        f"evalloss: {report.loss} loss per {_per(report)} on {Path(report.data.path).name} "
+        f"({sampled})",
         fontsize=12,
     )
     _save(fig, Path(path), inputs)
+
+
+def _per(report: Report) -> str:
+    """What the figure is per: ``token`` for a token loss, else ``item``."""
+    return "token" if report.unit == "token" else "item"
+
+
+def _item(report: Report) -> str:
+    """What one sampled value is: a document's (loss per token) for a token loss."""
+    return "document" if report.unit == "token" else "item"
 
 
 def _colours(report: Report) -> dict[str, Any]:
@@ -104,21 +118,23 @@ def _losses(
     for index, model in zip(order, report.models, strict=True):
         column = finite[:, index]
         weights = np.full(len(column), 100.0 / max(len(column), 1))
-        mean = "-" if model.loss_per_item is None else f"{model.loss_per_item:.4g}"
+        mean = "-" if model.figure is None else f"{model.figure:.4g}"
         label = f"#{model.rank} {model.name}{' (baseline)' if model.is_baseline else ''}: {mean}"
         label += _off_axis(column, bins)
         ax.hist(
             column, bins=bins, weights=weights, histtype="step", linewidth=1.8,
             color=colours[model.name], label=label,
         )  # fmt: skip
-        if model.loss_per_item is not None:
-            ax.axvline(model.loss_per_item, color=colours[model.name], linestyle="--", linewidth=1)
+        if model.figure is not None:
+            ax.axvline(model.figure, color=colours[model.name], linestyle="--", linewidth=1)
     if log:
         ax.set_xscale("log")
-    ax.set_xlabel(f"{report.loss} loss of one item" + (" (log scale)" if log else ""))
-    ax.set_ylabel("% of items")
-    ax.set_title("per-item loss; dashed: loss per item (the mean)", fontsize=10)
-    ax.legend(title="rank, model: loss per item", fontsize=8, title_fontsize=8, frameon=False)
+    per, item = _per(report), _item(report)
+    what = f"loss per token of one {item}" if per == "token" else "loss of one item"
+    ax.set_xlabel(f"{report.loss} {what}" + (" (log scale)" if log else ""))
+    ax.set_ylabel(f"% of {item}s")
+    ax.set_title(f"per-{item} loss; dashed: the exact loss per {per}", fontsize=10)
+    ax.legend(title=f"rank, model: loss per {per}", fontsize=8, title_fontsize=8, frameon=False)
     ax.grid(alpha=0.25)
 
 
@@ -152,11 +168,12 @@ def _differences(
     rivals: Sequence[ModelResult],
     baseline: ModelResult,
     diffs: dict[str, npt.NDArray[np.float64]],
-    colours: dict[str, Any],
+    report: Report,
 ) -> None:
     """Histograms of loss_i(model) - loss_i(baseline): left of 0 the model does better."""
     import numpy as np
 
+    colours = _colours(report)
     pooled = np.concatenate([d[np.isfinite(d)] for d in diffs.values()])
     if pooled.size == 0:
         pooled = np.zeros(1)
@@ -178,18 +195,19 @@ def _differences(
             ax.axvspan(*vs.ci95, color=colours[m.name], alpha=0.2, linewidth=0)
     ax.axvline(0, color="black", linewidth=1)
     ax.set_title(
-        f"paired difference from the baseline {baseline.name}, item by item\n"
+        f"paired difference from the baseline {baseline.name}, {_item(report)} by {_item(report)}\n"
         "left of 0: lower loss than the baseline; dashed: mean; band: its 95% CI",
         fontsize=10,
     )
-    ax.set_xlabel(f"loss(model) - loss({baseline.name}) for one item")
-    ax.set_ylabel("% of items")
+    ax.set_xlabel(f"loss(model) - loss({baseline.name}) for one {_item(report)}")
+    ax.set_ylabel(f"% of {_item(report)}s")
     ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.25)
 
 
-def _intervals(ax: Any, rivals: Sequence[ModelResult], colours: dict[str, Any]) -> None:
+def _intervals(ax: Any, rivals: Sequence[ModelResult], report: Report) -> None:
     """The exact mean difference of each model with its 95% CI, on a scale that shows it."""
+    colours = _colours(report)
     notes = []
     for y, m in enumerate(reversed(rivals)):
         vs = m.vs_baseline
@@ -201,7 +219,7 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], colours: dict[str, Any]) 
             color=colours[m.name], capsize=4, markersize=5,
         )  # fmt: skip
         p = "" if vs.p_value is None else f", p {_p(vs.p_value)}"
-        wins = "" if vs.wins is None else f", lower on {vs.wins:.0%} of items"
+        wins = "" if vs.wins is None else f", lower on {vs.wins:.0%} of {_item(report)}s"
         notes.append((vs.delta, y, f"{vs.delta:+.4g} [{low:+.3g}, {high:+.3g}]{p}{wins}"))
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(range(len(rivals)), [m.name for m in reversed(rivals)], fontsize=9)
@@ -210,7 +228,9 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], colours: dict[str, Any]) 
     for x, y, text in notes:  # above each point, leaning inwards so it stays inside
         inside = "left" if x < (lo + hi) / 2 else "right"
         ax.annotate(text, (x, y), xytext=(0, 7), textcoords="offset points", ha=inside, fontsize=8)
-    ax.set_xlabel("mean difference in loss per item with its 95% CI (exact, all items)")
+    ax.set_xlabel(
+        f"mean difference in loss per {_per(report)} with its 95% CI (exact, all {_item(report)}s)"
+    )
     ax.grid(alpha=0.25, axis="x")
 
 
