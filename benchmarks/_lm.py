@@ -107,9 +107,58 @@ def limit(path: str, data: str, kwargs: str, budget: int) -> None:
     print(time.perf_counter() - start, file=sys.stderr)
 
 
+class _ForTrainer(nn.Module):
+    """The model as transformers' Trainer wants it: labels in, a token-mean loss out."""
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, **_: object
+    ) -> dict[str, torch.Tensor]:
+        logits = self.gpt(input_ids)
+        if labels is None:
+            return {"logits": logits}
+        shifted = logits[:, :-1].reshape(-1, logits.shape[-1])
+        loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=-100)
+        return {"loss": loss, "logits": logits}
+
+
+def trainer(path: str, data: str, kwargs: str, batch: int = 8) -> None:
+    """transformers' Trainer.evaluate at eval batch 8 (its eval_loss: batch token means
+    weighted by sequences per batch), the way its users run it."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+
+    docs = [d for d in _documents(data) if len(d) > 1]
+
+    def collate(features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        ids = torch.zeros((len(features), length), dtype=torch.int64)
+        labels = torch.full((len(features), length), -100, dtype=torch.int64)
+        for r, f in enumerate(features):
+            ids[r, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+            labels[r, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        return {"input_ids": ids, "labels": labels}
+
+    with tempfile.TemporaryDirectory() as folder:
+        args = TrainingArguments(
+            output_dir=folder, per_device_eval_batch_size=batch, report_to=[], use_cpu=True,
+            prediction_loss_only=True, remove_unused_columns=False,
+        )  # fmt: skip
+        dataset = [{"input_ids": d} for d in docs]
+        model = _ForTrainer(_load(path, kwargs))
+        run = Trainer(model=model, args=args, eval_dataset=dataset, data_collator=collate)
+        print(run.evaluate()["eval_loss"])
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "plain":
         plain(*args)
+    elif kind == "trainer":
+        trainer(*args)
     else:
         limit(args[0], args[1], args[2], int(args[3]))
