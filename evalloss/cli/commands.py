@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from . import github
 from .exits import GateFailed, error_line
 from .options import data_options, gate_options
 from .progress import progress_bar
@@ -49,6 +50,13 @@ from .progress import progress_bar
     "'evalloss[plot]'. One process only (refused under torchrun).",
 )
 @click.option(
+    "--junit-xml",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Also write the gate as a JUnit XML report to PATH: one test case per gate rule, "
+    "a failure for each rule that failed (GitLab artifacts:reports:junit, Jenkins).",
+)
+@click.option(
     "--no-hash",
     is_flag=True,
     help="Leave the sha256 of the checkpoints and data file out of the report's provenance. "
@@ -60,6 +68,7 @@ def compare(
     fmt: str,
     output: str | None,
     no_progress: bool,
+    junit_xml: str | None,
     **options: Any,
 ) -> None:
     """Rank checkpoints by exact loss per item over the whole data set.
@@ -71,9 +80,11 @@ def compare(
     when the gate fails: the winner is the best-ranked model that is not the baseline.
     """
     from evalloss import api, distributed, files, render
+    from evalloss.render import junit
     from evalloss.render.cells import displayable, verdict
 
-    extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot")}
+    extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot"),
+             "--junit-xml": junit_xml}  # fmt: skip
     files.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
     distributed.reporter = lambda exc: error_line(str(exc))
     main = distributed.is_main()
@@ -84,6 +95,10 @@ def compare(
             raise GateFailed
         return
     files.write(render.render(report, fmt), output, _inputs(checkpoints, options))
+    if junit_xml is not None:
+        files.write(junit.render(report), junit_xml, _inputs(checkpoints, options))
+    if github.active():
+        github.publish(report, output)
     line = verdict(displayable(report)) if report.gate is not None else None
     if line is not None and (fmt != "table" or output is not None):
         click.echo(line, err=True)  # the table ends with it; other reports get it on stderr

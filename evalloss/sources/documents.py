@@ -107,6 +107,7 @@ class Documents(OneFile):
     ordered: bool = False  # file order (explain, per-item), else sorted by length in a chunk
     targets: tuple[str, ...] = ("next token",)
     features: tuple[str, ...] = ("token ids",)
+
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:

@@ -66,6 +66,7 @@ class TokenStream(OneFile):
     checksum: bool = True
     targets: tuple[str, ...] = ("next token",)
     features: tuple[str, ...] = ("token ids",)
+
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:
