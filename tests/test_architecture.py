@@ -84,7 +84,7 @@ def test_cli_options_mirror_the_api_keywords(name: str, function: object) -> Non
 
 
 def test_cli_choices_are_the_registries() -> None:
-    for command in cli.commands.values():
+    for command in (cli.commands["compare"], cli.commands["explain"]):
         options = _options(command)  # type: ignore[arg-type]
         assert list(options["loss"].type.choices) == list(losses.NAMES)  # type: ignore[attr-defined]
         assert list(options["fmt"].type.choices) == list(render.FORMATS)  # type: ignore[attr-defined]
