@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from . import distributed, gate, readahead, run
 from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
-from .models import build, prepare, warn_if_unused
+from .models import warn_if_unused
 from .models.user import source_file
 from .observers import TOKENS, Pairing, Taps
 from .options import Options, PathLike
@@ -117,13 +117,8 @@ def _prepare(
         if world.rank == 0:  # one warning line under torchrun
             warn_if_unused(options.model, plan.checkpoints)
         accumulators = [
-            Accumulator(
-                prepare(build(c, options.model, dict(options.model_kwargs)), plan.device,
-                        plan.dtype),
-                plan.loss, plan.device, c.path,
-            )
-            for c in plan.checkpoints
-        ]  # fmt: skip
+            Accumulator(plan.build(c), plan.loss, plan.device, c.path) for c in plan.checkpoints
+        ]
         token = plan.loss.unit == "token"
         taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
                     targets=TOKENS if token else plan.source.targets,

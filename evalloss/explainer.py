@@ -17,7 +17,7 @@ from . import distributed, run
 from ._version import __version__
 from .engine import Accumulator
 from .errors import OptionError, shown
-from .models import build, prepare, warn_if_unused
+from .models import warn_if_unused
 from .options import Options, PathLike
 from .plan import fitted_batch_size, resolve
 from .ranking import data_info
@@ -57,8 +57,7 @@ def explain(
     plan = resolve([checkpoint], settings)
     warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
-    module = build(ckpt, settings.model, dict(settings.model_kwargs))
-    acc = Accumulator(prepare(module, plan.device, plan.dtype), plan.loss, plan.device, ckpt.path)
+    acc = Accumulator(plan.build(ckpt), plan.loss, plan.device, ckpt.path)
     token = plan.loss.unit == "token"
     regroup: _Regrouping | TokenRegrouping = (
         TokenRegrouping(sizes, progress)

@@ -14,12 +14,13 @@ from .errors import CheckpointError, LossError, OptionError, shown
 from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
-from .models import Checkpoint, open_checkpoint
+from .models import Checkpoint, Wanted, build, open_checkpoint
 from .options import Options, PathLike
 from .sources import DataSource, open_data
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Plan:
     def precision(self) -> str:
         return self.options.precision
 
+    def build(self, checkpoint: Checkpoint) -> nn.Module:
+        """The checkpoint's module, ready: weights loaded, eval mode, on the device, in dtype."""
+        wanted = Wanted(self.loss.name, self.device, self.dtype)
+        return build(checkpoint, self.options.model, dict(self.options.model_kwargs), wanted)
+
 
 def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
     """Open the checkpoints and the data and settle the loss, targets, device and dtype, or
@@ -48,9 +54,17 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
     checkpoints = tuple(open_checkpoint(p) for p in paths)
     if not options.target:
         options = replace(options, target=_targets_from_metadata(checkpoints))
+    loss = _loss(checkpoints, options.loss)
+    declared = _declared_context(checkpoints) if loss.unit == "token" else None
+    if declared is not None and options.context is None:
+        options = replace(options, context=declared, stride=declared)
+    elif declared is not None and options.context is not None and options.context > declared:
+        raise OptionError(f"{options.context} is longer than the {declared} positions a model "
+                          "here declares (n_positions or max_position_embeddings)",
+                          key="--context")  # fmt: skip
     return Plan(
         checkpoints=checkpoints,
-        loss=_loss(checkpoints, options.loss),
+        loss=loss,
         source=open_data(options.data, options),
         device=_device(options.device),
         dtype=torch.float64 if options.precision == "float64" else torch.float32,
@@ -86,6 +100,18 @@ def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
             key="evalloss.loss",
         )
     return get_loss(name)
+
+
+def _declared_context(checkpoints: Sequence[Checkpoint]) -> int | None:
+    """The longest input every model folder declares it takes (``n_positions``,
+    ``max_position_embeddings``): the default ``--context``."""
+    limits = [
+        value
+        for c in checkpoints
+        for key in ("n_positions", "max_position_embeddings")
+        if c.config is not None and type(value := c.config.get(key)) is int and value > 1
+    ]
+    return min(limits) if limits else None
 
 
 def _targets_from_metadata(checkpoints: Sequence[Checkpoint]) -> tuple[str, ...]:

@@ -65,7 +65,7 @@ def build_report(
         has_baseline=base is not None,
         unit=plan.loss.unit,
         provenance=collect_provenance(
-            checkpoints=[c.path for c in plan.checkpoints],
+            checkpoints=[f for c in plan.checkpoints for f in c.paths],
             source=plan.source,
             device=plan.device,
             hashed=plan.source.checksum and (world is None or world.rank == 0),

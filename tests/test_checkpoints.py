@@ -79,7 +79,7 @@ def test_missing_file(tmp_path: Path, data: Path) -> None:
 
 def test_directory(tmp_path: Path, data: Path) -> None:
     (tmp_path / "d.safetensors").mkdir()
-    _refused(tmp_path / "d.safetensors", data, tmp_path, "is a directory")
+    _refused(tmp_path / "d.safetensors", data, tmp_path, "is a directory without config.json")
 
 
 def test_fifo_is_refused_without_blocking(tmp_path: Path, data: Path) -> None:

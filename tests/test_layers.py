@@ -372,7 +372,7 @@ def test_an_unused_model_is_named_in_one_warning(write_csv, tmp_path) -> None:  
     assert result.exit_code == 0
     assert result.stderr == (
         f"evalloss: warning: --model {model} is not used: every checkpoint carries its own "
-        "evalloss.layers spec\n"
+        "architecture\n"
     )
     # used by one file of the run (the other carries a spec): no warning (filterwarnings=error)
     bare = _with_metadata(nets.mlp(), tmp_path / "bare.safetensors")

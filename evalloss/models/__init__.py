@@ -2,30 +2,42 @@
 
 `checkpoint` is the trust boundary (safetensors headers and tensors; everything else refused
 by name). Each builder module has ``accepts(checkpoint)`` and ``build(checkpoint, spec,
-kwargs)``; the first in `BUILDERS` that accepts a checkpoint builds it: `layers` (the file's
-own allow-listed ``evalloss.layers`` spec), then `user` (the ``--model`` the user typed). A new
-builder is one module here plus one line in `BUILDERS`. `save` writes files they read.
+kwargs, wanted)``; the first in `BUILDERS` that accepts a checkpoint builds it: `hf` (a Hugging
+Face model folder, `folder` checks it), `layers` (the file's own allow-listed ``evalloss.layers``
+spec), then `user` (the ``--model`` the user typed). A new builder is one module here plus one
+line in `BUILDERS`. `save` writes files they read.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import EvallossWarning
 
-from . import layers, user
+from . import hf, layers, user
 from .checkpoint import Checkpoint, open_checkpoint
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["BUILDERS", "Checkpoint", "build", "open_checkpoint", "prepare"]
+__all__ = ["BUILDERS", "Checkpoint", "Wanted", "build", "open_checkpoint", "prepare"]
 
-BUILDERS: tuple[ModuleType, ...] = (layers, user)  # in this order; `user` accepts any
+BUILDERS: tuple[ModuleType, ...] = (hf, layers, user)  # in this order; `user` accepts any
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a run wants of every module: the loss it is scored with (a folder's head), the
+    device and the dtype (a folder's weights are loaded straight into both)."""
+
+    loss: str
+    device: torch.device
+    dtype: torch.dtype
 
 
 def builder_for(checkpoint: Checkpoint) -> ModuleType:
@@ -36,17 +48,20 @@ def builder_for(checkpoint: Checkpoint) -> ModuleType:
     raise AssertionError("the last builder accepts every checkpoint")
 
 
-def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
-    """The checkpoint's module, weights loaded, by the first builder that accepts it."""
-    module: nn.Module = builder_for(checkpoint).build(checkpoint, spec, kwargs)
-    return module
+def build(
+    checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any], wanted: Wanted
+) -> nn.Module:
+    """The checkpoint's module, weights loaded, by the first builder that accepts it: in eval
+    mode on the wanted device and dtype, gradients off (`prepare`)."""
+    module: nn.Module = builder_for(checkpoint).build(checkpoint, spec, kwargs, wanted)
+    return prepare(module, wanted.device, wanted.dtype)
 
 
 def warn_if_unused(spec: str | None, checkpoints: Sequence[Checkpoint]) -> None:
     """``--model`` given while no checkpoint needs it (each has its own builder): say so."""
     if spec is not None and all(builder_for(c) is not user for c in checkpoints):
         warnings.warn(
-            f"--model {spec} is not used: every checkpoint carries its own evalloss.layers spec",
+            f"--model {spec} is not used: every checkpoint carries its own architecture",
             EvallossWarning,
             stacklevel=3,
         )

@@ -44,15 +44,27 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     opened: tuple[int, int] = (0, 0)  # (size, mtime ns) when the header was read
+    files: tuple[str, ...] = ()  # a model folder's files that the figure depends on
+    config: dict[str, Any] | None = None  # a model folder's config.json
+    tokenizer: str | None = None  # a model folder's tokenizer.json
 
     @property
     def name(self) -> str:
-        return Path(self.path).stem
+        return Path(self.path).name if self.config is not None else Path(self.path).stem
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every file the model is built from: the file itself, or a folder's files."""
+        return self.files or (self.path,)
 
 
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate the header of a safetensors file; refuse anything else by name."""
     path = os.fspath(path)
+    if os.path.isdir(path):  # noqa: PTH112 - False, not an error, for a name too long
+        from .folder import open_folder
+
+        return open_folder(path)
     opened = stamp(path)
     raw, data_size = _read_header(path)
     header = _parse_header(raw, path)

@@ -34,7 +34,9 @@ def accepts(checkpoint: Checkpoint) -> bool:
     return KEY in checkpoint.metadata
 
 
-def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
+def build(
+    checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any], wanted: object = None
+) -> nn.Module:
     """Build the checkpoint's spec from the allow-list and load it (``--model`` is not used).
 
     The spec is checked and its shapes compared with the header before any storage exists.

@@ -27,7 +27,9 @@ def accepts(checkpoint: Checkpoint) -> bool:
     return True
 
 
-def build(checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any]) -> nn.Module:
+def build(
+    checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any], wanted: object = None
+) -> nn.Module:
     """``--model`` called with ``kwargs``, the checkpoint's tensors loaded strictly."""
     if spec is None:
         raise ModelError(

@@ -1,0 +1,113 @@
+"""Hugging Face model folders -> transformers' own class for the config's ``model_type``, with
+the head the loss needs (``causal-lm``: a causal LM; ``cross-entropy``: sequence
+classification). `folder` has already checked the folder against the trust boundary.
+
+The class comes from transformers' auto mappings keyed by the config class, never from the
+folder's ``architectures`` or ``auto_map``; weights are loaded from the safetensors files only
+(``use_safetensors``, ``local_files_only``: nothing is downloaded, by construction), straight
+into the run's dtype and, on CUDA, onto the device. Loading is strict, as for files: a missing,
+unexpected or mis-shaped tensor is an error, never a randomly initialised layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from evalloss.errors import CheckpointError, shown
+
+from .checkpoint import Checkpoint
+from .folder import known_types, stamp_of
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from . import Wanted
+
+MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
+            "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING"}  # fmt: skip
+HEADS = {"causal-lm": "causal LM", "cross-entropy": "sequence classification"}
+
+
+def accepts(checkpoint: Checkpoint) -> bool:
+    """Model folders (`folder.open_folder` read their config)."""
+    return checkpoint.config is not None
+
+
+def build(
+    checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any], wanted: Wanted
+) -> nn.Module:
+    """transformers' class for the folder's model type and the loss's head, weights loaded."""
+    assert checkpoint.config is not None
+    known_types(checkpoint.path)  # the one-line error naming the extra, if transformers is missing
+    from transformers.models.auto import modeling_auto
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    kind = checkpoint.config["model_type"]
+    config_class = CONFIG_MAPPING[kind]
+    if wanted.loss not in MAPPINGS:
+        raise CheckpointError(f"a model folder is scored with {' or '.join(MAPPINGS)}, not "
+                              f"{shown(wanted.loss)}", path=checkpoint.path)  # fmt: skip
+    mapping = getattr(modeling_auto, MAPPINGS[wanted.loss])
+    if config_class not in mapping:
+        raise CheckpointError(f"transformers has no {HEADS[wanted.loss]} model for model type "
+                              f"{shown(kind)}", path=checkpoint.path)  # fmt: skip
+    try:
+        config = config_class.from_dict(dict(checkpoint.config))
+    except Exception as exc:  # a config value its class refuses
+        raise CheckpointError(f"config.json: {type(exc).__name__}: {exc}",
+                              path=checkpoint.path) from exc  # fmt: skip
+    model = _load(mapping[config_class], config, checkpoint, wanted)
+    if stamp_of(checkpoint.files) != checkpoint.opened:
+        raise CheckpointError("changed while it was being read (a file's size or modification "
+                              "time); run again once it is written",
+                              path=checkpoint.path)  # fmt: skip
+    return model
+
+
+def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted) -> nn.Module:
+    """``from_pretrained`` on the local folder, safetensors only, strictly."""
+    device = {"": wanted.device} if wanted.device.type == "cuda" else None
+    with _quiet():
+        try:
+            model, info = model_class.from_pretrained(
+                checkpoint.path, config=config, local_files_only=True, use_safetensors=True,
+                trust_remote_code=False, dtype=wanted.dtype, device_map=device,
+                output_loading_info=True,
+            )  # fmt: skip
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"transformers cannot load it ({first[:300]})",
+                                  path=checkpoint.path) from exc  # fmt: skip
+    problems = [
+        f"{label}: {', '.join(map(str, sorted(keys)[:8]))}"
+        + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+        for label, keys in (
+            ("missing keys", info.get("missing_keys") or ()),
+            ("unexpected keys", info.get("unexpected_keys") or ()),
+            ("shape mismatch", info.get("mismatched_keys") or ()),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"does not fit {model_class.__name__}; " + "; ".join(problems),
+                              path=checkpoint.path)  # fmt: skip
+    result: nn.Module = model
+    return result
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """transformers' own warnings and progress bars off while it loads: evalloss reports what
+    matters in its own lines."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        logging.enable_progress_bar()  # type: ignore[no-untyped-call]
