@@ -93,7 +93,8 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
             run.reduce(world, [*accumulators, *([pairing] if pairing else [])])
             if accumulators[0].items == 0:
                 world.agree(DataError("no data rows", path=plan.source.path))
-            report = build_report(plan, accumulators, batch_size, pairing, world)
+            report = build_report(plan, accumulators, batch_size, pairing, world,
+                                  text_bytes(plan, world))  # fmt: skip
             if rules is not None:
                 report = replace(report, gate=gate.evaluate(rules, report.models))
             taps.finish(report)
@@ -133,11 +134,18 @@ def _prepare(
     return prepared
 
 
+def text_bytes(plan: Plan, world: distributed.World) -> int | None:
+    """The UTF-8 bytes of text data, added over the processes (None for other data)."""
+    counted = getattr(plan.source, "bytes_read", None)
+    return None if counted is None else sum(world.gather(counted()))
+
+
 def inputs_of(plan: Plan) -> list[str]:
     """Every file the run reads, however it was named: checkpoints, data, the user's model
     source (a ``pkg.mod:Name`` spec's too, once imported). No output may overwrite one."""
     model = source_file(plan.options.model)
-    return [*(c.path for c in plan.checkpoints), plan.source.path, *([model] if model else [])]
+    files = [f for c in plan.checkpoints for f in (c.path, *c.files)]
+    return [*files, plan.source.path, *([model] if model else [])]
 
 
 def _with_baseline(

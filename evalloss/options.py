@@ -39,6 +39,7 @@ class RunKeywords(TypedDict, total=False):
     stride: int | None
     token_dtype: str
     tokens_column: str
+    text_column: str
     batch_tokens: int | None
 
 
@@ -63,9 +64,11 @@ class Options:
     stride: int | None = None  # targets per window (default: the context)
     token_dtype: str = "uint16"  # a .bin token stream's element type
     tokens_column: str = "input_ids"  # documents: the list-of-token-ids column
+    text_column: str = "text"  # text data: the column of documents (JSON Lines, Parquet, CSV)
     batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
     ordered: bool = False  # sequence data in file order (explain), not packed by length
+    tokenizer: str | None = None  # the models' tokenizer.json, for text data (set by the plan)
 
     @classmethod
     def of(cls, *, checksum: bool = True, **given: Any) -> Options:
@@ -94,7 +97,8 @@ class Options:
 
 
 def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
-    """--context, --stride, --token-dtype, --tokens-column, --batch-tokens, checked."""
+    """--context, --stride, --token-dtype, --tokens-column, --text-column, --batch-tokens,
+    checked."""
     context, stride = given.get("context"), given.get("stride")
     for option, value in (("--context", context), ("--stride", stride)):
         if value is not None and (isinstance(value, bool) or not 1 <= value <= 1 << 24):
@@ -112,6 +116,7 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
         "stride": stride if stride is not None else context,
         "token_dtype": dtype,
         "tokens_column": str(given.get("tokens_column", "input_ids")),
+        "text_column": str(given.get("text_column", "text")),
         "batch_tokens": budget,
     }
 

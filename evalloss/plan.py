@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import distributed
@@ -62,6 +63,9 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
         raise OptionError(f"{options.context} is longer than the {declared} positions a model "
                           "here declares (n_positions or max_position_embeddings)",
                           key="--context")  # fmt: skip
+    tokenizer = _tokenizer(checkpoints)
+    if tokenizer is not None:
+        options = replace(options, tokenizer=tokenizer)
     return Plan(
         checkpoints=checkpoints,
         loss=loss,
@@ -100,6 +104,23 @@ def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
             key="evalloss.loss",
         )
     return get_loss(name)
+
+
+def _tokenizer(checkpoints: Sequence[Checkpoint]) -> str | None:
+    """The models' ``tokenizer.json`` (one, by content). Models with different tokenizers
+    see different tokens: their per-token figures cannot be compared, and evalloss does not
+    yet evaluate them in one run (bits per byte across tokenizers is a planned mode)."""
+    with_one = [c for c in checkpoints if c.tokenizer is not None]
+    if not with_one:
+        return None
+    contents = {Path(c.tokenizer).read_bytes(): c for c in with_one if c.tokenizer}
+    if len(contents) > 1:
+        a, b = list(contents.values())[:2]
+        raise OptionError(f"{a.path} and {b.path} have different tokenizers: their per-token "
+                          "losses count different tokens and cannot be ranked together; "
+                          "compare each against models with the same tokenizer",
+                          key="tokenizer.json")  # fmt: skip
+    return with_one[0].tokenizer
 
 
 def _declared_context(checkpoints: Sequence[Checkpoint]) -> int | None:

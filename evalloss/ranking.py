@@ -27,8 +27,10 @@ def build_report(
     batch_size: int,
     pairing: Pairing | None = None,
     world: distributed.World | None = None,
+    text_bytes: int | None = None,
 ) -> Report:
-    """The report of a finished (and reduced) pass."""
+    """The report of a finished (and reduced) pass; ``text_bytes``: the UTF-8 bytes of text
+    data (bits per byte)."""
     results = [a.result() for a in accumulators]
     vs = pairing.comparisons(results) if pairing is not None else {}
     token = plan.loss.unit == "token"
@@ -49,13 +51,13 @@ def build_report(
             is_baseline=i == base,
             seconds=round(results[i].seconds, 6),
             vs_baseline=vs.get(i),
-            **(_token_figures(results[i]) if token else {}),
+            **(_token_figures(results[i], text_bytes) if token else {}),
         )
         for rank, i in enumerate(order, start=1)
     )
     return Report(
         evalloss_version=__version__,
-        data=data_info(plan, results[0].items),
+        data=data_info(plan, results[0].items, text_bytes),
         loss=plan.loss.name,
         device=str(plan.device),
         precision=plan.precision,
@@ -73,23 +75,27 @@ def build_report(
     )
 
 
-def _token_figures(result: Result) -> dict[str, Any]:
-    """tokens, loss_per_token and perplexity = exp(loss_per_token) (None past float64)."""
+def _token_figures(result: Result, text_bytes: int | None) -> dict[str, Any]:
+    """tokens, loss_per_token, perplexity = exp(loss_per_token) (None past float64), and for
+    text bits_per_byte = loss_sum / (bytes x ln 2)."""
     per_token = result.loss_per_token
     perplexity = None
     if per_token is not None and per_token < _MAX_EXP:
         perplexity = math.exp(per_token)
-    return {"tokens": result.weight, "loss_per_token": per_token, "perplexity": perplexity}
+    bits = None
+    if text_bytes and result.loss_sum is not None:
+        bits = result.loss_sum / (text_bytes * math.log(2))
+    return {"tokens": result.weight, "loss_per_token": per_token, "perplexity": perplexity,
+            "bits_per_byte": bits}  # fmt: skip
 
 
 _MAX_EXP = math.log(sys.float_info.max)
 
 
-def data_info(plan: Plan, items: int) -> DataInfo:
+def data_info(plan: Plan, items: int, text_bytes: int | None = None) -> DataInfo:
     source = plan.source
-    return DataInfo(
-        path=source.path, items=items, targets=source.targets, features=len(source.features)
-    )
+    return DataInfo(path=source.path, items=items, targets=source.targets,
+                    features=len(source.features), bytes=text_bytes)  # fmt: skip
 
 
 def unique_names(paths: Sequence[str]) -> list[str]:

@@ -63,6 +63,7 @@ class ModelResult:
     tokens: int | None = None  # token losses only: scored tokens
     loss_per_token: float | None = None  # loss_sum / tokens: what ranks a token loss
     perplexity: float | None = None  # exp(loss_per_token)
+    bits_per_byte: float | None = None  # text data: loss_sum / (bytes x ln 2)
 
     @property
     def figure(self) -> float | None:
@@ -91,6 +92,7 @@ class DataInfo:
     items: int
     targets: tuple[str, ...]
     features: int
+    bytes: int | None = None  # text data: UTF-8 bytes of every document
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,10 @@ class Report:
             if self.unit != "token":
                 for key in _TOKEN_KEYS:
                     model.pop(key)
+            if self.data.bytes is None:
+                model.pop("bits_per_byte")
+        if self.data.bytes is None:
+            out["data"].pop("bytes")
         return out
 
 

@@ -99,7 +99,7 @@ class _Jsonl:
     numbers, read by pyarrow, blocks made by the tabular helpers."""
 
     @staticmethod
-    def accepts(path: str) -> bool:
+    def accepts(path: str, options: object) -> bool:
         return path.endswith(".jsonl")
 
     @staticmethod

@@ -101,6 +101,14 @@ sequence_options = [
         "'labels' list column masks tokens with -100.",
     ),
     click.option(
+        "--text-column",
+        default="text",
+        show_default=True,
+        metavar="COL",
+        help="Text (JSON Lines, Parquet, CSV), tokenized with the model folders' "
+        "tokenizer.json: the column of documents. A .txt file is one document per line.",
+    ),
+    click.option(
         "--batch-tokens",
         type=click.IntRange(min=1),
         metavar="N",

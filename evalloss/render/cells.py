@@ -21,8 +21,14 @@ BASELINE = " (baseline)"
 
 
 def columns(report: Report) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The model table's fields and headers: per token for a token loss, else per item."""
-    return (TOKEN_COLUMNS, TOKEN_HEADERS) if report.unit == "token" else (COLUMNS, HEADERS)
+    """The model table's fields and headers: per token for a token loss (and bits per byte
+    for text), else per item."""
+    if report.unit != "token":
+        return COLUMNS, HEADERS
+    if report.data.bytes is None:
+        return TOKEN_COLUMNS, TOKEN_HEADERS
+    return (*TOKEN_COLUMNS[:4], "bits_per_byte", *TOKEN_COLUMNS[4:]), (
+        *TOKEN_HEADERS[:4], "bits/byte", *TOKEN_HEADERS[4:])  # fmt: skip
 
 
 def unit(report: Report) -> str:

@@ -1,7 +1,8 @@
 """Data sources: a ``--data`` path -> a `DataSource` that reads it as blocks of items.
 
 Each source module has ``accepts(path)`` and ``open_source(path, options)``; the first module
-in `SOURCES` that accepts a path opens it: `tokenstream` (``.bin`` token ids), `documents`
+in `SOURCES` that accepts a path opens it: `text` (text, where the models have a tokenizer),
+`tokenstream` (``.bin`` token ids), `documents`
 (JSON Lines, or Parquet with a list-of-token-ids column), `parquetfile` (``.parquet``/``.pq``),
 then `csvfile` (any other file, as CSV/TSV text). A new form of data is one module here plus one
 line in `SOURCES`; see docs/architecture.md.
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError
 
-from . import csvfile, documents, parquetfile, tokenstream
+from . import csvfile, documents, parquetfile, text, tokenstream
 from .base import Block, DataSource
 
 if TYPE_CHECKING:
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCES", "Block", "DataSource", "open_data"]
 
-# in this order: documents claims Parquet with a list column; csvfile takes any other file
-SOURCES: tuple[ModuleType, ...] = (tokenstream, documents, parquetfile, csvfile)
+# in this order: text claims text where the models have a tokenizer; documents claims Parquet
+# with a list column; csvfile takes any other file
+SOURCES: tuple[ModuleType, ...] = (text, tokenstream, documents, parquetfile, csvfile)
 
 
 def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
@@ -38,7 +40,7 @@ def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     except OSError as exc:  # a name too long, a symlink loop
         raise DataError(f"cannot open it ({exc.strerror or exc})", path=path) from exc
     for source in SOURCES:
-        if source.accepts(path):
+        if source.accepts(path, options):
             opened: DataSource = source.open_source(path, options)
             return opened
     raise AssertionError("the last source accepts every path")

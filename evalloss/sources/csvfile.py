@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 BLOCK_BYTES = 1 << 20  # pyarrow's parse block (threads split a range into these)
 
 
-def accepts(path: str) -> bool:
+def accepts(path: str, options: Options) -> bool:
     """The last resort: any file not claimed by another source is read as CSV/TSV text."""
     return True
 

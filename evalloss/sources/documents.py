@@ -33,7 +33,7 @@ CHUNK_DOCS = 8192  # documents read, sorted and packed together
 LABELS = "labels"
 
 
-def accepts(path: str) -> bool:
+def accepts(path: str, options: Options) -> bool:
     """JSON Lines, or Parquet with a list-of-integers column (a tabular file has none)."""
     lower = path.lower()
     if lower.endswith(JSONL_SUFFIXES):
@@ -64,14 +64,16 @@ def open_source(path: str, options: Options) -> Documents:
 
     try:
         jsonl = path.lower().endswith(JSONL_SUFFIXES)
-        schema = _reader(path, [], 0, 1).schema if jsonl else pq.read_schema(path)
+        schema = reader(path, [], 0, 1).schema if jsonl else pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
     names = list(schema.names)
     column = options.tokens_column
     if column not in names or not _token_list(schema.field(column).type):
         raise DataError(
-            "no list-of-integers column of token ids here; columns are: " + ", ".join(names),
+            "no list-of-integers column of token ids here"
+            + (f" and no text column {options.text_column!r}" if options.tokenizer else "")
+            + "; columns are: " + ", ".join(names),
             path=path,
             key=column,
         )
@@ -80,7 +82,7 @@ def open_source(path: str, options: Options) -> Documents:
                      options.batch_tokens, options.checksum, options.ordered)  # fmt: skip
 
 
-def _reader(path: str, columns: list[str], rank: int, world: int) -> Any:
+def reader(path: str, columns: list[str], rank: int, world: int) -> Any:
     """Record batches of ``columns`` (all, if empty): this process's share."""
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
@@ -118,24 +120,28 @@ class Documents(OneFile):
         columns = [self.column, *([self.labels] if self.labels else [])]
         first = 0
         try:
-            reader = _reader(self.path, columns, rank, world)
-            for number, batch in enumerate(reader):
+            for number, batch in enumerate(reader(self.path, columns, rank, world)):
                 if not jsonl or number % world == rank:
-                    yield from self._pack(batch, first)
+                    tokens = _lists(batch.column(self.column), self.path, first, self.column)
+                    labels = None
+                    if self.labels:
+                        labels = _lists(batch.column(self.labels), self.path, first, LABELS)
+                    yield from self._pack(tokens, labels, first)
                 first += batch.num_rows
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
 
-    def _pack(self, batch: Any, first: int) -> Iterator[Block]:
-        """One chunk's documents -> their windows' rows, documents sorted by length (unless
-        ``ordered``), packed under the token budget. A document longer than the context is
-        several rows (``Block.items`` joins them back into one item)."""
+    def _pack(
+        self,
+        tokens: list[npt.NDArray[np.int64]],
+        labels: list[npt.NDArray[np.int64]] | None,
+        first: int,
+    ) -> Iterator[Block]:
+        """One chunk's documents (the first is row ``first``) -> their windows' rows, sorted
+        by length (unless ``ordered``), packed under the token budget. A document longer than
+        the context is several rows (``Block.items`` joins them back into one item)."""
         import numpy as np
 
-        tokens = _lists(batch.column(self.column), self.path, first, self.column)
-        labels = None
-        if self.labels:
-            labels = _lists(batch.column(self.labels), self.path, first, LABELS)
         order = range(len(tokens)) if self.ordered else np.argsort([len(t) for t in tokens])
         rows, where = [], []  # each row, and its (document row, window start)
         for i in order:

@@ -21,7 +21,7 @@ SUFFIXES = (".parquet", ".pq")
 BLOCK_ROWS = 65_536  # rows per block
 
 
-def accepts(path: str) -> bool:
+def accepts(path: str, options: Options) -> bool:
     return path.lower().endswith(SUFFIXES)
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 SUFFIXES = (".bin",)
 
 
-def accepts(path: str) -> bool:
+def accepts(path: str, options: Options) -> bool:
     return path.lower().endswith(SUFFIXES)
 
 

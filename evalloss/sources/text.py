@@ -1,0 +1,210 @@
+"""Text, tokenized with a model folder's ``tokenizer.json``: ``.txt`` (one document per line),
+or JSON Lines, Parquet or CSV with a text column (``--text-column``, default ``text``).
+
+Read a chunk of documents at a time (`documents.CHUNK_DOCS`), tokenized in one batch by the
+`tokenizers` library (Rust, on every core), special tokens as the tokenizer's post-processor
+adds them; truncation and padding the file may ask for are switched off (a truncated document
+would lose tokens silently). Then packed as token documents are (`documents.Documents`), so
+windows, packing and the figure are theirs. The UTF-8 bytes of every document are counted as
+they go by: ``bits_per_byte`` = loss_sum / (bytes x ln 2), lm-evaluation-harness's definition.
+Under torchrun each process takes every K-th chunk (Parquet: its row groups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from evalloss.errors import DataError, shown
+
+from . import documents
+from .base import Block, Gather
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+
+    from evalloss.options import Options
+
+TEXT_SUFFIXES = (".txt", ".text")
+TABLE_SUFFIXES = (*documents.JSONL_SUFFIXES, *documents.PARQUET_SUFFIXES, ".csv", ".tsv")
+
+
+def accepts(path: str, options: Options) -> bool:
+    """Text: a ``.txt`` file; where the run's models have a tokenizer, also a table without the
+    token ids column (pre-tokenized data is read as it is)."""
+    lower = path.lower()
+    if lower.endswith(TEXT_SUFFIXES):
+        return True
+    if options.tokenizer is None or not lower.endswith(TABLE_SUFFIXES):
+        return False
+    try:
+        names = _schema(path).names
+    except DataError:
+        return False  # the other sources say what is wrong with it
+    return options.tokens_column not in names
+
+
+def open_source(path: str, options: Options) -> Text:
+    """The tokenizer loaded and the text column checked; nothing read yet."""
+    if options.tokenizer is None:
+        raise DataError("text needs a tokenizer: give Hugging Face model folders with a "
+                        "tokenizer.json, or token ids (docs/language-models.md)",
+                        path=path)  # fmt: skip
+    lower = path.lower()
+    if not lower.endswith(TEXT_SUFFIXES):
+        import pyarrow as pa
+
+        schema = _schema(path)
+        if options.text_column not in schema.names:
+            raise DataError("no text column (nor token ids) here; columns are: "
+                            + ", ".join(schema.names),
+                            path=path, key=options.text_column)  # fmt: skip
+        kind = schema.field(options.text_column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise DataError(f"the text column holds {kind}, not text", path=path,
+                            key=options.text_column)  # fmt: skip
+    load(options.tokenizer)  # a bad tokenizer.json fails here, before any model is built
+    return Text(path, "input_ids", None, options.context, options.stride, options.batch_tokens,
+                options.checksum, options.ordered, text_column=options.text_column,
+                tokenizer=options.tokenizer)  # fmt: skip
+
+
+def load(path: str) -> Any:
+    """A ``tokenizer.json``, with the truncation and padding it may ask for switched off."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(path)
+    except Exception as exc:  # the library raises a bare Exception for a bad file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot load the tokenizer ({first[:200]})", path=path) from exc
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _schema(path: str) -> Any:
+    """The columns of a JSON Lines, Parquet or CSV file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.lower().endswith(documents.PARQUET_SUFFIXES):
+            return pq.read_schema(path)
+        return _table_reader(path, None).schema
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
+
+
+def _table_reader(path: str, column: str | None, rank: int = 0, world: int = 1) -> Any:
+    """Record batches of the text column (all columns if None): this process's share of a
+    Parquet file's row groups, or the whole of a JSON Lines or CSV file."""
+    import pyarrow.csv as pacsv
+
+    lower = path.lower()
+    if lower.endswith(documents.PARQUET_SUFFIXES):
+        return documents.reader(path, [column] if column else [], rank, world)
+    if lower.endswith(documents.JSONL_SUFFIXES):
+        return documents.reader(path, [], rank, world)
+    convert = pacsv.ConvertOptions(
+        include_columns=[column] if column else None,
+        column_types={column: "string"} if column else None,
+        strings_can_be_null=False,
+    )  # fmt: skip
+    parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",",
+                               newlines_in_values=True)  # fmt: skip
+    return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                          parse_options=parse, convert_options=convert)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Text(documents.Documents):
+    """A text file opened: tokenizer loaded, column checked, nothing read yet."""
+
+    text_column: str = "text"
+    tokenizer: str = ""
+    counted: dict[str, int] = field(default_factory=lambda: {"bytes": 0}, compare=False)
+    features: tuple[str, ...] = ("text",)
+
+    def blocks(
+        self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
+    ) -> Iterator[Block]:
+        """This process's documents, tokenized a chunk at a time and packed by length."""
+        import pyarrow as pa
+
+        tokenizer = load(self.tokenizer)
+        self.counted["bytes"] = 0
+        first = 0
+        try:
+            for number, texts in enumerate(self._chunks(rank, world)):
+                if self.path.lower().endswith(documents.PARQUET_SUFFIXES) or (
+                    number % world == rank
+                ):
+                    self.counted["bytes"] += sum(len(t.encode("utf-8")) for t in texts)
+                    yield from self._pack(_encode(tokenizer, texts), None, first)
+                first += len(texts)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
+
+    def _chunks(self, rank: int, world: int) -> Iterator[list[str]]:
+        """The documents, a chunk at a time (a Parquet file: this process's row groups)."""
+        if self.path.lower().endswith(TEXT_SUFFIXES):
+            yield from _lines(self.path)
+            return
+        first = 0
+        for batch in _table_reader(self.path, self.text_column, rank, world):
+            column = batch.column(self.text_column)
+            if column.null_count:
+                row = next(i for i, v in enumerate(column.is_valid().to_pylist()) if not v)
+                raise DataError(f"row {first + row + 1}: no text (null)", path=self.path,
+                                key=self.text_column)  # fmt: skip
+            texts = column.to_pylist()
+            for start in range(0, len(texts), documents.CHUNK_DOCS):
+                yield texts[start : start + documents.CHUNK_DOCS]
+            first += len(texts)
+
+    def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
+        return self._where(int(block.locator[index, 0]), why or "bad value")
+
+    def bad_target(self, block: Block, index: int, position: int, why: str) -> DataError:
+        row, start = (int(v) for v in block.locator[index])
+        return self._where(row, why, f", token {start + position + 1}")
+
+    def _where(self, row: int, why: str, token: str = "") -> DataError:
+        if self.path.lower().endswith(TEXT_SUFFIXES):
+            return DataError(why + token.replace(", ", " at ", 1), path=self.path, line=row + 1)
+        return DataError(why, path=self.path, key=f"row {row + 1}{token}")
+
+    def bytes_read(self) -> int:
+        """UTF-8 bytes of the documents this process read in its last pass."""
+        return self.counted["bytes"]
+
+
+def _lines(path: str) -> Iterator[list[str]]:
+    """A text file's lines (one document each, the line break not included), in chunks."""
+    chunk: list[str] = []
+    number = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                chunk.append(raw.rstrip(b"\n").removesuffix(b"\r").decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                byte = shown(raw[exc.start : exc.start + 1])
+                raise DataError(f"not UTF-8 text (byte {byte} at column {exc.start + 1})",
+                                path=path, line=number) from None  # fmt: skip
+            if len(chunk) == documents.CHUNK_DOCS:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[npt.NDArray[np.int64]]:
+    """Each document's token ids, special tokens included: one batch, every core."""
+    import numpy as np
+
+    encoded = tokenizer.encode_batch_fast(texts, add_special_tokens=True)
+    return [np.asarray(e.ids, dtype=np.int64) for e in encoded]

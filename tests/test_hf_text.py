@@ -1,0 +1,132 @@
+"""Text data tokenized with a model folder's tokenizer.json: every form gives the model's own
+loss on its own tokenization, bytes and bits per byte by hand, and bad text one line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+import evalloss
+from tests import hf
+from tests.conftest import run
+
+DOCS = [*hf.corpus(30), "", "x", "line with\ttab and \u2028 separator", "  spaced  "]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = hf.gpt2(tmp_path_factory.mktemp("text") / "gpt2", positions=512)
+    hf.tokenizer(folder, vocab=300)
+    return folder
+
+
+def _forms(root: Path, docs: list[str], column: str = "text") -> dict[str, Path]:
+    (root / "d.txt").write_text("".join(d + "\n" for d in docs), encoding="utf-8")
+    hf.jsonl(root / "d.jsonl", [{column: d, "id": i} for i, d in enumerate(docs)])
+    table = pa.table({"id": list(range(len(docs))), column: docs})
+    pq.write_table(table, root / "d.parquet", row_group_size=7)
+    pacsv.write_csv(table, root / "d.csv")
+    return {p.suffix: p for p in root.glob("d.*")}
+
+
+def _ids(folder: Path, docs: list[str]) -> list[list[int]]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_truncation()
+    return [tokenizer.encode(d).ids for d in docs]
+
+
+def test_every_form_gives_the_models_own_loss(folder: Path, tmp_path: Path) -> None:
+    expected, tokens = hf.own_loss(folder, _ids(folder, DOCS))
+    text_bytes = sum(len(d.encode("utf-8")) for d in DOCS)
+    for suffix, path in _forms(tmp_path, DOCS).items():
+        report = evalloss.compare([folder], data=path)
+        model = report.models[0]
+        assert (model.items, model.tokens) == (len(DOCS), tokens), suffix
+        assert model.loss_sum == pytest.approx(expected, rel=1e-6), suffix
+        assert report.data.bytes == text_bytes, suffix
+        assert model.bits_per_byte == pytest.approx(expected / (text_bytes * math.log(2)), rel=1e-6)
+        assert report.to_dict()["data"]["bytes"] == text_bytes
+
+
+def test_special_tokens_are_added_and_scored(tmp_path: Path) -> None:
+    """A post-processor that puts <s> first: every word token is then predicted from it."""
+    folder = hf.gpt2(tmp_path / "g", positions=512)
+    hf.tokenizer(folder, vocab=300, bos=True)
+    ids = _ids(folder, DOCS)
+    assert all(i[0] == ids[0][0] for i in ids)  # <s> first, even in an empty document
+    expected, tokens = hf.own_loss(folder, ids)
+    data = _forms(tmp_path, DOCS)[".txt"]
+    model = evalloss.compare([folder], data=data).models[0]
+    assert model.tokens == tokens == sum(len(i) for i in _ids(folder, DOCS)) - len(DOCS)
+    assert model.loss_sum == pytest.approx(expected, rel=1e-6)
+
+
+def test_truncation_in_the_tokenizer_file_is_switched_off(folder: Path, tmp_path: Path) -> None:
+    truncating = hf.gpt2(tmp_path / "t", positions=512)
+    settings = json.loads((folder / "tokenizer.json").read_text())
+    settings["truncation"] = {"direction": "Right", "max_length": 4, "strategy": "LongestFirst",
+                              "stride": 0}  # fmt: skip
+    (truncating / "tokenizer.json").write_text(json.dumps(settings))
+    data = _forms(tmp_path, DOCS)[".jsonl"]
+    full = evalloss.compare([folder], data=data).models[0]
+    cut = evalloss.compare([truncating], data=data).models[0]
+    assert (cut.tokens, cut.loss_sum) == (full.tokens, full.loss_sum)
+
+
+def test_text_column_and_the_table(folder: Path, tmp_path: Path) -> None:
+    data = _forms(tmp_path, DOCS[:5], column="body")[".parquet"]
+    result = run("compare", folder, "--data", data)
+    assert result.exit_code == 2 and "d.parquet: text: no text column" in result.stderr
+    result = run("compare", folder, "--data", data, "--text-column", "body")
+    assert result.exit_code == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if line.startswith("rank")).split()
+    assert header[:5] == ["rank", "model", "loss/token", "perplexity", "bits/byte"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"fine\n\xff\xfebad\n", "d.txt:2: not UTF-8 text"),
+        (b'{"text": "a"}\n{"text": null}\n', "row 2: no text (null)"),
+        (b'{"text": "a"}\n{"text": 3}\n', "text"),
+    ],
+)
+def test_bad_text_is_one_line(folder: Path, tmp_path: Path, content: bytes, message: str) -> None:
+    name = "d.txt" if content.startswith(b"fine") else "d.jsonl"
+    (tmp_path / name).write_bytes(content)
+    result = run("compare", folder, "--data", tmp_path / name)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_text_without_a_tokenizer_says_so(tmp_path: Path) -> None:
+    folder = hf.gpt2(tmp_path / "g")
+    (tmp_path / "d.txt").write_text("a b\n")
+    result = run("compare", folder, "--data", tmp_path / "d.txt")
+    assert result.exit_code == 2 and "text needs a tokenizer" in result.stderr
+
+
+def test_different_tokenizers_are_refused(folder: Path, tmp_path: Path) -> None:
+    other = hf.gpt2(tmp_path / "other", positions=512)
+    hf.tokenizer(other, vocab=280)
+    data = _forms(tmp_path, DOCS[:3])[".txt"]
+    result = run("compare", folder, other, "--data", data)
+    assert result.exit_code == 2 and "different tokenizers" in result.stderr
+
+
+def test_the_json_report_fits_the_schema(folder: Path, tmp_path: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "report-schema.json").read_text())
+    result = run("compare", folder, "--data", _forms(tmp_path, DOCS)[".csv"], "--format", "json")
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, schema)
+    assert report["data"]["bytes"] > 0 and report["models"][0]["bits_per_byte"] > 0
