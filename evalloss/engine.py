@@ -77,7 +77,8 @@ class Accumulator:
                         "tensor with the batch first (return the logits/predictions only)",
                         path=self.label,
                     )
-                outputs = scored
+                half = scored.dtype in (torch.float16, torch.bfloat16)
+                outputs = scored.float() if half else scored  # the loss in float32 at least
                 try:
                     self.loss.align(outputs, y)  # the model's shape first, then the data
                     bad = self.loss.invalid_target(outputs, y)

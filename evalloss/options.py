@@ -19,7 +19,7 @@ from .errors import ModelError, OptionError
 if TYPE_CHECKING:
     from typing import Required
 
-PRECISIONS = ("float32", "float64")
+PRECISIONS = ("float32", "float64", "bfloat16", "float16")
 PathLike = str | os.PathLike[str]
 
 

@@ -71,7 +71,7 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
         loss=loss,
         source=open_data(options.data, options),
         device=_device(options.device),
-        dtype=torch.float64 if options.precision == "float64" else torch.float32,
+        dtype=getattr(torch, options.precision),  # weights and activations; sums in float64
         options=options,
     )
 
@@ -180,7 +180,7 @@ def fitted_batch_size(plan: Plan, wanted: int | None) -> int:
     from .models.activations import batch_limit
 
     size = wanted or default_batch_size(plan.device)
-    element = 8 if plan.precision == "float64" else 4
+    element = plan.dtype.itemsize
     limit = batch_limit(plan.checkpoints, plan.source.item_shape, element)
     return size if limit is None else min(size, limit)
 

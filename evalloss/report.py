@@ -201,6 +201,8 @@ class ExplainReport:
     def to_dict(self) -> dict[str, Any]:
         """The contract's explain JSON: plain types, ``None`` for every non-finite number."""
         out: dict[str, Any] = _clean(asdict(self))
+        if self.data.bytes is None:
+            out["data"].pop("bytes")
         if self.tokens is None:
             for key in ("tokens", "loss_per_token", "average_of_item_averages"):
                 out.pop(key)

@@ -130,3 +130,17 @@ def test_the_json_report_fits_the_schema(folder: Path, tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     jsonschema.validate(report, schema)
     assert report["data"]["bytes"] > 0 and report["models"][0]["bits_per_byte"] > 0
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_sixteen_bit_runs_stay_near_float64(folder: Path, tmp_path: Path, precision: str) -> None:
+    """Weights and activations in 16 bits, the loss in float32, the sums in float64: the figure
+    moves by what 16-bit arithmetic costs (docs/language-models.md), no more."""
+    data = _forms(tmp_path, DOCS)[".txt"]
+    exact = evalloss.compare([folder], data=data, precision="float64").models[0]
+    report = evalloss.compare([folder], data=data, precision=precision)
+    assert report.precision == precision
+    model = report.models[0]
+    assert model.tokens == exact.tokens
+    assert model.loss_per_token == pytest.approx(exact.loss_per_token, rel=5e-3)
+    assert model.loss_per_token != exact.loss_per_token  # it did run in 16 bits

@@ -175,7 +175,9 @@ def data_options(f: F) -> F:
                 type=click.Choice(PRECISIONS),
                 default="float32",
                 show_default=True,
-                help="float64 runs model and inputs in float64 (reference grade).",
+                help="The dtype of weights, inputs and activations: float64 is reference grade; "
+                "bfloat16 and float16 run large models as they are served (the loss is computed "
+                "in float32 from the outputs, the sums in float64).",
             ),
             *sequence_options,
             click.option(
