@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def _at_least_float32(outputs: torch.Tensor) -> torch.Tensor:
+    """A 16-bit run's outputs in float32: the loss is never computed in 16 bits."""
+    short = outputs.is_floating_point() and outputs.dtype.itemsize < 4
+    return outputs.float() if short else outputs
+
+
 class BadTarget(Exception):  # noqa: N818 - internal signal, turned into a DataError by the caller
     """A target the loss cannot take, at (row, column) of the batch being evaluated."""
 
@@ -77,8 +83,7 @@ class Accumulator:
                         "tensor with the batch first (return the logits/predictions only)",
                         path=self.label,
                     )
-                half = scored.dtype in (torch.float16, torch.bfloat16)
-                outputs = scored.float() if half else scored  # the loss in float32 at least
+                outputs = _at_least_float32(scored)
                 try:
                     self.loss.align(outputs, y)  # the model's shape first, then the data
                     bad = self.loss.invalid_target(outputs, y)
