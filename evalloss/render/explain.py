@@ -1,5 +1,5 @@
 """The `explain` report -> text: the seed article's table of what a training log prints at each
-batch size against the exact figures (table, markdown, csv, json).
+batch size against the exact figures (table, markdown, csv, json, html).
 """
 
 from __future__ import annotations
@@ -102,6 +102,10 @@ def render(report: ExplainReport, fmt: str) -> str:
         note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
     if fmt == "markdown":
         return _explain_markdown(report, rows, note, headers)
+    if fmt == "html":
+        from .html import explain_page
+
+        return explain_page(report, rows, note, headers)
     what = f"{report.tokens} tokens of " if token else ""
     title = (
         f"{report.loss} loss of {report.checkpoint} over {what}{report.items} items of "
