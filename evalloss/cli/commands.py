@@ -119,7 +119,8 @@ def compare(
         files.write(junit.render(report), junit_xml, _inputs(checkpoints, options))
     if track:
         logged = [p for p in (options.get("plot"), output if fmt == "html" else None) if p]
-        tracking.log(report, experiment=mlflow_experiment, options=options, artifacts=logged)
+        tracking.log(report, experiment=mlflow_experiment, options=_given(options),
+                     artifacts=logged)  # fmt: skip
     if github.active():
         github.publish(report, output)
     line = verdict(displayable(report)) if report.gate is not None else None
@@ -167,6 +168,13 @@ def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:
     """While models run, a ``print`` in the user's code goes to stderr: stdout carries the
     report alone, so ``--format json | jq`` never sees debug output."""
     return contextlib.redirect_stdout(sys.stderr)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the user set (command line, config file, environment): not the defaults."""
+    ctx = click.get_current_context()
+    default = (None, click.core.ParameterSource.DEFAULT)
+    return {k: v for k, v in options.items() if ctx.get_parameter_source(k) not in default}
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:

@@ -27,6 +27,7 @@ import importlib.util
 import math
 import os
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -65,7 +66,8 @@ def log(
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "mlflow's default")
     try:
-        with _quick_failure():
+        # mlflow prints the run's address on stdout: stdout carries the report alone
+        with _quick_failure(), contextlib.redirect_stdout(sys.stderr):
             return _log(report, experiment, options, artifacts)
     except (MlflowException, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
