@@ -108,7 +108,9 @@ def test_a_new_run_of_the_experiment_has_the_whole_report(
     hashes = report.provenance.sha256  # type: ignore[union-attr]
     assert params["evalloss.sha256.bs10"] == hashes[str(CKPTS[0])]  # type: ignore[index]
     assert params["evalloss.sha256.data"] == hashes[str(EXAMPLE / "train.csv")]  # type: ignore[index]
-    assert params["evalloss.min_improvement"] == "0.9" and params["evalloss.loss"] == "cross-entropy"
+    assert (
+        params["evalloss.min_improvement"] == "0.9" and params["evalloss.loss"] == "cross-entropy"
+    )
     assert "evalloss.token_dtype" not in params  # defaults are not options given
     assert tags["evalloss.verdict"] == "failed" and tags["evalloss.winner"] == str(CKPTS[0])
     assert tags["evalloss.verdict_line"].startswith("FAIL  bs10 beats baseline barely")
