@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import click
 import pytest
+import tomllib
 import yaml
 
 from evalloss.cli import cli

@@ -5,8 +5,8 @@ Sections: the verdict with its rules, the ranked table, the paired differences f
 baseline as intervals (`svg.intervals`), the per-item distributions (`svg.histograms`, from
 ``report.sample``: the same sample as ``--plot``, kept by ``compare(sample=True)``), slices
 (a hook: the report has none yet) and provenance. Every name that came from a file is
-escaped (`svg.escape`). ``explain`` reports use `explain_page`. Jupyter shows a report as
-this page (`Report._repr_html_`).
+escaped (`svg.escape`). ``explain --format html`` wraps its table in `page` too. Jupyter
+shows a report as this page (`Report._repr_html_`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evalloss.report import ExplainReport, ModelResult, Report
+from evalloss.report import ModelResult, Report
 
 from .cells import cell, columns, unit, verdict, vs_cells
 from .svg import Histogram, Interval, escape, histograms, intervals
@@ -35,7 +35,7 @@ CSS = """
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);
 font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:980px;margin:0 auto;padding:20px 16px 40px}
+main{max-width:1100px;margin:0 auto;padding:20px 16px 40px}
 h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.1rem;margin:28px 0 8px}
 .sub,.note,figcaption,footer{color:var(--muted);font-size:.9rem}
 code{font:.88em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
@@ -48,7 +48,7 @@ border-radius:999px;color:#fff;background:var(--none);margin-right:8px}
 .verdict p{margin:0}.verdict ul{margin:8px 0 0;padding-left:20px}
 li.failed::marker{color:var(--fail)}li.passed::marker{color:var(--pass)}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;font-size:.93rem}
 th,td{padding:6px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th{font-size:.85rem;color:var(--muted);font-weight:600;white-space:normal;vertical-align:bottom}
 th.l,td.l{text-align:left}td.model{white-space:normal;min-width:9em}
@@ -152,7 +152,9 @@ def _intervals(report: Report) -> str:
     baseline = next((m for m in report.models if m.is_baseline), None)
     if baseline is None:
         return ""
-    colours = _colours(report)
+    from .plot import p_text
+
+    colours, item = _colours(report), _item(report)
     rows = []
     for m in report.models:
         vs = m.vs_baseline
@@ -160,8 +162,8 @@ def _intervals(report: Report) -> str:
             continue
         low, high = vs.ci95 if vs.ci95 is not None else (vs.delta, vs.delta)
         note = f"{vs.delta:+.4g} [{low:+.3g}, {high:+.3g}]"
-        note += "" if vs.p_value is None else f", p = {vs.p_value:.2g}"
-        note += "" if vs.wins is None else f", lower loss on {vs.wins:.0%} of items"
+        note += "" if vs.p_value is None else f", p {p_text(vs.p_value)}"
+        note += "" if vs.wins is None else f", lower loss on {vs.wins:.0%} of {item}s"
         rows.append(Interval(escape(m.name), vs.delta, low, high, colours[m.name], escape(note)))
     if not rows:
         return ""
@@ -194,10 +196,11 @@ def _distributions(report: Report) -> str:
     colours = _colours(report)
     panels = [_panel(m, finite[:, sample.names.index(m.name)], edges, colours[m.name])
               for m in report.models if m.name in sample.names]  # fmt: skip
-    item = "document" if report.unit == "token" else "item"
+    item = _item(report)
     kept, seen = len(values), sample.seen
     what = f"a sample of {kept:,} of {seen:,} {item}s" if kept < seen else f"all {seen:,} {item}s"
-    axis = f"{report.loss} loss of one {item}" + (" (log scale)" if log else "")
+    per = " per token" if item == "document" else ""
+    axis = f"{report.loss} loss{per} of one {item}" + (" (log scale)" if log else "")
     return (
         f"{head}<figure style='margin:0'><div class='scroll'>"
         f"{histograms(panels, edges.tolist(), log, escape(axis))}</div>"
@@ -220,6 +223,11 @@ def _panel(
     return Histogram(escape(label + off_axis(column, edges)), percents, colour, model.figure)
 
 
+def _item(report: Report) -> str:
+    """What one sampled value and one paired win is: a document for a token loss."""
+    return "document" if report.unit == "token" else "item"
+
+
 def _slices(report: Report) -> str:
     """The hook for per-slice figures: a report has none yet. When `Report` gains slices,
     render them here as one more table section."""
@@ -229,8 +237,8 @@ def _slices(report: Report) -> str:
 def _provenance(report: Report) -> str:
     p = report.provenance
     facts = [
-        ("data", f"<code>{escape(report.data.path)}</code> ({report.data.items:,} items, "
-                 f"{report.data.features} features)"),
+        ("data", f"<code>{escape(report.data.path)}</code> ({report.data.items:,} items; "
+                 f"features: {report.data.features})"),
         ("loss", escape(report.loss)),
         ("batch size", str(report.batch_size)),
         ("processes", str(report.world_size)),
@@ -260,28 +268,3 @@ def _colours(report: Report) -> dict[str, str]:
     from .plot import colours
 
     return {name: str(c) for name, c in colours(report).items()}
-
-
-def explain_page(
-    report: ExplainReport, rows: Sequence[Sequence[str]], note: Sequence[str],
-    headers: Sequence[Sequence[str]],
-) -> str:  # fmt: skip
-    """``explain --format html``: the table of what a training log prints at each batch size."""
-    title = f"evalloss explain: {report.loss} loss of {Path(report.checkpoint).name}"
-    th = "".join(
-        f"<th{' class=l' if i == 0 else ''}>{escape(' '.join(h).strip())}</th>"
-        for i, h in enumerate(headers)
-    )
-    body = "".join(
-        "<tr>" + "".join(f"<td{' class=l' if i == 0 else ''}>{escape(c)}</td>"
-                         for i, c in enumerate(r)) + "</tr>"
-        for r in rows
-    )  # fmt: skip
-    sections = [
-        f"<h1>{escape(title)}</h1><p class='sub'>{report.items:,} items of "
-        f"<code>{escape(report.data.path)}</code> · {escape(report.precision)} on "
-        f"{escape(report.device)} · <code>{escape(report.checkpoint)}</code></p>",
-        f"<section><div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{body}"
-        f"</tbody></table></div><p class='note'>{escape(' '.join(note))}</p></section>",
-    ]
-    return page(title, sections, report.evalloss_version)

@@ -218,7 +218,7 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], report: Report) -> None:
             vs.delta, y, xerr=[[vs.delta - low], [high - vs.delta]], fmt="o",
             color=colour[m.name], capsize=4, markersize=5,
         )  # fmt: skip
-        p = "" if vs.p_value is None else f", p {_p(vs.p_value)}"
+        p = "" if vs.p_value is None else f", p {p_text(vs.p_value)}"
         wins = "" if vs.wins is None else f", lower on {vs.wins:.0%} of {_item(report)}s"
         notes.append((vs.delta, y, f"{vs.delta:+.4g} [{low:+.3g}, {high:+.3g}]{p}{wins}"))
     ax.axvline(0, color="black", linewidth=1)
@@ -234,7 +234,7 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], report: Report) -> None:
     ax.grid(alpha=0.25, axis="x")
 
 
-def _p(value: float) -> str:
+def p_text(value: float) -> str:
     """``= 0.03``; below double precision's resolution, ``< 1e-15`` (not a misleading 0)."""
     return "< 1e-15" if value < 1e-15 else f"= {value:.2g}"
 
