@@ -115,3 +115,27 @@ def test_mlflow_keys_are_valid_and_unique() -> None:
     assert got[".."] == "_.." and got["."] == "_." and got["é"] == "_"
     assert len(got["x" * 300]) == 200 and len(set(got.values())) == len(names)
     assert all(re.fullmatch(r"[A-Za-z0-9_.\- ]+", k) for k in got.values())
+
+
+def test_mlflow_params_name_every_hashed_file() -> None:
+    """A model folder's files (issue 17) get a key each, under the model's key."""
+    import dataclasses
+
+    import evalloss
+    from evalloss.cli.tracking import params_of
+
+    report = evalloss.compare(CKPTS, data=EXAMPLE / "train.csv")
+    folder = "models/bert"
+    models = (dataclasses.replace(report.models[0], path=folder), *report.models[1:])
+    assert report.provenance is not None
+    hashes = {report.data.path: "d" * 64, f"{folder}/model.safetensors": "m" * 64,
+              f"{folder}/config.json": "c" * 64, report.models[1].path: "b" * 64}  # fmt: skip
+    provenance = dataclasses.replace(report.provenance, sha256=hashes)
+    params = params_of(dataclasses.replace(report, models=models, provenance=provenance),
+                       {"min_improvement": "2%", "model_kwargs": {"hidden": 8}})  # fmt: skip
+    assert params["evalloss.sha256.data"] == "d" * 64
+    assert params["evalloss.sha256.bs10.model.safetensors"] == "m" * 64
+    assert params["evalloss.sha256.bs10.config.json"] == "c" * 64
+    assert params["evalloss.sha256.bs50"] == "b" * 64
+    assert params["evalloss.min_improvement"] == "2%"
+    assert params["evalloss.model_kwargs"] == "hidden=8"

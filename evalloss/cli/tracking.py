@@ -7,8 +7,8 @@ Into the run of ``MLFLOW_RUN_ID`` when set (its status left alone), else into a 
 - metrics: every model's figures, keyed ``<model>.<figure>`` (``bs10.loss_per_item``,
   ``bs10.vs_baseline.delta``); a name is made a valid key (`keys`);
 - params: ``evalloss.<option>`` for every option given, the run's settings, and
-  ``evalloss.sha256.<model>`` / ``evalloss.sha256.data`` (values cut to 500 characters, the
-  oldest servers' limit);
+  ``evalloss.sha256.<model>`` / ``evalloss.sha256.data`` (a model folder: one per file,
+  ``evalloss.sha256.<model>.<file>``); values cut to 500 characters, older servers' limit;
 - tags: ``evalloss.verdict`` (``passed``, ``failed`` or ``none``), ``evalloss.verdict_line``
   and ``evalloss.winner``;
 - artifacts, under ``evalloss/``: the JSON report, the ``--plot`` file and an HTML ``-o``.
@@ -163,14 +163,24 @@ def params_of(report: Report, options: dict[str, Any]) -> dict[str, str]:
         "batch_size": report.batch_size, "world_size": report.world_size,
         "checkpoints": " ".join(m.path for m in report.models),
     })  # fmt: skip
-    hashes = report.provenance.sha256 if report.provenance is not None else None
+    hashes = (report.provenance.sha256 if report.provenance is not None else None) or {}
+    for path, digest in hashes.items():
+        values[f"sha256.{_file_key(path, report)}"] = digest
+    return {_BAD.sub("_", f"evalloss.{k}")[:KEY_LIMIT]: _text(v) for k, v in values.items()}
+
+
+def _file_key(path: str, report: Report) -> str:
+    """A hashed file's key: ``data``, the model's key, or for a file of a model folder the
+    model's key and the file's path in it (``bert.model.safetensors``)."""
+    if path == report.data.path:
+        return "data"
     prefixes = keys([m.name for m in report.models])
     for m in report.models:
-        if hashes and m.path in hashes:
-            values[f"sha256.{prefixes[m.name]}"] = hashes[m.path]
-    if hashes and report.data.path in hashes:
-        values["sha256.data"] = hashes[report.data.path]
-    return {_BAD.sub("_", f"evalloss.{k}")[:KEY_LIMIT]: _text(v) for k, v in values.items()}
+        if path == m.path:
+            return prefixes[m.name]
+        if Path(path).is_relative_to(m.path):
+            return f"{prefixes[m.name]}.{Path(path).relative_to(m.path).as_posix()}"
+    return Path(path).name or "_"
 
 
 def tags_of(report: Report) -> dict[str, str]:
