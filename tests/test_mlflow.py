@@ -145,8 +145,8 @@ def test_the_active_run_gets_it_with_safe_unique_keys(
 def test_a_server_that_is_down_is_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    down = f"http://127.0.0.1:{_free_port()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    port = _free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ci:secret@127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     out = tmp_path / "report.json"
@@ -155,6 +155,25 @@ def test_a_server_that_is_down_is_one_warning(
     assert result.exit_code == 0 and result.stdout == ""
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1
-    assert warnings[0].startswith(f"evalloss: warning: --mlflow: cannot log to {down} (")
+    shown = f"http://***@127.0.0.1:{port}"  # no credential in a CI log
+    assert warnings[0].startswith(f"evalloss: warning: --mlflow: cannot log to {shown} (")
+    assert "secret" not in result.stderr
     assert warnings[0].endswith("; the report stands")
     assert json.loads(out.read_text())["gate"]["passed"] is True
+
+
+def test_a_run_of_ours_that_fails_halfway_is_marked_failed(
+    tracking: MlflowClient, tmp_path: Path
+) -> None:
+    from evalloss.cli import tracking as logging_to_mlflow
+    from evalloss.errors import EvallossWarning
+
+    report = evalloss.compare(CKPTS, data=EXAMPLE / "train.csv")
+    with pytest.warns(EvallossWarning, match=r"^--mlflow: cannot log to http://127\.0\.0\.1"):
+        got = logging_to_mlflow.log(report, experiment="halfway", options={},
+                                    artifacts=[str(tmp_path / "missing.png")])  # fmt: skip
+    assert got is None
+    experiment = tracking.get_experiment_by_name("halfway")
+    (found,) = tracking.search_runs([experiment.experiment_id])  # type: ignore[union-attr]
+    assert found.info.status == "FAILED"
+    assert found.data.metrics["bs10.loss_per_item"] == report.models[0].loss_per_item

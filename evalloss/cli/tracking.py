@@ -31,6 +31,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,53 +62,75 @@ def log(
     artifacts: Sequence[str] = (),
 ) -> str | None:
     """Log ``report`` (and the files ``artifacts``) to MLflow; the run's id, or None after a
-    warning when the server could not take it."""
-    from mlflow.exceptions import MlflowException
+    warning when the server or its artifact store could not take it."""
+    from evalloss import render
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "mlflow's default")
+    record = _Record(
+        metrics_of(report), params_of(report, options), tags_of(report),
+        render.render(report, "json"), list(artifacts),
+    )  # fmt: skip
     try:
         # mlflow prints the run's address on stdout: stdout carries the report alone
         with _quick_failure(), contextlib.redirect_stdout(sys.stderr):
-            return _log(report, experiment, options, artifacts)
-    except (MlflowException, OSError) as exc:
+            return _send(record, experiment)
+    except Exception as exc:  # mlflow's, requests' or an artifact store's: never the report's
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "mlflow's default")
         warnings.warn(
-            f"--mlflow: cannot log to {uri} ({first[:300]}); the report stands",
+            _redacted(f"--mlflow: cannot log to {uri} ({first[:300]}); the report stands"),
             EvallossWarning,
             stacklevel=2,
         )
         return None
 
 
-def _log(
-    report: Report, experiment: str | None, options: dict[str, Any], artifacts: Sequence[str]
-) -> str:
+@dataclass(frozen=True)
+class _Record:
+    """What one report logs, computed before any request (a bug of ours is never a warning)."""
+
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    report_json: str
+    artifacts: list[str]
+
+
+def _send(record: _Record, experiment: str | None) -> str:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
-    from evalloss import render
-
     client = MlflowClient()
-    run_id = os.environ.get("MLFLOW_RUN_ID")
+    run_id = os.environ.get("MLFLOW_RUN_ID") or ""
     new = not run_id
-    if not run_id:
+    if new:
         experiment_id = _experiment_id(client, experiment)
         run_id = client.create_run(experiment_id, run_name="evalloss").info.run_id
     stamp = _now_ms()
-    metrics = [Metric(k, v, stamp, 0) for k, v in metrics_of(report).items()]
-    params = [Param(k, v) for k, v in params_of(report, options).items()]
-    tags = [RunTag(k, v) for k, v in tags_of(report).items()]
-    for start in range(0, max(len(metrics), len(params), len(tags)), 100):
-        client.log_batch(run_id, metrics[start : start + 100], params[start : start + 100],
-                         tags[start : start + 100])  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="evalloss-mlflow-") as folder:
-        report_json = Path(folder) / "evalloss-report.json"
-        report_json.write_text(render.render(report, "json"), encoding="utf-8")
-        for path in [str(report_json), *artifacts]:
-            client.log_artifact(run_id, path, artifact_path="evalloss")
+    metrics = [Metric(k, v, stamp, 0) for k, v in record.metrics.items()]
+    params = [Param(k, v) for k, v in record.params.items()]
+    tags = [RunTag(k, v) for k, v in record.tags.items()]
+    try:
+        for start in range(0, max(len(metrics), len(params), len(tags)), 100):
+            client.log_batch(run_id, metrics[start : start + 100], params[start : start + 100],
+                             tags[start : start + 100])  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="evalloss-mlflow-") as folder:
+            report_json = Path(folder) / "evalloss-report.json"
+            report_json.write_text(record.report_json, encoding="utf-8")
+            for path in [str(report_json), *record.artifacts]:
+                client.log_artifact(run_id, path, artifact_path="evalloss")
+    except BaseException:
+        if new:  # our own run does not stay RUNNING forever
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, "FAILED")
+        raise
     if new:
         client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def _redacted(text: str) -> str:
+    """``https://user:token@host`` -> ``https://***@host``: no credential reaches a CI log."""
+    return re.sub(r"//[^/@\s]+@", "//***@", text)
 
 
 def _experiment_id(client: Any, name: str | None) -> str:
