@@ -79,7 +79,9 @@ def test_the_gate_step_under_a_simulated_runner(
     ).read_text()
 
 
-@pytest.mark.parametrize(("extras", "spec"), [("", "{path}"), ("mlflow,plot", "{path}[mlflow,plot]")])
+@pytest.mark.parametrize(
+    ("extras", "spec"), [("", "{path}"), ("mlflow,plot", "{path}[mlflow,plot]")]
+)
 def test_the_install_step_adds_the_extras(tmp_path: Path, extras: str, spec: str) -> None:
     """The install step, with a stand-in ``python`` that prints what pip would be asked."""
     step = next(s for s in ACTION["runs"]["steps"] if s.get("name") == "Install evalloss")
@@ -93,5 +95,9 @@ def test_the_install_step_adds_the_extras(tmp_path: Path, extras: str, spec: str
     done = subprocess.run(["bash", "-e", "-c", step["run"]], env={**os.environ, **env},
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert done.stdout.splitlines() == [
-        "-m", "pip", "install", "torch==2.13.0", spec.format(path="/action path")
+        "-m",
+        "pip",
+        "install",
+        "torch==2.13.0",
+        spec.format(path="/action path"),
     ]
