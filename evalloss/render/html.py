@@ -55,7 +55,7 @@ th.l,td.l{text-align:left}td.model{white-space:normal;min-width:9em}
 .path{display:block;color:var(--muted);font-size:.8rem}
 tr.base td{background:var(--card)}
 .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:6px}
-svg.chart{width:100%;min-width:460px;height:auto;display:block;font-family:inherit}
+svg.chart{width:100%;min-width:540px;height:auto;display:block;font-family:inherit}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0}
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
 @media (max-width:600px){body{font-size:14px}th,td{padding:5px 6px}}
@@ -265,6 +265,9 @@ def _provenance(report: Report) -> str:
 
 
 def _colours(report: Report) -> dict[str, str]:
+    """`--plot`'s colours; the baseline a mid grey that shows on a light and a dark page."""
     from .plot import colours
 
-    return {name: str(c) for name, c in colours(report).items()}
+    chosen = {name: str(c) for name, c in colours(report).items()}
+    chosen.update({m.name: "#8c959f" for m in report.models if m.is_baseline})
+    return chosen
