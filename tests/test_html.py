@@ -181,3 +181,16 @@ def test_chromium_renders_it_without_a_console_error(gated: str, tmp_path: Path)
         assert len(colours) > 50  # text, table rules, the charts' colours
         background = max(colours)[0] / (width * height)
         assert 0.5 < background < 0.98  # mostly page, but far from blank
+
+
+def test_a_sample_without_finite_values_still_renders() -> None:
+    import numpy as np
+
+    report = evalloss.compare(CKPTS, data=EXAMPLE / "train.csv", sample=True)
+    assert report.sample is not None
+    nan = dataclasses.replace(report.sample, values=np.full((5, 2), np.nan))
+    page = render.render(dataclasses.replace(report, sample=nan), "html")
+    _self_contained(page)
+    assert page.count("<polygon") == 2  # two flat histograms, no error
+    empty = dataclasses.replace(report.sample, values=np.empty((0, 2)))
+    assert "No sample of the items" in render.render(dataclasses.replace(report, sample=empty), "html")
