@@ -43,7 +43,7 @@ PARAM_LIMIT = 500  # characters: older MLflow servers refuse longer values (newe
 KEY_LIMIT = 250  # MLflow's longest metric or param key
 _BAD = re.compile(r"[^A-Za-z0-9_.\- ]")  # MLflow also allows / and :, which we avoid
 _FIGURES = ("rank", "loss_per_item", "loss_sum", "items", "accuracy", "nonfinite_items",
-            "seconds", "tokens", "loss_per_token", "perplexity")  # fmt: skip
+            "seconds", "tokens", "loss_per_token", "perplexity", "bits_per_byte")  # fmt: skip
 _PAIRED = ("delta", "relative", "p_value", "wins")
 _DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 

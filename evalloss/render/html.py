@@ -238,7 +238,7 @@ def _provenance(report: Report) -> str:
     p = report.provenance
     facts = [
         ("data", f"<code>{escape(report.data.path)}</code> ({report.data.items:,} items; "
-                 f"features: {report.data.features})"),
+                 f"features: {report.data.features}{_bytes(report)})"),
         ("loss", escape(report.loss)),
         ("batch size", str(report.batch_size)),
         ("processes", str(report.world_size)),
@@ -262,6 +262,10 @@ def _provenance(report: Report) -> str:
         else ""
     )
     return f"<section><h2>Provenance</h2><dl>{rows}</dl>{table}</section>"
+
+
+def _bytes(report: Report) -> str:
+    return "" if report.data.bytes is None else f"; {report.data.bytes:,} bytes of text"
 
 
 def _colours(report: Report) -> dict[str, str]:
