@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from . import report as _report
 from ._version import __version__
 from .errors import (
     CheckpointError,
@@ -56,6 +57,23 @@ if TYPE_CHECKING:
     from .explainer import explain
     from .models.save import save
     from .report import ExplainReport, Report, Result
+
+
+def _html(report: Any) -> str:
+    from .render import html
+
+    return html.render(report)
+
+
+def _explain_html(report: Any) -> str:
+    from .render import explain
+
+    return explain.render(report, "html")
+
+
+# The package root wires the layers: the ground layer's reports show as HTML in Jupyter
+# through the renderers above it, imported on first display (`report.VIEWS`).
+_report.VIEWS.update({"html": _html, "explain-html": _explain_html})
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ from .observers import TOKENS, Pairing, Taps
 from .options import Options, PathLike
 from .plan import Plan, fitted_batch_size, resolve
 from .ranking import build_report, unique_names
-from .report import Report
+from .report import ItemSample, Report
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -40,6 +40,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     require_significant: bool = False,
     per_item: PathLike | None = None,
     plot: PathLike | None = None,
+    sample: bool = False,
     progress: Callable[[int], None] | None = None,
     no_hash: bool = False,
     **options: Unpack[RunKeywords],
@@ -55,6 +56,9 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
 
     ``per_item``: also write every item's loss for every model to this .parquet/.csv file.
     ``plot``: also draw the per-item loss distributions to this .png (needs matplotlib).
+    ``sample``: keep a sample of the items' losses (up to 200,000, the same items for every
+    model) in ``report.sample``, for the HTML report's distributions (one process only: under
+    torchrun it stays None).
     ``progress``: called with the number of rows after every batch (for a progress bar).
     ``no_hash``: leave the files' sha256 out of ``report.provenance``.
     ``threads``: torch's intra-op threads (default: the cores this process may use, divided
@@ -65,7 +69,8 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     """
     _check_positive(batch_size, "--batch-size")
     settings = Options.of(checksum=not no_hash, **options)
-    if per_item is not None or plot is not None:  # items in file order: rows are item ids
+    sample = sample and distributed.env_world()[1] == 1
+    if per_item is not None or plot is not None or sample:  # in file order: rows are item ids
         settings = replace(settings, ordered=True)
     rules = gate.rules(
         baseline=baseline is not None,
@@ -82,7 +87,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     world = distributed.World.from_env()
     with world, readahead.threads(threads, world.local_size):
         plan, accumulators, taps, batch_size = _prepare(
-            paths, settings, world, batch_size, per_item, plot, progress
+            paths, settings, world, batch_size, (per_item, plot, sample), progress
         )
         token = plan.loss.unit == "token"
         pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
@@ -98,6 +103,10 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
             if rules is not None:
                 report = replace(report, gate=gate.evaluate(rules, report.models))
             taps.finish(report)
+    if taps.sample is not None and sample:
+        names = tuple(taps.names)
+        kept = ItemSample(names, taps.sample.values(), taps.sample.seen)
+        report = replace(report, sample=kept)
     return report
 
 
@@ -106,12 +115,13 @@ def _prepare(
     options: Options,
     world: distributed.World,
     batch_size: int | None,
-    per_item: PathLike | None,
-    plot: PathLike | None,
+    outputs: tuple[PathLike | None, PathLike | None, bool],
     progress: Callable[[int], None] | None,
 ) -> tuple[Plan, list[Accumulator], Taps, int]:
     """Resolve the plan, build every model and check the outputs, the same on every process:
-    they agree on the first error before any data is read."""
+    they agree on the first error before any data is read. ``outputs``: per-item export,
+    plot, and whether to keep a sample."""
+    per_item, plot, sample = outputs
     error, prepared = None, None
     try:
         plan = resolve(paths, options)
@@ -126,6 +136,8 @@ def _prepare(
                     integer_targets=plan.loss.classes or token,
                     per_item=per_item, plot=plot, progress=progress,
                     inputs=inputs_of(plan))  # fmt: skip
+        if sample:
+            taps.keep_sample()
         prepared = plan, accumulators, taps, fitted_batch_size(plan, batch_size)
     except EvallossError as exc:
         error = exc

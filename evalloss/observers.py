@@ -156,6 +156,11 @@ class Taps:
         self.export: Export | None = None
         self.sample = Sample(len(names)) if plot is not None else None
 
+    def keep_sample(self) -> None:
+        """Keep the sample without a plot too (the HTML report's distributions)."""
+        if self.sample is None:
+            self.sample = Sample(len(self.names))
+
     def __enter__(self) -> Taps:
         if self.per_item is not None:
             self.export = Export(

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+# Views of a report by name (``"html"``: Jupyter's `_repr_html_`). The ground layer imports no
+# renderer: the package root (`evalloss/__init__.py`) registers them, imported on first use.
+VIEWS: dict[str, Callable[[Any], str]] = {}
+
+
+def _view(name: str, report: Any) -> str:
+    view = VIEWS.get(name)
+    return "" if view is None else view(report)
 
 
 def _finite(x: float | None) -> float | None:
@@ -110,6 +120,17 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class ItemSample:
+    """A deterministic sample of items (the same for every model, so differences stay paired):
+    ``values[i, j]`` is item i's loss under model ``names[j]`` (a numpy array, at most 200,000
+    rows; for a token loss a document's loss per token). ``seen``: the items sampled from."""
+
+    names: tuple[str, ...]
+    values: Any  # numpy float64 (kept, models)
+    seen: int
+
+
+@dataclass(frozen=True)
 class Report:
     """What `compare` returns: every model ranked, and the gate verdict if one was asked."""
 
@@ -125,12 +146,14 @@ class Report:
     has_baseline: bool = field(default=False, repr=False)
     provenance: Provenance | None = None
     unit: str = field(default="item", repr=False)  # "token": the report ranks per token
+    # the per-item losses behind the HTML report's distributions (`compare(sample=True)`)
+    sample: ItemSample | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON report: plain types, ``None`` for every non-finite number."""
-        out: dict[str, Any] = _clean(asdict(self))
-        out.pop("has_baseline")
-        out.pop("unit")
+        out: dict[str, Any] = _clean(asdict(replace(self, sample=None)))
+        for key in ("has_baseline", "unit", "sample"):
+            out.pop(key)
         for model in out["models"]:
             if not self.has_baseline:
                 model.pop("vs_baseline")
@@ -142,6 +165,10 @@ class Report:
         if self.data.bytes is None:
             out["data"].pop("bytes")
         return out
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the report as the ``--format html`` page."""
+        return _view("html", self)
 
 
 _TOKEN_KEYS = ("tokens", "loss_per_token", "perplexity")
@@ -210,3 +237,7 @@ class ExplainReport:
                 row.pop("sequence_weighted_average")
                 row.pop("sequence_weighted_average_error")
         return out
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the report as ``explain --format html``."""
+        return _view("explain-html", self)

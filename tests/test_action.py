@@ -77,3 +77,27 @@ def test_the_gate_step_under_a_simulated_runner(
     assert (tmp_path / "evalloss-report.json").is_file() and "rank" in (
         tmp_path / "summary"
     ).read_text()
+
+
+@pytest.mark.parametrize(
+    ("extras", "spec"), [("", "{path}"), ("mlflow,plot", "{path}[mlflow,plot]")]
+)
+def test_the_install_step_adds_the_extras(tmp_path: Path, extras: str, spec: str) -> None:
+    """The install step, with a stand-in ``python`` that prints what pip would be asked."""
+    step = next(s for s in ACTION["runs"]["steps"] if s.get("name") == "Install evalloss")
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    env = {"TORCH_VERSION": "2.13.0", "ACTION_PATH": "/action path", "EXTRAS": extras,
+           "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    assert set(step["env"]) == set(env) - {"PATH"}
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], env={**os.environ, **env},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.splitlines() == [
+        "-m",
+        "pip",
+        "install",
+        "torch==2.13.0",
+        spec.format(path="/action path"),
+    ]

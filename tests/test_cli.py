@@ -174,4 +174,5 @@ def test_import_and_help_load_no_heavy_module(args: list[str]) -> None:
         "tqdm",
         "matplotlib",
         "jsonschema",
+        "mlflow",
     }

@@ -1,8 +1,11 @@
-"""Pipelines: --junit-xml (read back by a JUnit parser) and GitHub Actions (workflow
-annotation, job summary, step outputs), on the shipped example."""
+"""Pipelines: --junit-xml (read back by a JUnit parser), GitHub Actions (workflow
+annotation, job summary, step outputs) and what --mlflow checks without a server (a missing
+package, its keys), on the shipped example. tests/test_mlflow.py logs to a real server."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,56 @@ def test_github_notice_when_it_passes_and_the_report_stands_if_files_fail(
 
 def test_annotation_text_is_escaped_as_the_runner_wants() -> None:
     assert github.escape("100% sure\r\nnext") == "100%25 sure%0D%0Anext"
+
+
+def test_mlflow_missing_is_one_exit_2_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
+    out = tmp_path / "report.json"
+    result = run("compare", *CKPTS, *BASE, "--mlflow", "-o", out)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        "evalloss: error: --mlflow: needs mlflow, which is not installed: "
+        "pip install 'evalloss[mlflow]'\n"
+    )
+    assert not out.exists()
+
+
+def test_mlflow_keys_are_valid_and_unique() -> None:
+    from evalloss.cli.tracking import keys
+
+    names = ["bs10", "a/b", "a:b", "a b", "..", ".", "é", "x" * 300, "a<b"]
+    got = keys(names)
+    assert got["bs10"] == "bs10" and got["a b"] == "a b"
+    assert got["a/b"] == "a_b" and got["a:b"] == "a_b_2" and got["a<b"] == "a_b_3"
+    assert got[".."] == "_.." and got["."] == "_." and got["é"] == "_"
+    assert len(got["x" * 300]) == 200 and len(set(got.values())) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\- ]+", k) for k in got.values())
+
+
+def test_mlflow_params_name_every_hashed_file() -> None:
+    """A model folder's files (issue 17) get a key each, under the model's key."""
+    import dataclasses
+
+    import evalloss
+    from evalloss.cli.tracking import params_of
+
+    report = evalloss.compare(CKPTS, data=EXAMPLE / "train.csv")
+    folder = "models/bert"
+    models = (dataclasses.replace(report.models[0], path=folder), *report.models[1:])
+    assert report.provenance is not None
+    hashes = {report.data.path: "d" * 64, f"{folder}/model.safetensors": "m" * 64,
+              f"{folder}/config.json": "c" * 64, report.models[1].path: "b" * 64}  # fmt: skip
+    provenance = dataclasses.replace(report.provenance, sha256=hashes)
+    params = params_of(dataclasses.replace(report, models=models, provenance=provenance),
+                       {"min_improvement": "2%", "model_kwargs": {"hidden": 8}})  # fmt: skip
+    assert params["evalloss.sha256.data"] == "d" * 64
+    assert params["evalloss.sha256.bs10.model.safetensors"] == "m" * 64
+    assert params["evalloss.sha256.bs10.config.json"] == "c" * 64
+    assert params["evalloss.sha256.bs50"] == "b" * 64
+    assert params["evalloss.min_improvement"] == "2%"
+    assert params["evalloss.model_kwargs"] == "hidden=8"

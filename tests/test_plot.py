@@ -82,9 +82,9 @@ def test_bad_plot_suffix_is_exit_2(tmp_path: Path) -> None:
 
 def test_plot_bins_follow_the_data() -> None:
     """Losses spanning decades get a log axis; a narrow, signed spread a linear one."""
-    log, edges = plot._bins(np.geomspace(1e-4, 10, 1000))
+    log, edges = plot.bin_edges(np.geomspace(1e-4, 10, 1000))
     assert log and edges[0] > 0 and edges[-1] <= 10
-    log, edges = plot._bins(np.linspace(-1, 1, 1000))
+    log, edges = plot.bin_edges(np.linspace(-1, 1, 1000))
     assert not log and edges[0] == -1
 
 

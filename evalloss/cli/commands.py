@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import github
+from . import github, tracking
 from .exits import GateFailed, error_line
 from .options import data_options, gate_options
 from .progress import progress_bar
@@ -57,6 +57,21 @@ from .progress import progress_bar
     "a failure for each rule that failed (GitLab artifacts:reports:junit, Jenkins).",
 )
 @click.option(
+    "--mlflow",
+    is_flag=True,
+    help="Also log the report to the MLflow tracking server of MLFLOW_TRACKING_URI: into the "
+    "run of MLFLOW_RUN_ID if set, else a new run. Every model's figures as metrics "
+    "(<model>.loss_per_item, ...), options and sha256 as params, the verdict as a tag, the "
+    "JSON report (and --plot, an HTML -o) as artifacts. A server that is down is one warning; "
+    "the exit code stands. Needs: pip install 'evalloss[mlflow]'.",
+)
+@click.option(
+    "--mlflow-experiment",
+    metavar="NAME",
+    help="The MLflow experiment of the new run (created if missing; implies --mlflow). "
+    "Default: MLFLOW_EXPERIMENT_NAME, else MLflow's default experiment.",
+)
+@click.option(
     "--no-hash",
     is_flag=True,
     help="Leave the sha256 of the checkpoints and data file out of the report's provenance. "
@@ -69,6 +84,8 @@ def compare(
     output: str | None,
     no_progress: bool,
     junit_xml: str | None,
+    mlflow: bool,
+    mlflow_experiment: str | None,
     **options: Any,
 ) -> None:
     """Rank checkpoints by exact loss per item over the whole data set.
@@ -86,10 +103,13 @@ def compare(
     extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot"),
              "--junit-xml": junit_xml}  # fmt: skip
     files.check_outputs({"--output": output, **extra}, _inputs(checkpoints, options))
+    track = mlflow or mlflow_experiment is not None
+    if track:
+        tracking.check()
     distributed.reporter = lambda exc: error_line(str(exc))
     main = distributed.is_main()
     with progress_bar(no_progress or not main) as progress, _prints_to_stderr():
-        report = api.compare(checkpoints, progress=progress, **options)
+        report = api.compare(checkpoints, progress=progress, sample=fmt == "html", **options)
     if not main:  # under torchrun, rank 0 alone writes the report
         if report.gate is not None and not report.gate.passed:
             raise GateFailed
@@ -97,6 +117,10 @@ def compare(
     files.write(render.render(report, fmt), output, _inputs(checkpoints, options))
     if junit_xml is not None:
         files.write(junit.render(report), junit_xml, _inputs(checkpoints, options))
+    if track:
+        logged = [p for p in (options.get("plot"), output if fmt == "html" else None) if p]
+        tracking.log(report, experiment=mlflow_experiment, options=_given(options),
+                     artifacts=logged)  # fmt: skip
     if github.active():
         github.publish(report, output)
     line = verdict(displayable(report)) if report.gate is not None else None
@@ -144,6 +168,13 @@ def _prints_to_stderr() -> contextlib.AbstractContextManager[Any]:
     """While models run, a ``print`` in the user's code goes to stderr: stdout carries the
     report alone, so ``--format json | jq`` never sees debug output."""
     return contextlib.redirect_stdout(sys.stderr)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the user set (command line, config file, environment): not the defaults."""
+    ctx = click.get_current_context()
+    default = (None, click.core.ParameterSource.DEFAULT)
+    return {k: v for k, v in options.items() if ctx.get_parameter_source(k) not in default}
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:

@@ -19,6 +19,7 @@ FORMATS: dict[str, str] = {
     "json": "jsonformat",
     "markdown": "markdown",
     "csv": "csvformat",
+    "html": "html",
 }
 
 

@@ -1,5 +1,5 @@
 """The `explain` report -> text: the seed article's table of what a training log prints at each
-batch size against the exact figures (table, markdown, csv, json).
+batch size against the exact figures (table, markdown, csv, json, html).
 """
 
 from __future__ import annotations
@@ -8,11 +8,14 @@ import csv
 import io
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from evalloss.report import ExplainReport
 from evalloss.stats import relative_error
 
 from .cells import cell, displayable_explain, md, pipe_table, raw, to_json
+from .html import page
+from .svg import escape
 from .table import WIDTH
 
 _EXPLAIN_COLUMNS = (
@@ -102,6 +105,8 @@ def render(report: ExplainReport, fmt: str) -> str:
         note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
     if fmt == "markdown":
         return _explain_markdown(report, rows, note, headers)
+    if fmt == "html":
+        return _explain_html(report, rows, note, headers)
     what = f"{report.tokens} tokens of " if token else ""
     title = (
         f"{report.loss} loss of {report.checkpoint} over {what}{report.items} items of "
@@ -174,3 +179,28 @@ def _error(value: float | None) -> str:
     if value == 0:
         return "0%"
     return "0.00%" if abs(value) < 5e-5 else f"{value:+.2%}"
+
+
+def _explain_html(
+    report: ExplainReport, rows: Sequence[Sequence[str]], note: Sequence[str],
+    headers: Sequence[Sequence[str]],
+) -> str:  # fmt: skip
+    """``explain --format html``: the table of what a training log prints at each batch size."""
+    title = f"evalloss explain: {report.loss} loss of {Path(report.checkpoint).name}"
+    th = "".join(
+        f"<th{' class=l' if i == 0 else ''}>{escape(' '.join(h).strip())}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=l' if i == 0 else ''}>{escape(c)}</td>"
+                         for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    sections = [
+        f"<h1>{escape(title)}</h1><p class='sub'>{report.items:,} items of "
+        f"<code>{escape(report.data.path)}</code> · {escape(report.precision)} on "
+        f"{escape(report.device)} · <code>{escape(report.checkpoint)}</code></p>",
+        f"<section><div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{body}"
+        f"</tbody></table></div><p class='note'>{escape(' '.join(note))}</p></section>",
+    ]
+    return page(title, sections, report.evalloss_version)

@@ -91,15 +91,15 @@ def _item(report: Report) -> str:
     return "document" if report.unit == "token" else "item"
 
 
-def _colours(report: Report) -> dict[str, Any]:
+def colours(report: Report) -> dict[str, Any]:
     palette = [
         "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
         "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
     ]  # fmt: skip
-    colours: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}
     for i, m in enumerate(report.models):
-        colours[m.name] = "#444444" if m.is_baseline else palette[i % len(palette)]
-    return colours
+        chosen[m.name] = "#444444" if m.is_baseline else palette[i % len(palette)]
+    return chosen
 
 
 def _losses(
@@ -112,21 +112,21 @@ def _losses(
     """Step histograms of each model's per-item loss (log x when the losses span decades)."""
     import numpy as np
 
-    colours = _colours(report)
+    colour = colours(report)
     finite = values[np.isfinite(values).all(axis=1)]
-    log, bins = _bins(finite)
+    log, bins = bin_edges(finite)
     for index, model in zip(order, report.models, strict=True):
         column = finite[:, index]
         weights = np.full(len(column), 100.0 / max(len(column), 1))
         mean = "-" if model.figure is None else f"{model.figure:.4g}"
         label = f"#{model.rank} {model.name}{' (baseline)' if model.is_baseline else ''}: {mean}"
-        label += _off_axis(column, bins)
+        label += off_axis(column, bins)
         ax.hist(
             column, bins=bins, weights=weights, histtype="step", linewidth=1.8,
-            color=colours[model.name], label=label,
+            color=colour[model.name], label=label,
         )  # fmt: skip
         if model.figure is not None:
-            ax.axvline(model.figure, color=colours[model.name], linestyle="--", linewidth=1)
+            ax.axvline(model.figure, color=colour[model.name], linestyle="--", linewidth=1)
     if log:
         ax.set_xscale("log")
     per, item = _per(report), _item(report)
@@ -138,7 +138,7 @@ def _losses(
     ax.grid(alpha=0.25)
 
 
-def _bins(values: npt.NDArray[np.float64]) -> tuple[bool, npt.NDArray[np.float64]]:
+def bin_edges(values: npt.NDArray[np.float64]) -> tuple[bool, npt.NDArray[np.float64]]:
     """(log scale?, bin edges) covering the bulk of ``values`` (the rest is counted off-axis)."""
     import numpy as np
 
@@ -155,7 +155,7 @@ def _bins(values: npt.NDArray[np.float64]) -> tuple[bool, npt.NDArray[np.float64
     return False, np.linspace(low, high, count + 1)
 
 
-def _off_axis(values: npt.NDArray[np.float64], bins: npt.NDArray[np.float64]) -> str:
+def off_axis(values: npt.NDArray[np.float64], bins: npt.NDArray[np.float64]) -> str:
     """A legend note for the share of ``values`` outside the drawn range, if it shows."""
     if values.size == 0:
         return ""
@@ -173,7 +173,7 @@ def _differences(
     """Histograms of loss_i(model) - loss_i(baseline): left of 0 the model does better."""
     import numpy as np
 
-    colours = _colours(report)
+    colour = colours(report)
     pooled = np.concatenate([d[np.isfinite(d)] for d in diffs.values()])
     if pooled.size == 0:
         pooled = np.zeros(1)
@@ -186,13 +186,13 @@ def _differences(
         weights = np.full(len(d), 100.0 / max(len(d), 1))
         ax.hist(
             d, bins=bins, weights=weights, histtype="step", linewidth=1.8,
-            color=colours[m.name], label=m.name + _off_axis(d, bins),
+            color=colour[m.name], label=m.name + off_axis(d, bins),
         )  # fmt: skip
         vs = m.vs_baseline
         if vs is not None and vs.delta is not None:
-            ax.axvline(vs.delta, color=colours[m.name], linestyle="--", linewidth=1)
+            ax.axvline(vs.delta, color=colour[m.name], linestyle="--", linewidth=1)
         if vs is not None and vs.ci95 is not None:
-            ax.axvspan(*vs.ci95, color=colours[m.name], alpha=0.2, linewidth=0)
+            ax.axvspan(*vs.ci95, color=colour[m.name], alpha=0.2, linewidth=0)
     ax.axvline(0, color="black", linewidth=1)
     ax.set_title(
         f"paired difference from the baseline {baseline.name}, {_item(report)} by {_item(report)}\n"
@@ -207,7 +207,7 @@ def _differences(
 
 def _intervals(ax: Any, rivals: Sequence[ModelResult], report: Report) -> None:
     """The exact mean difference of each model with its 95% CI, on a scale that shows it."""
-    colours = _colours(report)
+    colour = colours(report)
     notes = []
     for y, m in enumerate(reversed(rivals)):
         vs = m.vs_baseline
@@ -216,9 +216,9 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], report: Report) -> None:
         low, high = vs.ci95 if vs.ci95 is not None else (vs.delta, vs.delta)
         ax.errorbar(
             vs.delta, y, xerr=[[vs.delta - low], [high - vs.delta]], fmt="o",
-            color=colours[m.name], capsize=4, markersize=5,
+            color=colour[m.name], capsize=4, markersize=5,
         )  # fmt: skip
-        p = "" if vs.p_value is None else f", p {_p(vs.p_value)}"
+        p = "" if vs.p_value is None else f", p {p_text(vs.p_value)}"
         wins = "" if vs.wins is None else f", lower on {vs.wins:.0%} of {_item(report)}s"
         notes.append((vs.delta, y, f"{vs.delta:+.4g} [{low:+.3g}, {high:+.3g}]{p}{wins}"))
     ax.axvline(0, color="black", linewidth=1)
@@ -234,7 +234,7 @@ def _intervals(ax: Any, rivals: Sequence[ModelResult], report: Report) -> None:
     ax.grid(alpha=0.25, axis="x")
 
 
-def _p(value: float) -> str:
+def p_text(value: float) -> str:
     """``= 0.03``; below double precision's resolution, ``< 1e-15`` (not a misleading 0)."""
     return "< 1e-15" if value < 1e-15 else f"= {value:.2g}"
 
