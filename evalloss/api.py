@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import distributed, gate, readahead, run
+from . import distributed, gate, readahead, run, sequential
 from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
 from .models import warn_if_unused
@@ -43,6 +43,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     sample: bool = False,
     progress: Callable[[int], None] | None = None,
     no_hash: bool = False,
+    one_at_a_time: bool = False,
     **options: Unpack[RunKeywords],
 ) -> Report:
     """Evaluate every checkpoint over the whole data set and rank them by exact loss per item.
@@ -86,20 +87,21 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
             distributed.single_process_only(option)
     world = distributed.World.from_env()
     with world, readahead.threads(threads, world.local_size):
-        plan, accumulators, taps, batch_size = _prepare(
-            paths, settings, world, batch_size, (per_item, plot, sample), progress
+        plan, found, built, taps, batch_size = _prepare(
+            paths, settings, world, batch_size, (per_item, plot, sample, one_at_a_time), progress
         )
         token = plan.loss.unit == "token"
         pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
         with taps:
             observers = [o for o in (pairing, taps) if o is not None]
-            run.one_pass(plan.source, plan.dtype, plan.device, accumulators, observers,
-                         batch_size, world)  # fmt: skip
+            passes = _evaluate(plan, found, built, observers, batch_size, world)
+            accumulators = passes.accumulators
             run.reduce(world, [*accumulators, *([pairing] if pairing else [])])
             if accumulators[0].items == 0:
                 world.agree(DataError("no data rows", path=plan.source.path))
-            report = build_report(plan, accumulators, batch_size, pairing, world,
-                                  text_bytes(plan, world))  # fmt: skip
+            counted = None if passes.text_bytes is None else sum(world.gather(passes.text_bytes))
+            report = build_report(plan, accumulators, batch_size, pairing, world, counted,
+                                  by_bytes=passes.by_bytes)  # fmt: skip
             if rules is not None:
                 report = replace(report, gate=gate.evaluate(rules, report.models))
             taps.finish(report)
@@ -115,21 +117,23 @@ def _prepare(
     options: Options,
     world: distributed.World,
     batch_size: int | None,
-    outputs: tuple[PathLike | None, PathLike | None, bool],
+    outputs: tuple[PathLike | None, PathLike | None, bool, bool],
     progress: Callable[[int], None] | None,
-) -> tuple[Plan, list[Accumulator], Taps, int]:
-    """Resolve the plan, build every model and check the outputs, the same on every process:
-    they agree on the first error before any data is read. ``outputs``: per-item export,
-    plot, and whether to keep a sample."""
-    per_item, plot, sample = outputs
+) -> tuple[Plan, list[list[int]], list[Accumulator] | None, Taps, int]:
+    """Resolve the plan, build every model (where they run in one pass) and check the
+    outputs, the same on every process: they agree on the first error before any data is
+    read. ``outputs``: per-item export, plot, whether to keep a sample, one at a time."""
+    per_item, plot, sample, one_at_a_time = outputs
     error, prepared = None, None
     try:
         plan = resolve(paths, options)
         if world.rank == 0:  # one warning line under torchrun
             warn_if_unused(options.model, plan.checkpoints)
-        accumulators = [
-            Accumulator(plan.build(c), plan.loss, plan.device, c.path) for c in plan.checkpoints
-        ]
+        found = sequential.groups(plan, one_at_a_time)
+        built = None
+        if len(found) == 1:  # one pass for all: every model built now
+            built = [Accumulator(plan.build(c), plan.loss, plan.device, c.path)
+                     for c in plan.checkpoints]  # fmt: skip
         token = plan.loss.unit == "token"
         taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
                     targets=TOKENS if token else plan.source.targets,
@@ -138,7 +142,7 @@ def _prepare(
                     inputs=inputs_of(plan))  # fmt: skip
         if sample:
             taps.keep_sample()
-        prepared = plan, accumulators, taps, fitted_batch_size(plan, batch_size)
+        prepared = plan, found, built, taps, fitted_batch_size(plan, batch_size)
     except EvallossError as exc:
         error = exc
     world.agree(error)
@@ -146,10 +150,23 @@ def _prepare(
     return prepared
 
 
-def text_bytes(plan: Plan, world: distributed.World) -> int | None:
-    """The UTF-8 bytes of text data, added over the processes (None for other data)."""
+def _evaluate(
+    plan: Plan,
+    found: list[list[int]],
+    built: list[Accumulator] | None,
+    observers: Sequence[run.Observer],
+    batch_size: int,
+    world: distributed.World,
+) -> sequential.Passes:
+    """Every model over the data: in one pass (the models ``built``) or group by group
+    (`sequential`)."""
+    if built is None:
+        return sequential.evaluate(plan, found, observers, batch_size, world)
+    accumulators = built
+    run.one_pass(plan.source, plan.dtype, plan.device, accumulators, observers, batch_size,
+                 world)  # fmt: skip
     counted = getattr(plan.source, "bytes_read", None)
-    return None if counted is None else sum(world.gather(counted()))
+    return sequential.Passes(accumulators, None if counted is None else counted(), False)
 
 
 def inputs_of(plan: Plan) -> list[str]:

@@ -34,6 +34,7 @@ class Plan:
     device: torch.device
     dtype: torch.dtype
     options: Options
+    tokenizers: tuple[str | None, ...] = ()  # each model's tokenizer.json (text data)
 
     @property
     def precision(self) -> str:
@@ -63,9 +64,10 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
         raise OptionError(f"{options.context} is longer than the {declared} positions a model "
                           "here declares (n_positions or max_position_embeddings)",
                           key="--context")  # fmt: skip
-    tokenizer = _tokenizer(checkpoints)
-    if tokenizer is not None:
-        options = replace(options, tokenizer=tokenizer)
+    tokenizers = _tokenizers(checkpoints)
+    first = next((t for t in tokenizers if t is not None), None)
+    if first is not None:
+        options = replace(options, tokenizer=first)
     return Plan(
         checkpoints=checkpoints,
         loss=loss,
@@ -73,6 +75,7 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
         device=_device(options.device),
         dtype=getattr(torch, options.precision),  # weights and activations; sums in float64
         options=options,
+        tokenizers=tokenizers,
     )
 
 
@@ -106,21 +109,22 @@ def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
     return get_loss(name)
 
 
-def _tokenizer(checkpoints: Sequence[Checkpoint]) -> str | None:
-    """The models' ``tokenizer.json`` (one, by content). Models with different tokenizers
-    see different tokens: their per-token figures cannot be compared, and evalloss does not
-    yet evaluate them in one run (bits per byte across tokenizers is a planned mode)."""
-    with_one = [c for c in checkpoints if c.tokenizer is not None]
-    if not with_one:
-        return None
-    contents = {Path(c.tokenizer).read_bytes(): c for c in with_one if c.tokenizer}
-    if len(contents) > 1:
-        a, b = list(contents.values())[:2]
-        raise OptionError(f"{a.path} and {b.path} have different tokenizers: their per-token "
-                          "losses count different tokens and cannot be ranked together; "
-                          "compare each against models with the same tokenizer",
-                          key="tokenizer.json")  # fmt: skip
-    return with_one[0].tokenizer
+def _tokenizers(checkpoints: Sequence[Checkpoint]) -> tuple[str | None, ...]:
+    """Each model's ``tokenizer.json``, the same path for the same content (so models that
+    share a tokenizer share one tokenization of text data)."""
+    seen: dict[bytes, str] = {}
+    found: list[str | None] = []
+    for c in checkpoints:
+        if c.tokenizer is None:
+            found.append(None)
+            continue
+        try:
+            content = Path(c.tokenizer).read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"cannot read it ({exc.strerror or exc})",
+                                  path=c.tokenizer) from exc  # fmt: skip
+        found.append(seen.setdefault(content, c.tokenizer))
+    return tuple(found)
 
 
 def _declared_context(checkpoints: Sequence[Checkpoint]) -> int | None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .provenance import collect as collect_provenance
-from .report import DataInfo, ModelResult, Report, Result
+from .report import Comparison, DataInfo, ModelResult, Report, Result
 
 if TYPE_CHECKING:
     from . import distributed
@@ -28,13 +29,18 @@ def build_report(
     pairing: Pairing | None = None,
     world: distributed.World | None = None,
     text_bytes: int | None = None,
+    *,
+    by_bytes: bool = False,
 ) -> Report:
     """The report of a finished (and reduced) pass; ``text_bytes``: the UTF-8 bytes of text
-    data (bits per byte)."""
+    data (bits per byte); ``by_bytes``: the models' tokenizers differ, so bits per byte
+    ranks and the paired statistics are per byte (the pairing saw bytes as weights)."""
     results = [a.result() for a in accumulators]
-    vs = pairing.comparisons(results) if pairing is not None else {}
+    vs = _comparisons(pairing, results, text_bytes if by_bytes else None)
     token = plan.loss.unit == "token"
     figures = [r.loss_per_token if token else r.loss_per_item for r in results]
+    if by_bytes and text_bytes:
+        figures = [None if r.loss_sum is None else r.loss_sum / text_bytes for r in results]
     order = sorted(range(len(results)), key=lambda i: (figures[i] is None, figures[i] or 0.0, i))
     names = unique_names([c.path for c in plan.checkpoints])
     base = None if pairing is None else pairing.base
@@ -52,6 +58,7 @@ def build_report(
             seconds=round(results[i].seconds, 6),
             vs_baseline=vs.get(i),
             **(_token_figures(results[i], text_bytes) if token else {}),
+            per_byte=by_bytes,
         )
         for rank, i in enumerate(order, start=1)
     )
@@ -65,7 +72,7 @@ def build_report(
         world_size=1 if world is None else world.size,
         models=models,
         has_baseline=base is not None,
-        unit=plan.loss.unit,
+        unit="byte" if by_bytes else plan.loss.unit,
         provenance=collect_provenance(
             checkpoints=[f for c in plan.checkpoints for f in c.paths],
             source=plan.source,
@@ -73,6 +80,24 @@ def build_report(
             hashed=plan.source.checksum and (world is None or world.rank == 0),
         ),
     )
+
+
+def _comparisons(
+    pairing: Pairing | None, results: list[Result], text_bytes: int | None
+) -> dict[int, Comparison]:
+    """The paired statistics; per byte (``text_bytes`` given): in bits, against the
+    baseline's bits per byte."""
+    if pairing is None:
+        return {}
+    if text_bytes is None:
+        return pairing.comparisons(results)
+    bits = math.log(2)
+    compared = pairing.comparisons([replace(r, weight=text_bytes) for r in results])
+    return {
+        i: replace(c, delta=None if c.delta is None else c.delta / bits,
+                   ci95=None if c.ci95 is None else (c.ci95[0] / bits, c.ci95[1] / bits))
+        for i, c in compared.items()
+    }  # fmt: skip
 
 
 def _token_figures(result: Result, text_bytes: int | None) -> dict[str, Any]:

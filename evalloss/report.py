@@ -74,10 +74,14 @@ class ModelResult:
     loss_per_token: float | None = None  # loss_sum / tokens: what ranks a token loss
     perplexity: float | None = None  # exp(loss_per_token)
     bits_per_byte: float | None = None  # text data: loss_sum / (bytes x ln 2)
+    per_byte: bool = field(default=False, repr=False)  # ranked by bits per byte
 
     @property
     def figure(self) -> float | None:
-        """What ranks and what the gate judges: loss per token for a token loss, else per item."""
+        """What ranks and what the gate judges: bits per byte where the models' tokenizers
+        differ, loss per token for a token loss, else loss per item."""
+        if self.per_byte:
+            return self.bits_per_byte
         return self.loss_per_token if self.tokens is not None else self.loss_per_item
 
 
@@ -145,7 +149,7 @@ class Report:
     gate: GateResult | None = None
     has_baseline: bool = field(default=False, repr=False)
     provenance: Provenance | None = None
-    unit: str = field(default="item", repr=False)  # "token": the report ranks per token
+    unit: str = field(default="item", repr=False)  # "token" or "byte": what the report ranks
     # the per-item losses behind the HTML report's distributions (`compare(sample=True)`)
     sample: ItemSample | None = field(default=None, repr=False, compare=False)
 
@@ -157,13 +161,16 @@ class Report:
         for model in out["models"]:
             if not self.has_baseline:
                 model.pop("vs_baseline")
-            if self.unit != "token":
+            model.pop("per_byte")
+            if self.unit == "item":
                 for key in _TOKEN_KEYS:
                     model.pop(key)
             if self.data.bytes is None:
                 model.pop("bits_per_byte")
         if self.data.bytes is None:
             out["data"].pop("bytes")
+        if self.unit == "byte":  # the tokenizers differ: bits per byte ranks
+            out["ranked_by"] = "bits_per_byte"
         return out
 
     def _repr_html_(self) -> str:

@@ -72,6 +72,14 @@ from .progress import progress_bar
     "Default: MLFLOW_EXPERIMENT_NAME, else MLflow's default experiment.",
 )
 @click.option(
+    "--one-at-a-time",
+    is_flag=True,
+    help="Evaluate the models one after another, each built just before its pass and freed "
+    "after (the data read, and text tokenized, once where it fits in 1 GiB; the report is "
+    "the same). Chosen on its own when the models' weights would take over half the memory "
+    "available, and for text when the models' tokenizers differ.",
+)
+@click.option(
     "--no-hash",
     is_flag=True,
     help="Leave the sha256 of the checkpoints and data file out of the report's provenance. "

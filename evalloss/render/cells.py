@@ -23,8 +23,11 @@ BASELINE = " (baseline)"
 def columns(report: Report) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The model table's fields and headers: per token for a token loss (and bits per byte
     for text), else per item."""
-    if report.unit != "token":
+    if report.unit == "item":
         return COLUMNS, HEADERS
+    if report.unit == "byte":  # bits per byte ranks: it first
+        return (*TOKEN_COLUMNS[:2], "bits_per_byte", *TOKEN_COLUMNS[2:]), (
+            *TOKEN_HEADERS[:2], "bits/byte", *TOKEN_HEADERS[2:])  # fmt: skip
     if report.data.bytes is None:
         return TOKEN_COLUMNS, TOKEN_HEADERS
     return (*TOKEN_COLUMNS[:4], "bits_per_byte", *TOKEN_COLUMNS[4:]), (
@@ -32,8 +35,18 @@ def columns(report: Report) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def unit(report: Report) -> str:
-    """``"token"`` or ``"item"``: what the figure is per (titles)."""
-    return "token" if report.unit == "token" else "item"
+    """``"token"``, ``"byte"`` or ``"item"``: what the figure is per (titles)."""
+    return report.unit if report.unit in ("token", "byte") else "item"
+
+
+BY_BYTES = ("ranked by bits per byte: the models have different tokenizers, so their losses "
+            "per token count different tokens and cannot be compared; the paired statistics "
+            "are per byte, in bits")  # fmt: skip
+
+
+def notes(report: Report) -> list[str]:
+    """Sentences a reader needs to read the table right."""
+    return [BY_BYTES] if report.unit == "byte" else []
 
 
 def to_json(document: Any) -> str:

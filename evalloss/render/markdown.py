@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from evalloss.report import Report
 
-from .cells import cell, columns, marked, md, pipe_table, unit, verdict, vs_cells
+from .cells import cell, columns, marked, md, notes, pipe_table, unit, verdict, vs_cells
 
 
 def render(report: Report) -> str:
@@ -29,6 +29,7 @@ def render(report: Report) -> str:
         f"{report.device}, targets: {', '.join(f'`{md(t)}`' for t in report.data.targets)}",
         "",
         table,
+        *(f"\n{note}" for note in notes(report)),
     ]
     lines += _markdown_gate(report)
     lines += _markdown_provenance(report)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 from tabulate import tabulate
 
 from evalloss.report import Report
 
-from .cells import BASELINE, cell, columns, unit, verdict, vs_cells
+from .cells import BASELINE, cell, columns, notes, unit, verdict, vs_cells
 from .names import shorten
 
 WIDTH = 80  # the table format fits a classic terminal
@@ -22,6 +23,7 @@ def render(report: Report) -> str:
     rows = [[cell(getattr(m, c)) for c in fields] for m in report.models]
     marks = [BASELINE if m.is_baseline else "" for m in report.models]
     parts = [_title(report), _fit(rows, headers, "simple", name_column=1, marks=marks)]
+    parts += [textwrap.fill(note, WIDTH) for note in notes(report)]
     if report.has_baseline:
         vs_rows = [vs_cells(m) for m in report.models if m.vs_baseline is not None]
         if vs_rows:

@@ -126,24 +126,27 @@ class Text(documents.Documents):
 
     text_column: str = "text"
     tokenizer: str = ""
-    counted: dict[str, int] = field(default_factory=lambda: {"bytes": 0}, compare=False)
+    counted: dict[str, Any] = field(default_factory=dict, compare=False)
     features: tuple[str, ...] = ("text",)
 
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:
         """This process's documents, tokenized a chunk at a time and packed by length."""
+        import numpy as np
         import pyarrow as pa
 
         tokenizer = load(self.tokenizer)
-        self.counted["bytes"] = 0
+        self.counted.update(bytes=0, documents=[])
         first = 0
         try:
             for number, texts in enumerate(self._chunks(rank, world)):
                 if self.path.lower().endswith(documents.PARQUET_SUFFIXES) or (
                     number % world == rank
                 ):
-                    self.counted["bytes"] += sum(len(t.encode("utf-8")) for t in texts)
+                    sizes = np.fromiter((len(t.encode("utf-8")) for t in texts), np.int64)
+                    self.counted["bytes"] += int(sizes.sum())
+                    self.counted["documents"].append(sizes)
                     yield from self._pack(_encode(tokenizer, texts), None, first)
                 first += len(texts)
         except (pa.ArrowException, OSError, ValueError) as exc:
@@ -180,7 +183,13 @@ class Text(documents.Documents):
 
     def bytes_read(self) -> int:
         """UTF-8 bytes of the documents this process read in its last pass."""
-        return self.counted["bytes"]
+        return int(self.counted.get("bytes", 0))
+
+    def document_bytes(self) -> npt.NDArray[np.int64]:
+        """Each document's UTF-8 bytes, in the order its last pass read them."""
+        import numpy as np
+
+        return np.concatenate(self.counted.get("documents") or [np.empty(0, np.int64)])
 
 
 def _lines(path: str) -> Iterator[list[str]]:

@@ -1,0 +1,215 @@
+"""Models evaluated one group after another, for two reasons: their tokenizers differ (each
+group sees its own tokens of the same documents), or they do not fit in memory together.
+
+Each group gets its own pass over the data in file order, its models built just before and
+dropped just after, and a `Recorder` keeps every item's value for each of its models (float64,
+16 bytes an item and model). Then the observers (paired statistics, per-item export, plot) see
+the items as one pass over every model would have shown them: the report is the same. Blocks
+of one tokenizer are kept in memory between passes up to `KEEP_BYTES` (the data tokenized
+once); past that the data is read again. Where tokenizers differ, items are weighted by their
+UTF-8 bytes: the figure that compares is bits per byte.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from . import run
+from .engine import Accumulator
+from .errors import DataError, EvallossWarning
+from .sources import Block, open_data
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+
+    from . import distributed
+    from .plan import Plan
+    from .sources import DataSource
+    from .sources.base import Gather
+
+KEEP_BYTES = 1 << 30  # tokenized blocks kept between passes
+MEMORY_SHARE = 0.5  # models together may take this share of the memory available
+
+
+def groups(plan: Plan, one_at_a_time: bool) -> list[list[int]]:
+    """The models' groups, in order: one per tokenizer (text data), and one per model when
+    asked or when their weights would not fit together."""
+    by_tokenizer: dict[str | None, list[int]] = {}
+    text = hasattr(plan.source, "bytes_read")
+    for i, tokenizer in enumerate(plan.tokenizers or (None,) * len(plan.checkpoints)):
+        by_tokenizer.setdefault(tokenizer if text else None, []).append(i)
+    found = list(by_tokenizer.values())
+    if len(plan.checkpoints) > 1 and not one_at_a_time:
+        need, have = weight_bytes(plan), available_bytes(plan.device)
+        if have is not None and need > MEMORY_SHARE * have:
+            warnings.warn(f"evaluating the models one at a time: their weights take "
+                          f"{need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB is available on "
+                          f"{plan.device.type}", EvallossWarning, stacklevel=3)  # fmt: skip
+            one_at_a_time = True
+    if one_at_a_time:
+        return [[i] for g in found for i in g]
+    return found
+
+
+def weight_bytes(plan: Plan) -> int:
+    """What every model's weights take in the run's dtype (from the headers' shapes)."""
+    total = 0
+    for checkpoint in plan.checkpoints:
+        for shape in checkpoint.shapes.values():
+            count = 1
+            for d in shape:
+                count *= d
+            total += count
+    return total * plan.dtype.itemsize
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on the device (CUDA), or the memory Linux says is available (CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    meminfo = Path("/proc/meminfo")
+    if device.type != "cpu" or not meminfo.is_file():
+        return None
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+class Recorder:
+    """Every item's value for each model of a group, and its weight, in the order seen."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.values: list[npt.NDArray[np.float64]] = []
+        self.weights: list[npt.NDArray[np.int64]] = []
+
+    def batch(self, row: int, targets: Any, losses: Sequence[torch.Tensor],
+              weights: torch.Tensor) -> None:  # fmt: skip
+        import numpy as np
+
+        self.rows.append(row)
+        self.values.append(np.stack([loss.numpy() for loss in losses], axis=1))
+        self.weights.append(weights.numpy().astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Passes:
+    """What the passes leave: every model's accumulator; for text, this process's bytes; and
+    whether the items were weighted by their bytes (the tokenizers differ)."""
+
+    accumulators: list[Accumulator]
+    text_bytes: int | None
+    by_bytes: bool
+
+
+def evaluate(
+    plan: Plan,
+    found: list[list[int]],
+    observers: Sequence[run.Observer],
+    batch_size: int,
+    world: distributed.World,
+) -> Passes:
+    """Every group's pass, then the observers fed as by one pass."""
+    import numpy as np
+
+    accumulators: list[Accumulator | None] = [None] * len(plan.checkpoints)
+    recorders, kept = [], _Kept()
+    sources: dict[str | None, DataSource] = {}
+    for group in found:
+        tokenizer = plan.tokenizers[group[0]] if plan.tokenizers else None
+        if tokenizer not in sources:
+            options = replace(plan.options, tokenizer=tokenizer, ordered=True)
+            sources[tokenizer] = open_data(plan.options.data, options)
+            kept = _Kept()
+        source = kept.around(sources[tokenizer])
+        built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
+                             plan.checkpoints[i].path) for i in group]  # fmt: skip
+        recorder = Recorder()
+        run.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
+        for i, acc in zip(group, built, strict=True):
+            acc.module = None  # type: ignore[assignment]  # its weights go; its sums stay
+            accumulators[i] = acc
+        recorders.append((group, recorder))
+    done = [a for a in accumulators if a is not None]
+    assert len(done) == len(accumulators)
+    first = next(iter(sources.values()))
+    text_bytes = first.bytes_read() if hasattr(first, "bytes_read") else None
+    weights = recorders[0][1].weights
+    if len(sources) > 1:  # tokenizers differ: items weigh their bytes
+        weights = [np.asarray(first.document_bytes(), dtype=np.int64)]  # type: ignore[attr-defined]
+    _replay(recorders, weights, observers, len(done))
+    return Passes(done, text_bytes, by_bytes=len(sources) > 1)
+
+
+def _replay(recorders: list[tuple[list[int], Recorder]], weights: list[Any],
+            observers: Sequence[run.Observer], models: int) -> None:  # fmt: skip
+    """The recorded items, every model's values side by side, to the observers."""
+    import numpy as np
+    import torch
+
+    table = np.empty((sum(len(v) for v in recorders[0][1].values), models))
+    for group, recorder in recorders:
+        values = np.concatenate(recorder.values) if recorder.values else np.empty((0, len(group)))
+        if len(values) != len(table):
+            raise DataError("the data gave a different number of items on another pass: "
+                            "it changed while it was read", path=None)  # fmt: skip
+        table[:, group] = values
+    counts = torch.from_numpy(np.concatenate(weights) if weights else np.empty(0, np.int64))
+    losses = [torch.from_numpy(np.ascontiguousarray(table[:, m])) for m in range(models)]
+    first = recorders[0][1].rows[0] if recorders[0][1].rows else 0
+    step = 65536
+    for start in range(0, len(table), step):
+        for observer in observers:
+            observer.batch(first + start, None, [loss[start : start + step] for loss in losses],
+                           counts[start : start + step])  # fmt: skip
+
+
+class _Kept:
+    """One source's blocks, kept from its first pass for the next (up to `KEEP_BYTES`)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Block] | None = None
+
+    def around(self, source: DataSource) -> DataSource:
+        return cast("DataSource", _KeptSource(source, self))
+
+
+class _KeptSource:
+    """A source whose blocks come from memory after its first pass (`_Kept`)."""
+
+    def __init__(self, inner: DataSource, kept: _Kept) -> None:
+        self.inner, self.kept = inner, kept
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def blocks(self, dtype: torch.dtype, *, rank: int = 0, world: int = 1,
+               gather: Gather | None = None) -> Iterator[Block]:  # fmt: skip
+        if self.kept.blocks is not None:
+            yield from self.kept.blocks
+            return
+        keep: list[Block] | None = []
+        size = 0
+        for block in self.inner.blocks(dtype, rank=rank, world=world, gather=gather):
+            size += _size(block)
+            if keep is not None and size <= KEEP_BYTES:
+                keep.append(block)
+            else:
+                keep = None
+            yield block
+        self.kept.blocks = keep
+
+
+def _size(block: Block) -> int:
+    inputs = block.inputs.values() if isinstance(block.inputs, dict) else [block.inputs]
+    return sum(t.numel() * t.element_size() for t in [*inputs, block.targets])
+
