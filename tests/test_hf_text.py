@@ -136,3 +136,50 @@ def test_sixteen_bit_runs_stay_near_float64(folder: Path, tmp_path: Path, precis
     assert model.tokens == exact.tokens
     assert model.loss_per_token == pytest.approx(exact.loss_per_token, rel=5e-3)
     assert model.loss_per_token != exact.loss_per_token  # it did run in 16 bits
+
+
+@pytest.mark.slow
+def test_torchrun_text_equals_one_process(folder: Path, tmp_path: Path) -> None:
+    """Two processes over text (a .txt's chunks; Parquet's row groups are split as for token
+    documents), with a baseline, and with models of different tokenizers (bits per byte): the
+    one-process report."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(5)
+    docs = [" ".join(rng.choice(hf.WORDS) for _ in range(rng.randrange(0, 9)))
+            for _ in range(9000)]  # more than one 8192-document chunk  # fmt: skip
+    forms = _forms(tmp_path, docs)
+    other = hf.llama(tmp_path / "other", positions=512, seed=2)
+    hf.tokenizer(other, vocab=260)
+    same = hf.gpt2(tmp_path / "same", positions=512, seed=3)
+    (same / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
+    common = ["--format", "json", "--precision", "float64", "--baseline", str(folder)]
+    cases = {
+        "txt": ["compare", str(folder), str(same), "--data", str(forms[".txt"]), *common],
+        "bytes": ["compare", str(folder), str(other), "--data", str(forms[".txt"]), *common],
+    }
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    driver = Path(__file__).parent / "torchrun_driver.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(driver), str(tmp_path / "cases.json")]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    zero = json.loads((tmp_path / "cases.json.0.out").read_text())
+    for name, args in cases.items():
+        assert zero[name]["code"] in (None, 0), zero[name]["stderr"]
+        many = json.loads(zero[name]["stdout"])
+        paths = args[1:3]
+        one = evalloss.compare(paths, data=args[4], precision="float64",
+                               baseline=str(folder)).to_dict()  # fmt: skip
+        assert many["world_size"] == 2 and many["data"] == one["data"]
+        assert many.get("ranked_by") == one.get("ranked_by")
+        for a, b in zip(one["models"], many["models"], strict=True):
+            assert (a["path"], a["items"], a["tokens"]) == (b["path"], b["items"], b["tokens"])
+            assert math.isclose(a["loss_sum"], b["loss_sum"], rel_tol=1e-9)
+            assert math.isclose(a["bits_per_byte"], b["bits_per_byte"], rel_tol=1e-9)
+            if a.get("vs_baseline"):
+                assert math.isclose(a["vs_baseline"]["delta"], b["vs_baseline"]["delta"],
+                                    rel_tol=1e-6)  # fmt: skip
+                assert a["vs_baseline"]["wins"] == b["vs_baseline"]["wins"]

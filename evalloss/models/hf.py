@@ -1,6 +1,7 @@
 """Hugging Face model folders -> transformers' own class for the config's ``model_type``, with
-the head the loss needs (``causal-lm``: a causal LM; ``cross-entropy``: sequence
-classification). `folder` has already checked the folder against the trust boundary.
+the head the loss needs (``causal-lm``: a causal LM; the classification heads have no data
+path yet and are refused by name). `folder` has already checked the folder against the trust
+boundary.
 
 The class comes from transformers' auto mappings keyed by the config class, never from the
 folder's ``architectures`` or ``auto_map``; weights are loaded from the safetensors files only
@@ -25,9 +26,8 @@ if TYPE_CHECKING:
 
     from . import Wanted
 
-MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
-            "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING"}  # fmt: skip
-HEADS = {"causal-lm": "causal LM", "cross-entropy": "sequence classification"}
+MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING"}
+HEADS = {"causal-lm": "causal LM"}
 
 
 def accepts(checkpoint: Checkpoint) -> bool:
@@ -47,8 +47,9 @@ def build(
     kind = checkpoint.config["model_type"]
     config_class = CONFIG_MAPPING[kind]
     if wanted.loss not in MAPPINGS:
-        raise CheckpointError(f"a model folder is scored with {' or '.join(MAPPINGS)}, not "
-                              f"{shown(wanted.loss)}", path=checkpoint.path)  # fmt: skip
+        raise CheckpointError(f"a model folder is scored with {', '.join(MAPPINGS)}, not "
+                              f"{shown(wanted.loss)} (sequence and token classification heads "
+                              "are not supported yet)", path=checkpoint.path)  # fmt: skip
     mapping = getattr(modeling_auto, MAPPINGS[wanted.loss])
     if config_class not in mapping:
         raise CheckpointError(f"transformers has no {HEADS[wanted.loss]} model for model type "
