@@ -7,9 +7,10 @@ hashed after loading, while their bytes are still in the page cache.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,11 @@ def collect(
     source: DataSource,
     device: torch.device,
     hashed: bool = True,
+    folders: Mapping[str, Sequence[str]] | None = None,
 ) -> Provenance:
-    """The provenance of a run over ``source`` with ``checkpoints`` on ``device``."""
+    """The provenance of a run over ``source`` with ``checkpoints`` (every file) on
+    ``device``; each of the ``folders`` (a model folder -> its files) also gets one hash, of
+    its manifest (`manifest`)."""
     import torch
 
     sha256: dict[str, str] | None = None
@@ -39,6 +43,8 @@ def collect(
         sha256 = dict(source.sha256())
         for path in checkpoints:
             sha256[path] = _checkpoint_sha256(path)
+        for folder, files in (folders or {}).items():
+            sha256[folder] = manifest(folder, {f: sha256[f] for f in files})
     return Provenance(
         evalloss=__version__,
         python=platform.python_version(),
@@ -49,6 +55,15 @@ def collect(
         threads=torch.get_num_threads(),
         sha256=sha256,
     )
+
+
+def manifest(folder: str, hashes: Mapping[str, str]) -> str:
+    """One hash for a model folder: the sha256 of its files' ``sha256sum`` lines (``<hex>  <name
+    in the folder>``, sorted by name), so ``sha256sum config.json model.safetensors ... |
+    sha256sum`` in the folder, names in sorted order, gives the same."""
+    lines = sorted((str(Path(f).relative_to(folder)), h) for f, h in hashes.items())
+    text = "".join(f"{h}  {name}\n" for name, h in lines)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _checkpoint_sha256(path: str) -> str:

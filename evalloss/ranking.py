@@ -75,6 +75,7 @@ def build_report(
         unit="byte" if by_bytes else plan.loss.unit,
         provenance=collect_provenance(
             checkpoints=[f for c in plan.checkpoints for f in c.paths],
+            folders={c.path: c.files for c in plan.checkpoints if c.files},
             source=plan.source,
             device=plan.device,
             hashed=plan.source.checksum and (world is None or world.rank == 0),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -43,9 +44,15 @@ def test_folders_match_the_models_own_loss(folders: dict[str, Path]) -> None:
         assert model.tokens == tokens
         assert model.loss_sum == pytest.approx(expected, rel=1e-6)
         assert model.name == Path(model.path).name
-    files = set(report.provenance.sha256 or {})
+    hashes = report.provenance.sha256 or {}
     for name in ("gpt2", "llama"):  # every file the figure depends on is hashed
-        assert {str(folders[name] / f) for f in ("config.json", "model.safetensors")} <= files
+        names = ("config.json", "model.safetensors")
+        assert {str(folders[name] / f) for f in names} <= set(hashes)
+        lines = "".join(  # and the folder as `sha256sum config.json model.safetensors | sha256sum`
+            f"{hashlib.sha256((folders[name] / f).read_bytes()).hexdigest()}  {f}\n"
+            for f in names
+        )
+        assert hashes[str(folders[name])] == hashlib.sha256(lines.encode()).hexdigest()
 
 
 def test_long_documents_are_windowed_at_the_declared_context(tmp_path: Path) -> None:
