@@ -69,6 +69,7 @@ class Options:
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
     ordered: bool = False  # sequence data in file order (explain), not packed by length
     tokenizer: str | None = None  # the models' tokenizer.json, for text data (set by the plan)
+    pad_id: int = 0  # a classifier folder's pad token: what labelled text is padded with (plan)
 
     @classmethod
     def of(cls, *, checksum: bool = True, **given: Any) -> Options:

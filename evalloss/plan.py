@@ -67,7 +67,9 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
     tokenizers = _tokenizers(checkpoints)
     first = next((t for t in tokenizers if t is not None), None)
     if first is not None:
-        options = replace(options, tokenizer=first)
+        pads = [c.config.get("pad_token_id") for c in checkpoints if c.config is not None]
+        pad = next((p for p in pads if type(p) is int and p >= 0), 0)
+        options = replace(options, tokenizer=first, pad_id=pad)
     return Plan(
         checkpoints=checkpoints,
         loss=loss,

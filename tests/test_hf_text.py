@@ -183,3 +183,38 @@ def test_torchrun_text_equals_one_process(folder: Path, tmp_path: Path) -> None:
                 assert math.isclose(a["vs_baseline"]["delta"], b["vs_baseline"]["delta"],
                                     rel_tol=1e-6)  # fmt: skip
                 assert a["vs_baseline"]["wins"] == b["vs_baseline"]["wins"]
+
+
+def test_sequence_classification_matches_the_models_own_logits(tmp_path: Path) -> None:
+    """A folder with a classification head, text with a label column: each document's
+    cross-entropy from the model's own logits, one document at a time, float64 math.fsum."""
+    import torch
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=300, n_positions=512, n_embd=16, n_layer=1,
+                                     n_head=2, num_labels=3, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path / "classifier"
+    transformers.GPT2ForSequenceClassification(config).save_pretrained(folder)
+    hf.tokenizer(folder, vocab=300)
+    docs = [d for d in DOCS if d.strip()]
+    labels = [i % 3 for i in range(len(docs))]
+    data = hf.jsonl(tmp_path / "d.jsonl", [{"text": d, "label": y} for d, y in zip(docs, labels,
+                                                                                    strict=True)])  # fmt: skip
+    report = evalloss.compare([folder], data=data, target="label", precision="float64")
+    assert report.loss == "cross-entropy"  # from the folder's architecture
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(folder,
+                                                                            dtype=torch.float64)  # fmt: skip
+    terms, correct = [], 0
+    with torch.no_grad():
+        for ids, y in zip(_ids(folder, docs), labels, strict=True):
+            logits = model(torch.tensor([ids])).logits[0]
+            terms.append(float(torch.logsumexp(logits, 0) - logits[y]))
+            correct += int(logits.argmax()) == y
+    result = report.models[0]
+    assert result.items == len(docs)
+    assert result.loss_per_item == pytest.approx(math.fsum(terms) / len(docs), rel=1e-9)
+    assert result.accuracy == correct / len(docs)
+    bad = hf.jsonl(tmp_path / "bad.jsonl", [{"text": "a", "label": "cat"}])
+    outcome = run("compare", folder, "--data", bad, "--target", "label")
+    assert outcome.exit_code == 2 and "class ids (integers)" in outcome.stderr

@@ -29,7 +29,8 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 INSTALL = "pip install 'evalloss[hf]'"
 # the loss a folder's own architecture implies, when --loss is not given
-_HEADS = {"ForCausalLM": "causal-lm", "LMHeadModel": "causal-lm"}
+_HEADS = {"ForCausalLM": "causal-lm", "LMHeadModel": "causal-lm",
+          "ForSequenceClassification": "cross-entropy"}  # fmt: skip
 
 
 def open_folder(path: str) -> Checkpoint:

@@ -1,7 +1,7 @@
 """Hugging Face model folders -> transformers' own class for the config's ``model_type``, with
-the head the loss needs (``causal-lm``: a causal LM; the classification heads have no data
-path yet and are refused by name). `folder` has already checked the folder against the trust
-boundary.
+the head the loss needs (``causal-lm``: a causal LM; ``cross-entropy`` on a label column:
+sequence classification, its output's logits handed to the loss). `folder` has already checked
+the folder against the trust boundary.
 
 The class comes from transformers' auto mappings keyed by the config class, never from the
 folder's ``architectures`` or ``auto_map``; weights are loaded from the safetensors files only
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
     from . import Wanted
 
-MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING"}
-HEADS = {"causal-lm": "causal LM"}
+MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
+            "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING"}  # fmt: skip
+HEADS = {"causal-lm": "causal LM", "cross-entropy": "sequence classification"}
 
 
 def accepts(checkpoint: Checkpoint) -> bool:
@@ -47,9 +48,9 @@ def build(
     kind = checkpoint.config["model_type"]
     config_class = CONFIG_MAPPING[kind]
     if wanted.loss not in MAPPINGS:
-        raise CheckpointError(f"a model folder is scored with {', '.join(MAPPINGS)}, not "
-                              f"{shown(wanted.loss)} (sequence and token classification heads "
-                              "are not supported yet)", path=checkpoint.path)  # fmt: skip
+        raise CheckpointError(f"a model folder is scored with {' or '.join(MAPPINGS)}, not "
+                              f"{shown(wanted.loss)} (token classification heads are not "
+                              "supported yet)", path=checkpoint.path)  # fmt: skip
     mapping = getattr(modeling_auto, MAPPINGS[wanted.loss])
     if config_class not in mapping:
         raise CheckpointError(f"transformers has no {HEADS[wanted.loss]} model for model type "
@@ -60,6 +61,8 @@ def build(
         raise CheckpointError(f"config.json: {type(exc).__name__}: {exc}",
                               path=checkpoint.path) from exc  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
+    if wanted.loss != "causal-lm":
+        model = _Logits(model)
     if stamp_of(checkpoint.files) != checkpoint.opened:
         raise CheckpointError("changed while it was being read (a file's size or modification "
                               "time); run again once it is written",
@@ -96,6 +99,21 @@ def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted)
                               path=checkpoint.path)  # fmt: skip
     result: nn.Module = model
     return result
+
+
+def _Logits(model: nn.Module) -> nn.Module:  # noqa: N802 - builds a module
+    """The model, returning its output's ``logits`` (what a classification loss scores)."""
+    from torch import nn
+
+    class Logits(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **inputs: Any) -> Any:
+            return self.inner(**inputs).logits
+
+    return Logits(model)
 
 
 @contextlib.contextmanager

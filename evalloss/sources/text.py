@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, shown
 
-from . import documents
+from . import documents, textlabels
 from .base import Block, Gather
 
 if TYPE_CHECKING:
@@ -67,9 +67,23 @@ def open_source(path: str, options: Options) -> Text:
             raise DataError(f"the text column holds {kind}, not text", path=path,
                             key=options.text_column)  # fmt: skip
     load(options.tokenizer)  # a bad tokenizer.json fails here, before any model is built
+    label = _label(path, options)
     return Text(path, "input_ids", None, options.context, options.stride, options.batch_tokens,
-                options.checksum, options.ordered, text_column=options.text_column,
-                tokenizer=options.tokenizer)  # fmt: skip
+                options.checksum, options.ordered, targets=(label,) if label else ("next token",),
+                text_column=options.text_column, tokenizer=options.tokenizer, label=label,
+                pad_id=options.pad_id)  # fmt: skip
+
+
+def _label(path: str, options: Options) -> str | None:
+    """The class-label column (sequence classification), where ``--target`` names one."""
+    if not options.target:
+        return None
+    if len(options.target) > 1 or path.lower().endswith(TEXT_SUFFIXES):
+        why = "one label column" if len(options.target) > 1 else "a table (a .txt has no labels)"
+        raise DataError(f"text with labels needs {why}", path=path, key="--target")
+    if options.target[0] not in _schema(path).names:
+        raise DataError("no such label column", path=path, key=options.target[0])
+    return options.target[0]
 
 
 def load(path: str) -> Any:
@@ -94,24 +108,24 @@ def _schema(path: str) -> Any:
     try:
         if path.lower().endswith(documents.PARQUET_SUFFIXES):
             return pq.read_schema(path)
-        return _table_reader(path, None).schema
+        return _table_reader(path, []).schema
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
 
 
-def _table_reader(path: str, column: str | None, rank: int = 0, world: int = 1) -> Any:
-    """Record batches of the text column (all columns if None): this process's share of a
-    Parquet file's row groups, or the whole of a JSON Lines or CSV file."""
+def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1) -> Any:
+    """Record batches of ``columns`` (all if empty; the first is text): this process's share
+    of a Parquet file's row groups, or the whole of a JSON Lines or CSV file."""
     import pyarrow.csv as pacsv
 
     lower = path.lower()
     if lower.endswith(documents.PARQUET_SUFFIXES):
-        return documents.reader(path, [column] if column else [], rank, world)
+        return documents.reader(path, columns, rank, world)
     if lower.endswith(documents.JSONL_SUFFIXES):
         return documents.reader(path, [], rank, world)
     convert = pacsv.ConvertOptions(
-        include_columns=[column] if column else None,
-        column_types={column: "string"} if column else None,
+        include_columns=columns or None,
+        column_types={columns[0]: "string"} if columns else None,
         strings_can_be_null=False,
     )  # fmt: skip
     parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",",
@@ -128,6 +142,8 @@ class Text(documents.Documents):
     tokenizer: str = ""
     counted: dict[str, Any] = field(default_factory=dict, compare=False)
     features: tuple[str, ...] = ("text",)
+    label: str | None = None  # sequence classification: the class-id column (`textlabels`)
+    pad_id: int = 0  # what classification inputs are padded with (the model's pad token)
 
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
@@ -140,33 +156,41 @@ class Text(documents.Documents):
         self.counted.update(bytes=0, documents=[])
         first = 0
         try:
-            for number, texts in enumerate(self._chunks(rank, world)):
+            for number, (texts, labels) in enumerate(self._chunks(rank, world)):
                 if self.path.lower().endswith(documents.PARQUET_SUFFIXES) or (
                     number % world == rank
                 ):
                     sizes = np.fromiter((len(t.encode("utf-8")) for t in texts), np.int64)
                     self.counted["bytes"] += int(sizes.sum())
                     self.counted["documents"].append(sizes)
-                    yield from self._pack(_encode(tokenizer, texts), None, first)
+                    ids = _encode(tokenizer, texts)
+                    if labels is None:
+                        yield from self._pack(ids, None, first)
+                    else:
+                        yield from textlabels.pack(self, ids, labels, first)
                 first += len(texts)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
 
-    def _chunks(self, rank: int, world: int) -> Iterator[list[str]]:
-        """The documents, a chunk at a time (a Parquet file: this process's row groups)."""
+    def _chunks(self, rank: int, world: int) -> Iterator[tuple[list[str], Any]]:
+        """The documents, a chunk at a time (a Parquet file: this process's row groups), with
+        their labels' column where they have one."""
         if self.path.lower().endswith(TEXT_SUFFIXES):
-            yield from _lines(self.path)
+            yield from ((lines, None) for lines in _lines(self.path))
             return
         first = 0
-        for batch in _table_reader(self.path, self.text_column, rank, world):
+        columns = [self.text_column, *([self.label] if self.label else [])]
+        for batch in _table_reader(self.path, columns, rank, world):
             column = batch.column(self.text_column)
             if column.null_count:
                 row = next(i for i, v in enumerate(column.is_valid().to_pylist()) if not v)
                 raise DataError(f"row {first + row + 1}: no text (null)", path=self.path,
                                 key=self.text_column)  # fmt: skip
             texts = column.to_pylist()
+            labels = batch.column(self.label) if self.label else None
             for start in range(0, len(texts), documents.CHUNK_DOCS):
-                yield texts[start : start + documents.CHUNK_DOCS]
+                end = start + documents.CHUNK_DOCS
+                yield texts[start:end], None if labels is None else labels.slice(start, end - start)
             first += len(texts)
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:

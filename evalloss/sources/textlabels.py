@@ -1,0 +1,72 @@
+"""Text with a class label per document, for a model folder's sequence-classification head
+(``--loss cross-entropy --target LABEL``): each document whole, one item.
+
+A chunk's documents are sorted by length and packed under the token budget; inputs are
+``input_ids`` padded with the model's pad token and an ``attention_mask`` (a classifier reads
+its last or first real token: padding must be marked), targets the class ids ``(n, 1)``. A
+document longer than the context cannot be windowed for one label: it is an error naming its
+row, never a silent truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from evalloss.errors import DataError
+
+from .base import Block
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from .text import Text
+
+
+def pack(source: Text, ids: list[npt.NDArray[np.int64]], labels: Any,
+         first: int) -> Iterator[Block]:  # fmt: skip
+    """One chunk's documents (the first is row ``first``) and their label column -> blocks."""
+    import numpy as np
+    import torch
+
+    classes = _classes(labels, source, first)
+    lengths = np.array([max(len(i), 1) for i in ids])
+    if source.context is not None and len(lengths) and lengths.max() > source.context:
+        row = int(np.flatnonzero(lengths > source.context)[0])
+        raise DataError(f"row {first + row + 1}: {lengths[row]} tokens, longer than the "
+                        f"context of {source.context} (a label scores a whole document)",
+                        path=source.path, key=source.text_column)  # fmt: skip
+    order = np.arange(len(ids)) if source.ordered else np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * lengths[order[end]] <= source.budget:
+            end += 1
+        rows = order[start:end]
+        width = int(lengths[rows].max())
+        x = np.full((len(rows), width), source.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(rows):
+            x[r, : len(ids[i])], mask[r, : len(ids[i])] = ids[i], 1
+        located = np.stack([first + rows, np.zeros_like(rows)], axis=1)
+        inputs = {"input_ids": torch.from_numpy(x), "attention_mask": torch.from_numpy(mask)}
+        yield Block(int(first + rows[0]), inputs, torch.from_numpy(classes[rows, None]),
+                    locator=located)  # fmt: skip
+        start = end
+
+
+def _classes(labels: Any, source: Text, first: int) -> npt.NDArray[np.int64]:
+    """The label column as class ids (integers); a null or another type named by row."""
+    import numpy as np
+    import pyarrow as pa
+
+    column = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels
+    if not pa.types.is_integer(column.type):
+        raise DataError(f"labels must be class ids (integers), not {column.type}",
+                        path=source.path, key=source.label)  # fmt: skip
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"row {first + row + 1}: no label (null)", path=source.path,
+                        key=source.label)  # fmt: skip
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
