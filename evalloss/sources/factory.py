@@ -143,7 +143,8 @@ class DatasetSource:
         loader = DataLoader(dataset, batch_size=self.batch, shuffle=False, num_workers=workers,
                             pin_memory=self.pin)  # fmt: skip
         row = first
-        for number, batch in enumerate(self._batches(loader, first)):
+        total = None if self.iterable else first + len(dataset)
+        for number, batch in enumerate(self._batches(loader, first, total)):
             x, y = self._pair(batch, row)
             if keep is None or number % world == keep:
                 block = Block(row, as_inputs(x, dtype), as_targets(y), locator=row)
@@ -156,7 +157,7 @@ class DatasetSource:
         if row == first and world == 1:
             raise DataError("the Dataset yielded no items", key=self.path)
 
-    def _batches(self, loader: Any, first: int) -> Iterator[Any]:
+    def _batches(self, loader: Any, first: int, total: int | None) -> Iterator[Any]:
         """The loader's batches; the user's code failing in a worker or here: one line."""
         iterator, row = iter(loader), first
         while True:
@@ -165,7 +166,7 @@ class DatasetSource:
             except StopIteration:
                 return
             except (Exception, SystemExit) as exc:
-                last = row + self.batch
+                last = row + self.batch if total is None else min(total, row + self.batch)
                 raise DataError(f"reading items {row + 1}-{last} failed: {usercode.failure(exc)}",
                                 key=self.path) from exc  # fmt: skip
             yield batch

@@ -1,0 +1,88 @@
+"""--data file.py:Name and package.module:Name: the user's own Dataset, read through a
+DataLoader, gives the figures of the same items as a tensor file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import evalloss
+from evalloss.options import Options
+from evalloss.sources import factory, open_data
+from tests.conftest import run
+from tests.datasets import images
+
+DATASETS = str(Path(__file__).parent / "datasets.py")
+
+
+@pytest.fixture
+def ckpt(save) -> Path:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    return save(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), loss="cross-entropy")
+
+
+@pytest.fixture
+def truth(tmp_path: Path, ckpt: Path) -> evalloss.Report:
+    x, y = images()
+    np.savez(tmp_path / "d.npz", inputs=x.numpy(), targets=y.numpy())
+    return evalloss.compare([ckpt], data=tmp_path / "d.npz", precision="float64")
+
+
+@pytest.mark.parametrize(
+    ("spec", "workers"),
+    [
+        (f"{DATASETS}:digits", 0),
+        (f"{DATASETS}:digits", 2),
+        ("tests.datasets:digits", 0),
+        (f"{DATASETS}:stream", None),
+    ],
+)
+def test_a_dataset_gives_the_figures_of_the_same_items(
+    ckpt: Path, truth: evalloss.Report, spec: str, workers: int | None
+) -> None:
+    report = evalloss.compare([ckpt], data=spec, precision="float64", batch_size=5,
+                              workers=workers)  # fmt: skip
+    got, want = report.models[0], truth.models[0]
+    assert got.items == want.items == 23
+    assert got.loss_sum == pytest.approx(want.loss_sum, rel=1e-12)
+    assert got.accuracy == want.accuracy
+    assert report.data.path == spec
+
+
+def test_the_cli_takes_a_factory(ckpt: Path, truth: evalloss.Report) -> None:
+    result = run("compare", ckpt, "--data", f"{DATASETS}:digits", "--workers", "0",
+                 "--precision", "float64", "--format", "csv")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert repr(truth.models[0].loss_sum)[:10] in result.stdout
+
+
+def test_blocks_are_whole_batches_and_shares_cover_every_item(ckpt: Path) -> None:
+    source = open_data(f"{DATASETS}:digits", Options(data="x", workers=0))
+    assert source.item_shape == (1, 8, 8)
+    sized = source.for_pass(4, torch.device("cpu"))
+    assert [len(b) for b in sized.blocks(torch.float32)] == [4, 4, 4, 4, 4, 3]
+    rows = [b.row + i for r in range(2) for b in sized.blocks(torch.float32, rank=r, world=2)
+            for i in range(len(b))]  # fmt: skip
+    assert rows == list(range(23))
+    stream = open_data(f"{DATASETS}:stream", Options(data="x")).for_pass(4, torch.device("cpu"))
+    kept = [b.row for r in range(2) for b in stream.blocks(torch.float32, rank=r, world=2)]
+    assert sorted(kept) == [0, 4, 8, 12, 16, 20]
+
+
+def test_default_workers_leave_a_core_for_the_models() -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert factory.default_workers() == max(0, min(factory.MAX_DEFAULT_WORKERS, cores - 1))
+
+
+def test_a_file_with_a_colon_in_its_name_is_a_file(tmp_path: Path, ckpt: Path) -> None:
+    """An existing file is data, whatever its name looks like."""
+    odd = tmp_path / "d.py:Name"
+    odd.write_text("a,b\n1,2\n")
+    assert not factory.accepts(str(odd))
+    assert factory.accepts(f"{tmp_path}/d.py:Name2")
