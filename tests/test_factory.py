@@ -86,3 +86,21 @@ def test_a_file_with_a_colon_in_its_name_is_a_file(tmp_path: Path, ckpt: Path) -
     odd.write_text("a,b\n1,2\n")
     assert not factory.accepts(str(odd))
     assert factory.accepts(f"{tmp_path}/d.py:Name2")
+
+
+def test_the_readme_digits_example_is_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's image example runs as written and says what the README says."""
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)
+    section = (root / "README.md").read_text().split("## Images, masks and your own Dataset", 1)[1]
+    command = next(line.strip() for line in section.splitlines() if "evalloss compare" in line)
+    result = run(*command.split()[1:], "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    models = {m["name"]: m for m in json.loads(result.stdout)["models"]}
+    assert [models["bs8"]["rank"], models["bs256"]["rank"]] == [1, 2]
+    for name in ("bs8", "bs256"):
+        assert f"{models[name]['loss_per_item']:.3f}" in section
+    log = json.loads((root / "checkpoints" / "digits" / "training_log.json").read_text())
+    assert all(f"{run['epoch_loss']:.2f}" in section for run in log.values())
