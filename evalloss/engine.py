@@ -116,23 +116,29 @@ class Accumulator:
                 f"out of memory on {self.device} evaluating {rows} ({n} rows per batch): {hint}",
                 path=self.label,
             ) from exc
-        finite = torch.isfinite(losses)
-        n_finite = int(finite.sum())
-        self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
-        if self.loss.unit == "item":  # token losses: loss_sum is the element sum already
-            sums = sums.cpu()
-            self.element_sum.add(sums[finite].numpy() if n_finite < len(sums) else sums.numpy())
-        self._weighed(weights)
-        self.nonfinite += len(losses) - n_finite
-        self.items += len(losses)
-        self.weight += int(weights.sum())
-        self.last_weights = weights.cpu()  # (n,) int64: the observers' item weights
+        self._add(losses, sums, weights)
         self.correct += correct
         self.counted += counted
         self.seconds += time.perf_counter() - start
         return losses
 
     _COUNTS = ("items", "weight", "nonfinite", "correct", "counted")
+
+    def _add(self, losses: torch.Tensor, sums: torch.Tensor, weights: torch.Tensor) -> None:
+        """Fold one batch in: item values (n,) float64, element sums (n,), weights (n,)."""
+        import torch
+
+        finite = torch.isfinite(losses)
+        n_finite = int(finite.sum())
+        self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
+        if self.loss.unit == "item":  # token losses: loss_sum is the element sum already
+            sums = sums.cpu()
+            self.element_sum.add(sums[finite].numpy() if n_finite < len(sums) else sums.numpy())
+        self.nonfinite += len(losses) - n_finite
+        self.items += len(losses)
+        self.weight += int(weights.sum())
+        self.last_weights = weights.cpu()  # (n,) int64: the observers' item weights
+        self._weighed(weights)
 
     def _weighed(self, weights: torch.Tensor) -> None:
         if len(weights):

@@ -104,3 +104,13 @@ def test_the_readme_digits_example_is_live(monkeypatch: pytest.MonkeyPatch) -> N
         assert f"{models[name]['loss_per_item']:.3f}" in section
     log = json.loads((root / "checkpoints" / "digits" / "training_log.json").read_text())
     assert all(f"{run['epoch_loss']:.2f}" in section for run in log.values())
+
+
+def test_provenance_hashes_the_checkpoints_and_the_factory_code(ckpt: Path) -> None:
+    import hashlib
+
+    report = evalloss.compare([ckpt], data=f"{DATASETS}:digits", workers=0)
+    assert report.provenance is not None and report.provenance.sha256 is not None
+    hashes = report.provenance.sha256
+    assert hashes[DATASETS] == hashlib.sha256(Path(DATASETS).read_bytes()).hexdigest()
+    assert hashes[str(ckpt)] == hashlib.sha256(ckpt.read_bytes()).hexdigest()

@@ -186,3 +186,18 @@ def test_shares_of_processes_cover_every_item_once(tmp_path: Path) -> None:
     rows = [b.row + i for r in range(3) for b in source.blocks(torch.float32, rank=r, world=3)
             for i in range(len(b))]  # fmt: skip
     assert rows == list(range(23))
+
+
+def test_first_nonfinite() -> None:
+    from evalloss.sources.tensors import first_nonfinite
+
+    x = torch.zeros(5, 2, 3)
+    assert first_nonfinite(x) is None
+    x[3, 1, 2] = float("-inf")
+    x[4, 0, 0] = float("nan")
+    assert first_nonfinite(x) == 3
+    big = torch.full((4, 3), 3e38)  # finite, but its float32 sum overflows
+    assert first_nonfinite(big) is None
+    big[2, 1] = float("inf")
+    assert first_nonfinite(big) == 2
+    assert first_nonfinite({"a": torch.zeros(2), "b": torch.tensor([0.0, float("nan")])}) == 1

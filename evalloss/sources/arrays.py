@@ -12,9 +12,9 @@ A ``.safetensors`` file is read through ``safetensors.safe_open``: a slice of it
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, shown
@@ -102,7 +102,7 @@ def _npy(path: str, key: str, header_offset: int, size: int) -> Array:
             key=key,
         )
     needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    held = min(start + size, os.path.getsize(path)) - data
+    held = min(start + size, Path(path).stat().st_size) - data
     if needed > held:
         raise DataError(
             f"truncated: shape {tuple(shape)} of {dtype} needs {needed} bytes, the file holds "
@@ -138,7 +138,8 @@ def npz_read(path: str, array: Array, start: int, end: int) -> Any:
     row = int(np.prod(array.shape[1:], dtype=np.int64)) * np.dtype(array.dtype).itemsize
     if end <= start:
         return np.empty((0, *array.shape[1:]), dtype=array.dtype)
-    mapped = np.memmap(path, dtype=np.dtype(array.stored), mode="r", offset=array.offset + start * row,
+    offset = array.offset + start * row
+    mapped = np.memmap(path, dtype=np.dtype(array.stored), mode="r", offset=offset,
                        shape=(end - start, *array.shape[1:]))  # fmt: skip
     items = np.array(mapped, dtype=array.dtype)  # a copy, in native byte order
     del mapped  # unmapped now: the pages it touched leave this process
@@ -167,7 +168,8 @@ def safetensors_arrays(path: str, keys: Sequence[str]) -> dict[str, Array]:
                 sliced = f.get_slice(key)
                 kind = str(sliced.get_dtype())
                 if kind not in _SAFETENSORS_DTYPES:
-                    raise DataError(f"dtype {shown(kind, 20)} is not supported", path=path, key=key)
+                    why = f"dtype {shown(kind, 20)} is not supported"
+                    raise DataError(why, path=path, key=key)
                 found[key] = Array(key, _SAFETENSORS_DTYPES[kind], tuple(sliced.get_shape()))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise DataError(f"not a readable safetensors file ({exc})", path=path) from exc

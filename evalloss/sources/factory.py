@@ -62,7 +62,7 @@ def open_source(path: str, options: Options) -> DatasetSource:
             "(items counted twice) unless it shards itself; --workers is for map-style ones",
             key="--workers",
         )
-    source = DatasetSource(path, dataset, iterable, options.workers)
+    source = DatasetSource(path, dataset, iterable, options.workers, checksum=options.checksum)
     if not iterable:
         source = replace(source, shape=source.first_shape())
     return source
@@ -88,7 +88,7 @@ class DatasetSource:
     batch: int = 256  # items per forward pass (`for_pass`)
     pin: bool = False  # pinned memory (the models run on CUDA)
     shape: tuple[int, ...] | None = None  # the first item's input shape
-    checksum: bool = False  # code, not a file: nothing to hash
+    checksum: bool = True  # the report's provenance hashes the checkpoints and the code
     targets: tuple[str, ...] = ("target",)
     features: tuple[str, ...] = ("input",)
 
@@ -104,7 +104,11 @@ class DatasetSource:
         return (0, 0)
 
     def sha256(self) -> dict[str, str]:
-        return {}
+        """The factory's source file's sha256 (the data it reads is not hashed)."""
+        from .chunks import sha256_of
+
+        code = usercode.source_file(self.path)
+        return {} if code is None else {code: sha256_of(code)}
 
     def for_pass(self, batch_size: int, device: torch.device) -> DatasetSource:
         return replace(self, batch=batch_size, pin=device.type == "cuda")
@@ -183,7 +187,7 @@ class DatasetSource:
         x, y = batch
         tensors = list(x.values()) if isinstance(x, dict) else [x]
         if not tensors or not all(isinstance(t, torch.Tensor) for t in [*tensors, y]):
-            what = "target" if isinstance(x, torch.Tensor) or isinstance(x, dict) else "input"
+            what = "target" if all(isinstance(t, torch.Tensor) for t in tensors) else "input"
             raise DataError(f"items from {row + 1}: the {what} is not a tensor or a number "
                             "(a transform such as ToTensor() missing?)", key=self.path)  # fmt: skip
         if y.dim() == 0 or any(t.dim() == 0 or len(t) != len(y) for t in tensors):
