@@ -77,7 +77,7 @@ def test_default_workers_leave_a_core_for_the_models() -> None:
     import os
 
     cores = len(os.sched_getaffinity(0))
-    assert factory.default_workers() == max(0, min(factory.MAX_DEFAULT_WORKERS, cores - 1))
+    assert factory.default_workers() == max(0, min(factory.MAX_DEFAULT_WORKERS, cores - 2))
 
 
 def test_a_file_with_a_colon_in_its_name_is_a_file(tmp_path: Path, ckpt: Path) -> None:

@@ -145,7 +145,7 @@ tensor_options = [
         type=click.IntRange(min=0, max=256),
         metavar="N",
         help="--data file.py:Name: DataLoader worker processes for a map-style Dataset "
-        "(0: read in this process). Default: the cores less one, at most 4.",
+        "(0: read in this process). Default: the cores less two, at most 4.",
     ),
 ]
 

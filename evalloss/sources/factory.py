@@ -69,12 +69,14 @@ def open_source(path: str, options: Options) -> DatasetSource:
 
 
 def default_workers() -> int:
-    """Worker processes when none are asked for: the cores less one (the models need one),
-    at most `MAX_DEFAULT_WORKERS` (docs/performance.md)."""
+    """Worker processes when none are asked for: the cores less two (the main process and
+    torch's threads need them), at most `MAX_DEFAULT_WORKERS`. Measured on 2 cores
+    (docs/performance.md): no worker was fastest, 1 or 2 workers 3-14% slower (they take
+    the cores the model runs on)."""
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(MAX_DEFAULT_WORKERS, (cores or 1) - 1))
+    return max(0, min(MAX_DEFAULT_WORKERS, (cores or 1) - 2))
 
 
 @dataclass(frozen=True)
