@@ -84,8 +84,9 @@ def test_a_file_with_a_colon_in_its_name_is_a_file(tmp_path: Path, ckpt: Path) -
     """An existing file is data, whatever its name looks like."""
     odd = tmp_path / "d.py:Name"
     odd.write_text("a,b\n1,2\n")
-    assert not factory.accepts(str(odd))
-    assert factory.accepts(f"{tmp_path}/d.py:Name2")
+    assert not factory.accepts(str(odd), Options(data=str(odd)))
+    assert factory.accepts(f"{tmp_path}/d.py:Name2", Options(data="x"))
+    assert open_data(odd, Options(data=str(odd), target=("b",))).path == str(odd)
 
 
 def test_the_readme_digits_example_is_live(monkeypatch: pytest.MonkeyPatch) -> None:
