@@ -115,3 +115,23 @@ def test_provenance_hashes_the_checkpoints_and_the_factory_code(ckpt: Path) -> N
     hashes = report.provenance.sha256
     assert hashes[DATASETS] == hashlib.sha256(Path(DATASETS).read_bytes()).hexdigest()
     assert hashes[str(ckpt)] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu_for_tensor_files_and_datasets(tmp_path: Path, ckpt: Path) -> None:
+    """uint8 batches converted on the GPU, a Dataset's batches pinned and copied without
+    blocking: the figures of the CPU."""
+    x, y = images()
+    np.savez(tmp_path / "d.npz", inputs=x.numpy(), targets=y.numpy())
+    source = open_data(f"{DATASETS}:digits", Options(data="x", workers=1))
+    assert source.for_pass(8, torch.device("cuda")).pin  # type: ignore[attr-defined]
+    for data, workers in ((tmp_path / "d.npz", None), (f"{DATASETS}:digits", 1)):
+        figures = [
+            evalloss.compare([ckpt], data=data, device=device, precision="float64",
+                             batch_size=8, workers=workers).models[0]
+            for device in ("cpu", "cuda")
+        ]  # fmt: skip
+        assert figures[0].items == figures[1].items == 23
+        assert figures[1].loss_sum == pytest.approx(figures[0].loss_sum, rel=1e-12)
+        assert figures[1].accuracy == figures[0].accuracy
