@@ -201,3 +201,24 @@ def test_first_nonfinite() -> None:
     big[2, 1] = float("inf")
     assert first_nonfinite(big) == 2
     assert first_nonfinite({"a": torch.zeros(2), "b": torch.tensor([0.0, float("nan")])}) == 1
+
+
+def test_models_one_at_a_time_read_tensor_data_once(tmp_path: Path, save, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """--one-at-a-time: the same report, and the file's blocks kept from the first pass."""
+    from evalloss.sources import tensors
+
+    x, y = images(23)
+    data = _write(tmp_path, "npz", inputs=x.numpy(), targets=y.numpy())
+    ckpts = []
+    for i in range(2):
+        torch.manual_seed(i)
+        ckpts.append(save(_cnn(), name=f"m{i}", loss="cross-entropy"))
+    together = evalloss.compare(ckpts, data=data, precision="float64", batch_size=5)
+    reads = []
+    real = tensors.TensorFile._read
+    monkeypatch.setattr(tensors.TensorFile, "_read",
+                        lambda self, *a: reads.append(a[1]) or real(self, *a))  # fmt: skip
+    apart = evalloss.compare(ckpts, data=data, precision="float64", batch_size=5,
+                             one_at_a_time=True)  # fmt: skip
+    assert [m.loss_sum for m in apart.models] == [m.loss_sum for m in together.models]
+    assert reads == [0, 0]  # inputs and targets once, one block, not once per model
