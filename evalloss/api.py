@@ -171,10 +171,11 @@ def _evaluate(
 
 def inputs_of(plan: Plan) -> list[str]:
     """Every file the run reads, however it was named: checkpoints, data, the user's model
-    source (a ``pkg.mod:Name`` spec's too, once imported). No output may overwrite one."""
-    model = source_file(plan.options.model)
+    and Dataset sources (a ``pkg.mod:Name`` spec's too, once imported). No output may
+    overwrite one."""
+    code = [f for f in (source_file(plan.options.model), source_file(plan.options.data)) if f]
     files = [f for c in plan.checkpoints for f in (c.path, *c.files)]
-    return [*files, plan.source.path, *([model] if model else [])]
+    return [*files, plan.source.path, *code]
 
 
 def _with_baseline(

@@ -44,8 +44,11 @@ class Accumulator:
     def __init__(self, module: nn.Module, loss: Loss, device: torch.device, label: str) -> None:
         self.module, self.loss, self.device, self.label = module, loss, device, label
         self.loss_sum = ExactSum()
+        self.element_sum = ExactSum()  # every counted element's loss (loss_per_element)
         self.items = self.weight = self.nonfinite = self.correct = self.counted = 0
+        self.lightest = self.heaviest = -1  # the smallest and largest item weight seen
         self.vocabulary = _vocabulary(module) if loss.unit == "token" else None
+        self.input_dtype = _float_dtype(module)  # uint8 inputs become it on the device
         self.last_weights: torch.Tensor | None = None
         self.seconds = 0.0
 
@@ -113,13 +116,7 @@ class Accumulator:
                 f"out of memory on {self.device} evaluating {rows} ({n} rows per batch): {hint}",
                 path=self.label,
             ) from exc
-        finite = torch.isfinite(losses)
-        n_finite = int(finite.sum())
-        self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
-        self.nonfinite += len(losses) - n_finite
-        self.items += len(losses)
-        self.weight += int(weights.sum())
-        self.last_weights = weights.cpu()  # (n,) int64: the observers' item weights
+        self._add(losses, sums, weights)
         self.correct += correct
         self.counted += counted
         self.seconds += time.perf_counter() - start
@@ -127,10 +124,34 @@ class Accumulator:
 
     _COUNTS = ("items", "weight", "nonfinite", "correct", "counted")
 
+    def _add(self, losses: torch.Tensor, sums: torch.Tensor, weights: torch.Tensor) -> None:
+        """Fold one batch in: item values (n,) float64, element sums (n,), weights (n,)."""
+        import torch
+
+        finite = torch.isfinite(losses)
+        n_finite = int(finite.sum())
+        self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
+        if self.loss.unit == "item":  # token losses: loss_sum is the element sum already
+            sums = sums.cpu()
+            self.element_sum.add(sums[finite].numpy() if n_finite < len(sums) else sums.numpy())
+        self.nonfinite += len(losses) - n_finite
+        self.items += len(losses)
+        self.weight += int(weights.sum())
+        self.last_weights = weights.cpu()  # (n,) int64: the observers' item weights
+        self._weighed(weights)
+
+    def _weighed(self, weights: torch.Tensor) -> None:
+        if len(weights):
+            low, high = int(weights.min()), int(weights.max())
+            self.lightest = low if self.lightest < 0 else min(self.lightest, low)
+            self.heaviest = max(self.heaviest, high)
+
     def state(self) -> dict[str, Any]:
         """Plain data for reduction across processes (see `merge_states`)."""
         return {
             "loss_sum": self.loss_sum.state(),
+            "element_sum": self.element_sum.state(),
+            "weights": (self.lightest, self.heaviest),
             "seconds": self.seconds,
             **{name: getattr(self, name) for name in self._COUNTS},
         }
@@ -139,14 +160,22 @@ class Accumulator:
         """Become the exact merge of every process's `state` (this one's included): sums are
         merged exactly, counts added, ``seconds`` the slowest process's."""
         self.loss_sum = ExactSum.merged(s["loss_sum"] for s in states)
+        self.element_sum = ExactSum.merged(s["element_sum"] for s in states)
+        seen = [s["weights"] for s in states if s["weights"][0] >= 0]
+        self.lightest = min((w[0] for w in seen), default=-1)
+        self.heaviest = max((w[1] for w in seen), default=-1)
         for name in self._COUNTS:
             setattr(self, name, sum(s[name] for s in states))
         self.seconds = max((s["seconds"] for s in states), default=0.0)
 
     def result(self) -> Result:
+        token = self.loss.unit == "token"
+        elements = self.loss_sum if token else self.element_sum
         return Result(
             # a sum past float64's range is no figure either: null, like a non-finite item
             loss_sum=None if self.nonfinite or self.loss_sum.overflowed else self.loss_sum.value,
+            element_sum=None if self.nonfinite or elements.overflowed else elements.value,
+            weights_differ=self.lightest != self.heaviest,
             items=self.items,
             weight=self.weight,
             accuracy=self.correct / self.counted if self.counted else None,
@@ -173,9 +202,25 @@ class Accumulator:
 
     def _forward(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> Any:
         if isinstance(inputs, dict):
-            moved = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+            moved = {k: self._moved(v) for k, v in inputs.items()}
             return self.module(**moved)
-        return self.module(inputs.to(self.device, non_blocking=True))
+        return self.module(self._moved(inputs))
+
+    def _moved(self, x: torch.Tensor) -> torch.Tensor:
+        """On the device; uint8 (images) converted there to the model's float dtype (values
+        kept: 0..255, not scaled), so a batch crosses to a GPU at a quarter of the bytes."""
+        import torch
+
+        x = x.to(self.device, non_blocking=True)
+        return x.to(self.input_dtype) if x.dtype == torch.uint8 else x
+
+
+def _float_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter or buffer (float32 if none)."""
+    import torch
+
+    tensors = [*module.parameters(), *module.buffers()]
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
 
 
 def _vocabulary(module: nn.Module) -> int | None:
@@ -214,23 +259,30 @@ def evaluate(
     loss: str | Loss,
     *,
     device: str | torch.device | None = None,
+    ignore_index: int | None = None,
 ) -> Result:
     """The exact per-item loss of ``module`` over every ``(inputs, targets)`` batch.
 
-    ``batches`` is any iterable of pairs, e.g. a ``DataLoader``. Targets may be (N,) or
-    (N, T). The module is put in eval mode and left there; its weights are not touched.
+    ``batches`` is any iterable of pairs, e.g. a ``DataLoader``. Any shapes the loss takes:
+    class ids (N,) or (N, d1, ...) against outputs (N, C) or (N, C, d1, ...) (``ignore_index``:
+    a class id never scored, e.g. 255 in masks), other targets of the outputs' shape. uint8
+    inputs are converted to the model's dtype on its device. The module is put in eval mode
+    and left there; its weights are not touched.
     """
     import torch
 
-    loss = get_loss(loss) if isinstance(loss, str) else loss
+    if isinstance(loss, str) or ignore_index is not None:
+        loss = get_loss(loss if isinstance(loss, str) else loss.name, ignore_index)
     if device is None:
         device = next((p.device for p in module.parameters()), torch.device("cpu"))
     module.eval()
     acc = Accumulator(module, loss, torch.device(device), type(module).__name__)
     for number, (inputs, targets) in enumerate(batches):
-        targets_2d = targets.reshape(len(targets), -1) if targets.dim() != 2 else targets
+        if targets.dim() == 0:
+            raise LossError(f"batch {number + 1}: targets are one number, expected (N, ...)",
+                            key="targets")  # fmt: skip
         try:
-            acc.feed(inputs, targets_2d.double(), row=acc.items)
+            acc.feed(inputs, targets, row=acc.items)
         except BadTarget as bad:
             raise LossError(
                 f"batch {number + 1}, item {bad.row + 1}: {bad.why}", key="targets"

@@ -25,13 +25,17 @@ CLASSIFICATION = ("cross-entropy", "nll")
 
 @dataclass(frozen=True)
 class Loss:
-    """A named criterion. ``classes`` losses take integer class targets in [0, C)."""
+    """A named criterion. Class losses score outputs (N, C, d1, ...) against integer targets
+    (N, d1, ...) in [0, C) (a tabular row's (N, T): (N, C, T), or (N, C) for T = 1); the others
+    outputs of the targets' own shape. An item's weight: its counted elements (all, less the
+    ``ignore_index`` ones of a class loss, e.g. a mask's 255)."""
 
     name: str
     classes: bool  # targets are class indices (cross-entropy, nll)
     binary: bool  # targets are probabilities in [0, 1] (bce, bce-logits)
     has_accuracy: bool
     unit: str = "item"  # what ranks: loss per item ("item") or per token ("token", `causal`)
+    ignore_index: int | None = None  # class losses: a target value that is never scored
 
     def logits(self, outputs: Any) -> torch.Tensor | None:
         """The tensor the loss scores: the model's output itself (None if not a tensor)."""
@@ -43,29 +47,31 @@ class Loss:
         import torch.nn.functional as F
 
         table: dict[str, Callable[..., torch.Tensor]] = {
-            "cross-entropy": F.cross_entropy,
-            "nll": F.nll_loss,
-            "bce-logits": F.binary_cross_entropy_with_logits,
-            "bce": F.binary_cross_entropy,
-            "mse": F.mse_loss,
-            "l1": F.l1_loss,
-            "smooth-l1": F.smooth_l1_loss,
+            "cross-entropy": F.cross_entropy, "nll": F.nll_loss,
+            "bce-logits": F.binary_cross_entropy_with_logits, "bce": F.binary_cross_entropy,
+            "mse": F.mse_loss, "l1": F.l1_loss, "smooth-l1": F.smooth_l1_loss,
             "huber": F.huber_loss,
-        }
+        }  # fmt: skip
         return table[self.name]
 
     def per_item(
         self, outputs: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each item's (sum, weight): the float64 sum of its elements' losses (N,) and how
-        many elements were scored (N,) int64. ``targets`` is (N, T) as read from the data."""
+        """Each item's float64 sum of its counted elements' losses (N,) and their count (N,)."""
         import torch
 
         outputs, targets = self.align(outputs, targets)
-        elements = self.functional()(outputs, targets, reduction="none")  # (N, ...)
-        flat = elements.reshape(elements.shape[0], -1)  # (N, E)
-        weights = torch.full((len(flat),), flat.shape[1], dtype=torch.int64)
-        return flat.double().sum(dim=1), weights  # (N,), (N,)
+        n = len(outputs)
+        if self.ignore_index is not None:  # a class loss: ignored elements give 0
+            elements = self.functional()(
+                outputs, targets, reduction="none", ignore_index=self.ignore_index
+            )  # (N, d1, ...)
+            weights = (targets != self.ignore_index).reshape(n, -1).sum(dim=1)
+        else:
+            elements = self.functional()(outputs, targets, reduction="none")  # (N, ...)
+            each = elements.numel() // n if n else 0
+            weights = torch.full((n,), each, dtype=torch.int64, device=elements.device)
+        return elements.reshape(n, -1).double().sum(dim=1), weights  # (N,), (N,)
 
     def item_values(self, sums: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """What each item adds to ``loss_sum`` (N,) float64: its mean, sum / weight (the
@@ -73,12 +79,16 @@ class Loss:
         return sums / weights
 
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
-        """(correct, counted) target elements, for ``accuracy``; (0, 0) when not defined."""
+        """(correct, counted) target elements (a mask's counted pixels, a multi-label item's
+        labels), for ``accuracy``; (0, 0) when not defined."""
         if not self.has_accuracy:
             return 0, 0
         outputs, targets = self.align(outputs, targets)
         if self.classes:
-            predicted = outputs.argmax(dim=1)  # (N, C, *T) -> (N, *T)
+            predicted = outputs.argmax(dim=1)  # (N, C, d1, ...) -> (N, d1, ...)
+            if self.ignore_index is not None:
+                counted = targets != self.ignore_index
+                return int(((predicted == targets) & counted).sum()), int(counted.sum())
         elif self.name == "bce-logits":
             predicted = (outputs > 0).to(targets.dtype)
         else:
@@ -88,37 +98,47 @@ class Loss:
     def invalid_target(
         self, outputs: torch.Tensor, targets: torch.Tensor
     ) -> tuple[int, int, str] | None:
-        """The first (row, column, reason) whose target this loss cannot take, else None.
-
-        Class targets must be integers in [0, C), C read off the output; binary targets
-        must lie in [0, 1].
-        """
+        """The first (item, element of its flattened targets, reason) this loss cannot take,
+        else None. Class targets: integers in [0, C) (C read off the output) or the
+        ``ignore_index``, at least one counted per item; binary ones: in [0, 1]."""
         import torch
 
+        flat = targets.reshape(len(targets), -1)  # (N, E)
         if self.classes:
             classes = outputs.shape[1] if outputs.dim() > 1 else 0
-            bad = (targets != targets.floor()) | (targets < 0) | (targets >= classes)
+            bad = (flat < 0) | (flat >= classes)
+            if flat.is_floating_point():
+                bad |= flat != flat.floor()
             why = f"class label must be an integer in [0, {classes})"
+            if self.ignore_index is not None:
+                bad &= flat != self.ignore_index
+                why += f" or the --ignore-index {self.ignore_index}"
         elif self.binary:
-            bad = (targets < 0) | (targets > 1)
+            bad = (flat < 0) | (flat > 1)
             why = f"{self.name} target must lie in [0, 1]"
         else:
             return None
-        if not bool(bad.any()):
-            return None
-        row, col = (int(i) for i in torch.nonzero(bad)[0])
-        return row, col, why
+        if bool(bad.any()):
+            row, element = (int(i) for i in torch.nonzero(bad)[0])
+            return row, element, why
+        if self.ignore_index is not None and flat.shape[1]:
+            empty = (flat == self.ignore_index).all(dim=1)
+            if bool(empty.any()):
+                row = int(torch.nonzero(empty)[0][0])
+                return row, 0, (
+                    f"every target element is the --ignore-index {self.ignore_index}: the "
+                    "item has no loss (leave it out of the data)"
+                )
+        return None
 
     def align(
         self, outputs: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Check shapes (never broadcast) and bring targets to the form the criterion takes.
-
-        targets arrive as (N, T). Class losses want (N,) when T == 1, else (N, T) against
-        outputs (N, C, T). Elementwise losses want outputs of the targets' shape; the one
-        documented exception is a single target, where (N,) and (N, 1) outputs both match.
-        """
-        n, t = targets.shape
+        """Check shapes (never broadcast) and bring targets to the form the criterion takes:
+        class ids as int64, other targets in the outputs' dtype."""
+        if targets.dim() == 0:
+            raise LossError("targets have no item dimension: expected (N, ...)")
+        n = targets.shape[0]
         if outputs.dim() == 0 or outputs.shape[0] != n:
             raise LossError(
                 f"model output has shape {tuple(outputs.shape)}, expected {n} items first"
@@ -126,36 +146,59 @@ class Loss:
         if not outputs.is_floating_point():
             raise LossError(f"model output has dtype {outputs.dtype}, expected floating point")
         if self.classes:
-            want = (n, outputs.shape[1] if outputs.dim() > 1 else -1) + ((t,) if t > 1 else ())
-            if outputs.dim() != len(want) or (t > 1 and outputs.shape[2] != t):
-                shape = "(N, C)" if t == 1 else f"(N, C, {t})"
-                raise LossError(
-                    f"{self.name} needs model output {shape} for {t} target column(s), "
-                    f"got {tuple(outputs.shape)}"
-                )
-            return outputs, targets.long().reshape(n) if t == 1 else targets.long()
-        if t == 1 and outputs.dim() == 1:
-            outputs = outputs.unsqueeze(1)  # the documented single-target case
-        if tuple(outputs.shape) != (n, t):
+            return outputs, self._class_targets(outputs, targets)
+        if outputs.shape != targets.shape and outputs.numel() == targets.numel() == n:
+            outputs = outputs.reshape(targets.shape)  # one element per item: (N,) or (N, 1)
+        if outputs.shape != targets.shape:
+            what = (f"{targets.shape[1]} target column(s)" if targets.dim() == 2
+                    else f"targets of shape {tuple(targets.shape)}")  # fmt: skip
             raise LossError(
-                f"{self.name} needs model output of shape ({n}, {t}) for {t} target column(s), "
+                f"{self.name} needs model output of shape {tuple(targets.shape)} for {what}, "
                 f"got {tuple(outputs.shape)}"
             )
         return outputs, targets.to(outputs.dtype)
 
+    def _class_targets(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Targets (N, d1, ...) as int64 for outputs (N, C, d1, ...); (N, 1) as (N,)."""
+        n = targets.shape[0]
+        if targets.dim() == 2 and targets.shape[1] == 1 and outputs.dim() == 2:
+            targets = targets.reshape(n)
+        if outputs.dim() != targets.dim() + 1 or outputs.shape[2:] != targets.shape[1:]:
+            if targets.dim() == 2:
+                t = targets.shape[1]
+                shape = "(N, C)" if t == 1 else f"(N, C, {t})"
+                what = f"{t} target column(s)"
+            else:
+                shape = "(N, C" + "".join(f", {d}" for d in targets.shape[1:]) + ")"
+                what = f"targets of shape {tuple(targets.shape)}"
+            raise LossError(
+                f"{self.name} needs model output {shape} for {what}, got {tuple(outputs.shape)}"
+            )
+        return targets.long()
 
-def get(name: str) -> Loss:
-    """The registered loss called ``name``."""
+
+def get(name: str, ignore_index: int | None = None) -> Loss:
+    """The registered loss ``name``; ``ignore_index``: a class target never scored (255)."""
     if name not in NAMES:
         raise LossError(f"unknown loss {name!r}; choose one of {', '.join(NAMES)}", key="--loss")
     if name == "causal-lm":
+        _ignore_index(name, ignore_index)  # refused: causal-lm masks labels with -100
         return CausalLM(name=name, classes=False, binary=False, has_accuracy=False)
     return Loss(
         name=name,
         classes=name in CLASSIFICATION,
         binary=name in ("bce", "bce-logits"),
         has_accuracy=name in (*CLASSIFICATION, "bce", "bce-logits"),
+        ignore_index=_ignore_index(name, ignore_index),
     )
+
+
+def _ignore_index(name: str, value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise LossError(f"must be an integer, got {value!r}", key="--ignore-index")
+    if value is not None and name not in CLASSIFICATION:
+        raise LossError(f"applies to cross-entropy and nll, not {name}", key="--ignore-index")
+    return value
 
 
 # -- causal-lm -------------------------------------------------------------------------

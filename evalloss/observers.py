@@ -184,8 +184,7 @@ class Taps:
         weights (n,). For token losses (targets named ``tokens``) the export gets each item's
         scored tokens, its weight."""
         if self.export is not None:
-            shown = weights[:, None] if self.targets == TOKENS or targets is None else targets
-            self.export.add(row, shown, losses)
+            self.export.add(row, self._shown(targets, weights), losses)
         if self.sample is not None:
             if self.targets == TOKENS:  # a document's loss per token; none where nothing scored
                 import torch
@@ -195,6 +194,17 @@ class Taps:
             self.sample.add(row, losses)
         if self.progress is not None:
             self.progress(len(weights))
+
+    def _shown(self, targets: torch.Tensor | None, weights: torch.Tensor) -> torch.Tensor:
+        """What the export's target columns get: the targets (n, T); one element per item
+        as (n, 1); else (tokens, masks: more than one element per item) the weight (n, 1)."""
+        if self.targets == TOKENS or targets is None:
+            return weights[:, None]
+        if targets.dim() == 2 and targets.shape[1] == len(self.targets):
+            return targets
+        if targets[0].numel() == 1 and len(self.targets) == 1:
+            return targets.reshape(len(targets), 1)
+        return weights[:, None]
 
     def finish(self, report: Report) -> None:
         """Draw the plot, then put the export in place (last: a failed plot drops it)."""

@@ -41,6 +41,10 @@ class RunKeywords(TypedDict, total=False):
     tokens_column: str
     text_column: str
     batch_tokens: int | None
+    inputs_key: str
+    targets_key: str
+    ignore_index: int | None
+    workers: int | None
 
 
 TOKEN_DTYPES = ("uint16", "uint32")
@@ -70,6 +74,10 @@ class Options:
     ordered: bool = False  # sequence data in file order (explain), not packed by length
     tokenizer: str | None = None  # the models' tokenizer.json, for text data (set by the plan)
     pad_id: int = 0  # a classifier folder's pad token: what labelled text is padded with (plan)
+    inputs_key: str = "inputs"  # tensor data (.npz, .safetensors): the inputs' name
+    targets_key: str = "targets"  # ... and the targets'
+    ignore_index: int | None = None  # cross-entropy, nll: a class id never scored (255)
+    workers: int | None = None  # a Dataset factory's DataLoader workers (None: the default)
 
     @classmethod
     def of(cls, *, checksum: bool = True, **given: Any) -> Options:
@@ -93,6 +101,7 @@ class Options:
             device=given.get("device", "auto"),
             precision=precision,
             **_sequence_options(given),
+            **_tensor_options(given),
             checksum=checksum,
         )
 
@@ -120,6 +129,27 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
         "text_column": str(given.get("text_column", "text")),
         "batch_tokens": budget,
     }
+
+
+MAX_WORKERS = 256
+
+
+def _tensor_options(given: dict[str, Any]) -> dict[str, Any]:
+    """--inputs-key, --targets-key, --ignore-index, --workers, checked."""
+    keys = {k: given.get(k, k.removesuffix("_key")) for k in ("inputs_key", "targets_key")}
+    for name, value in keys.items():
+        if not isinstance(value, str) or not value:
+            raise OptionError("must be a non-empty name", key="--" + name.replace("_", "-"))
+    if keys["inputs_key"] == keys["targets_key"]:
+        raise OptionError("inputs and targets need different keys", key="--targets-key")
+    ignore, workers = given.get("ignore_index"), given.get("workers")
+    if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
+        raise OptionError("must be a whole number", key="--ignore-index")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS
+    ):
+        raise OptionError(f"must be a whole number from 0 to {MAX_WORKERS}", key="--workers")
+    return {**keys, "ignore_index": ignore, "workers": workers}
 
 
 def _names(value: Sequence[str] | str, option: str) -> tuple[str, ...]:

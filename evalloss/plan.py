@@ -56,7 +56,7 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
     checkpoints = tuple(open_checkpoint(p) for p in paths)
     if not options.target:
         options = replace(options, target=_targets_from_metadata(checkpoints))
-    loss = _loss(checkpoints, options.loss)
+    loss = _loss(checkpoints, options.loss, options.ignore_index)
     declared = _declared_context(checkpoints) if loss.unit == "token" else None
     if declared is not None and options.context is None:
         options = replace(options, context=declared, stride=declared)
@@ -99,7 +99,9 @@ def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, opti
     return values[0]
 
 
-def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
+def _loss(
+    checkpoints: Sequence[Checkpoint], given: str | None, ignore_index: int | None = None
+) -> Loss:
     name = _agreed(checkpoints, "evalloss.loss", given, "--loss")
     if given is None and name not in LOSS_NAMES:
         path = next(c.path for c in checkpoints if c.metadata.get("evalloss.loss") == name)
@@ -108,7 +110,7 @@ def _loss(checkpoints: Sequence[Checkpoint], given: str | None) -> Loss:
             path=path,
             key="evalloss.loss",
         )
-    return get_loss(name)
+    return get_loss(name, ignore_index)
 
 
 def _tokenizers(checkpoints: Sequence[Checkpoint]) -> tuple[str | None, ...]:

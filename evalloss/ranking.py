@@ -44,6 +44,7 @@ def build_report(
     order = sorted(range(len(results)), key=lambda i: (figures[i] is None, figures[i] or 0.0, i))
     names = unique_names([c.path for c in plan.checkpoints])
     base = None if pairing is None else pairing.base
+    by_element = not token and any(r.weights_differ for r in results)
     models = tuple(
         ModelResult(
             rank=rank,
@@ -59,6 +60,7 @@ def build_report(
             vs_baseline=vs.get(i),
             **(_token_figures(results[i], text_bytes) if token else {}),
             per_byte=by_bytes,
+            **(_element_figures(results[i]) if by_element else {}),
         )
         for rank, i in enumerate(order, start=1)
     )
@@ -73,6 +75,7 @@ def build_report(
         models=models,
         has_baseline=base is not None,
         unit="byte" if by_bytes else plan.loss.unit,
+        by_element=by_element,
         provenance=collect_provenance(
             checkpoints=[f for c in plan.checkpoints for f in c.paths],
             folders={c.path: c.files for c in plan.checkpoints if c.files},
@@ -116,6 +119,11 @@ def _token_figures(result: Result, text_bytes: int | None) -> dict[str, Any]:
 
 
 _MAX_EXP = math.log(sys.float_info.max)
+
+
+def _element_figures(result: Result) -> dict[str, Any]:
+    """Where items differ in weight: counted elements, and the loss per counted element."""
+    return {"weight": result.weight, "loss_per_element": result.loss_per_element}
 
 
 def data_info(plan: Plan, items: int, text_bytes: int | None = None) -> DataInfo:

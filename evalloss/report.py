@@ -31,6 +31,15 @@ class Result:
     accuracy: float | None  # share of correct target elements, classification losses only
     nonfinite_items: int
     seconds: float
+    element_sum: float | None = None  # exact float64 sum of every counted element's loss
+    weights_differ: bool = False  # items of different weights (e.g. masks with ignored pixels)
+
+    @property
+    def loss_per_element(self) -> float | None:
+        """Every counted element's loss over the counted elements (a pixel-weighted mean)."""
+        if self.element_sum is None or self.weight == 0:
+            return None
+        return _finite(self.element_sum / self.weight)
 
     @property
     def loss_per_item(self) -> float | None:
@@ -75,6 +84,8 @@ class ModelResult:
     perplexity: float | None = None  # exp(loss_per_token)
     bits_per_byte: float | None = None  # text data: loss_sum / (bytes x ln 2)
     per_byte: bool = field(default=False, repr=False)  # ranked by bits per byte
+    weight: int | None = None  # items of different weights only: counted elements
+    loss_per_element: float | None = None  # (sum of every counted element's loss) / weight
 
     @property
     def figure(self) -> float | None:
@@ -150,13 +161,14 @@ class Report:
     has_baseline: bool = field(default=False, repr=False)
     provenance: Provenance | None = None
     unit: str = field(default="item", repr=False)  # "token" or "byte": what the report ranks
+    by_element: bool = field(default=False, repr=False)  # weight, loss_per_element shown
     # the per-item losses behind the HTML report's distributions (`compare(sample=True)`)
     sample: ItemSample | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON report: plain types, ``None`` for every non-finite number."""
         out: dict[str, Any] = _clean(asdict(replace(self, sample=None)))
-        for key in ("has_baseline", "unit", "sample"):
+        for key in ("has_baseline", "unit", "sample", "by_element"):
             out.pop(key)
         for model in out["models"]:
             if not self.has_baseline:
@@ -164,6 +176,9 @@ class Report:
             model.pop("per_byte")
             if self.unit == "item":
                 for key in _TOKEN_KEYS:
+                    model.pop(key)
+            if not self.by_element:
+                for key in _ELEMENT_KEYS:
                     model.pop(key)
             if self.data.bytes is None:
                 model.pop("bits_per_byte")
@@ -179,6 +194,7 @@ class Report:
 
 
 _TOKEN_KEYS = ("tokens", "loss_per_token", "perplexity")
+_ELEMENT_KEYS = ("weight", "loss_per_element")
 
 
 def _clean(value: Any) -> Any:

@@ -66,6 +66,7 @@ def one_pass(
 
     Each block is split into batches and every model sees each batch before the next. With
     several processes all check in after each block, so a failure on one stops them all."""
+    source = source.for_pass(batch_size, device)
     source_blocks = source.blocks(dtype, rank=world.rank, world=world.size, gather=world.gather)
     if read_ahead(device, world.local_size):
         pin = Block.pinned if device.type == "cuda" else None

@@ -192,6 +192,10 @@ class _KeptSource:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
+    def for_pass(self, batch_size: int, device: torch.device) -> DataSource:
+        """The inner source set up for the pass, still kept (the passes share a batch size)."""
+        return cast("DataSource", _KeptSource(self.inner.for_pass(batch_size, device), self.kept))
+
     def blocks(self, dtype: torch.dtype, *, rank: int = 0, world: int = 1,
                gather: Gather | None = None) -> Iterator[Block]:  # fmt: skip
         if self.kept.blocks is not None:

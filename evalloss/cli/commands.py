@@ -187,8 +187,8 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:
     """Every file a command reads, so that ``--output`` can never overwrite one of them: the
-    user's model source too, however ``--model`` named it."""
+    user's model and Dataset sources too, however ``--model`` and ``--data`` named them."""
     from evalloss.models.user import source_file
 
-    model = source_file(options.get("model"))
-    return [*checkpoints, options.get("baseline"), options.get("data"), model]
+    model, dataset = source_file(options.get("model")), source_file(options.get("data"))
+    return [*checkpoints, options.get("baseline"), options.get("data"), model, dataset]

@@ -118,6 +118,38 @@ sequence_options = [
 ]
 
 
+tensor_options = [
+    click.option(
+        "--inputs-key",
+        default="inputs",
+        show_default=True,
+        metavar="KEY",
+        help="Tensor data (.npz, .safetensors): the array of inputs, items first (N, ...).",
+    ),
+    click.option(
+        "--targets-key",
+        default="targets",
+        show_default=True,
+        metavar="KEY",
+        help="Tensor data: the array of targets, items first (N, ...).",
+    ),
+    click.option(
+        "--ignore-index",
+        type=int,
+        metavar="ID",
+        help="cross-entropy/nll: a class id that is never scored (e.g. 255 in segmentation "
+        "masks); an item's weight is then its counted elements.",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=0, max=256),
+        metavar="N",
+        help="--data file.py:Name: DataLoader worker processes for a map-style Dataset "
+        "(0: read in this process). Default: the cores less two, at most 4.",
+    ),
+]
+
+
 def data_options(f: F) -> F:
     """Options shared by every command that evaluates models over a data set."""
     for option in reversed(
@@ -127,7 +159,10 @@ def data_options(f: F) -> F:
                 "data",
                 required=True,
                 metavar="PATH",
-                help="CSV, TSV (.tsv/.tab or tab-separated) or Parquet (.parquet/.pq).",
+                help="CSV, TSV (.tsv/.tab or tab-separated), Parquet (.parquet/.pq), token ids "
+                "(.bin, .jsonl), tensors (.npz, .safetensors: --inputs-key, --targets-key), or "
+                "your own torch Dataset: path/to/file.py:Name or package.module:Name, a "
+                "factory called with no arguments.",
             ),
             click.option(
                 "--model",
@@ -180,6 +215,7 @@ def data_options(f: F) -> F:
                 "in float32 from the outputs, the sums in float64).",
             ),
             *sequence_options,
+            *tensor_options,
             click.option(
                 "--format",
                 "fmt",

@@ -59,11 +59,44 @@ def _output_shape(name: str, kw: dict[str, Any], shape: Shape) -> Shape:
     if name == "Unflatten":
         dim = kw["dim"] % len(shape)
         return (*shape[:dim], *kw["unflattened_size"], *shape[dim + 1 :])
-    if name[:-2] in ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool"):
+    if name[:-2] in ("ZeroPad", "ConstantPad", "ReflectionPad", "ReplicationPad"):
+        return _padded(int(name[-2]), kw["padding"], shape)
+    if name == "Upsample":
+        return _upsampled(kw, shape)
+    if name[:-2] in ("Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool"):
         dims = int(name[-2])
         channels = kw["out_channels"] if name.startswith("Conv") else shape[-dims - 1]
         return (*shape[: -dims - 1], channels, *_spatial(name, kw, shape[-dims:]))
     return shape  # every other allow-listed layer keeps its input's shape
+
+
+def _padded(dims: int, padding: Any, shape: Shape) -> Shape:
+    """A pad layer's output: (left, right) of the last dim, then (top, bottom) of the one
+    before, as torch's ``F.pad`` reads them."""
+    pads = padding if isinstance(padding, tuple) else (padding,) * (2 * dims)
+    out = list(shape)
+    for i in range(dims):
+        out[-1 - i] += pads[2 * i] + pads[2 * i + 1]
+    return tuple(out)
+
+
+def _upsampled(kw: dict[str, Any], shape: Shape) -> Shape:
+    """Upsample's output: ``size``, else each spatial size times ``scale_factor`` (floor)."""
+    dims = len(shape) - 2
+    if dims < 1:
+        raise _NoFit
+    wanted = kw.get("size")
+    if wanted is not None:
+        sizes = wanted if isinstance(wanted, tuple) else (wanted,) * dims
+    else:
+        scale = kw.get("scale_factor")
+        if scale is None:
+            raise _NoFit
+        scales = scale if isinstance(scale, tuple) else (scale,) * dims
+        sizes = tuple(math.floor(n * s) for n, s in zip(shape[2:], scales, strict=False))
+    if len(sizes) != dims:
+        raise _NoFit
+    return (*shape[:2], *sizes)
 
 
 def _spatial(name: str, kw: dict[str, Any], sizes: Shape) -> Shape:

@@ -76,6 +76,32 @@ def _padding(value: Any) -> str | int | tuple[int, ...]:
     return tuple(items) if isinstance(value, list) else int(value)
 
 
+MAX_PAD = 1 << 12  # padding, per side
+MAX_SCALE = 32  # Upsample's scale factor, per dimension
+
+
+def _pads(sides: int) -> Check:
+    """Padding of a ``sides // 2``-d pad layer: one size >= 0, or a list of ``sides``."""
+
+    def check(value: Any) -> int | tuple[int, ...]:
+        items = value if isinstance(value, list) else [value]
+        if len(items) not in (1, sides) or (len(items) == 1 and isinstance(value, list)):
+            raise ValueError(f"expected a size or a list of {sides}, got {shown(value)}")
+        if any(not 0 <= _int(v) <= MAX_PAD for v in items):
+            raise ValueError(f"sizes from 0 to {MAX_PAD}, got {shown(value)}")
+        return tuple(items) if isinstance(value, list) else int(value)
+
+    return check
+
+
+def _scale(value: Any) -> float | tuple[float, ...]:
+    """Upsample's scale_factor: a number in (0, 32], or a list of 1 to 3."""
+    items = value if isinstance(value, list) else [value]
+    if not 1 <= len(items) <= 3 or any(not 0 < _real(v) <= MAX_SCALE for v in items):
+        raise ValueError(f"expected numbers in (0, {MAX_SCALE}], got {shown(value)}")
+    return tuple(float(v) for v in items) if isinstance(value, list) else float(value)
+
+
 def _choice(*options: str) -> Check:
     def check(value: Any) -> str:
         if value not in options:
@@ -137,7 +163,7 @@ ALLOWED: dict[str, dict[str, Check]] = {
         "embedding_dim": _size,
         "padding_idx": _optional(_int),
     },
-    "Dropout": {"p": _real},
+    "Dropout": {"p": _real}, "Dropout1d": {"p": _real}, "Dropout2d": {"p": _real},
     "Flatten": {"start_dim": _int, "end_dim": _int},
     "Unflatten": {"dim": _int, "unflattened_size": _shape},
     "MaxPool1d": _MAXPOOL,
@@ -146,6 +172,18 @@ ALLOWED: dict[str, dict[str, Check]] = {
     "AvgPool2d": _AVGPOOL,
     "AdaptiveAvgPool1d": {"output_size": _sizes},
     "AdaptiveAvgPool2d": {"output_size": _sizes},
+    "AdaptiveMaxPool1d": {"output_size": _sizes},
+    "AdaptiveMaxPool2d": {"output_size": _sizes},
+    "ZeroPad1d": {"padding": _pads(2)}, "ZeroPad2d": {"padding": _pads(4)},
+    "ConstantPad1d": {"padding": _pads(2), "value": _real},
+    "ConstantPad2d": {"padding": _pads(4), "value": _real},
+    "ReflectionPad1d": {"padding": _pads(2)}, "ReflectionPad2d": {"padding": _pads(4)},
+    "ReplicationPad1d": {"padding": _pads(2)}, "ReplicationPad2d": {"padding": _pads(4)},
+    "Upsample": {
+        "size": _optional(_sizes), "scale_factor": _optional(_scale),
+        "mode": _choice("nearest", "linear", "bilinear", "bicubic"),
+        "align_corners": _optional(_flag),
+    },
     "ReLU": {}, "GELU": {"approximate": _choice("none", "tanh")}, "SiLU": {}, "Mish": {},
     "Tanh": {}, "Sigmoid": {},
     "ELU": {"alpha": _real},
@@ -164,6 +202,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "MaxPool1d": ("kernel_size",), "MaxPool2d": ("kernel_size",),
     "AvgPool1d": ("kernel_size",), "AvgPool2d": ("kernel_size",),
     "AdaptiveAvgPool1d": ("output_size",), "AdaptiveAvgPool2d": ("output_size",),
+    "AdaptiveMaxPool1d": ("output_size",), "AdaptiveMaxPool2d": ("output_size",),
+    "ZeroPad1d": ("padding",), "ZeroPad2d": ("padding",),
+    "ConstantPad1d": ("padding", "value"), "ConstantPad2d": ("padding", "value"),
+    "ReflectionPad1d": ("padding",), "ReflectionPad2d": ("padding",),
+    "ReplicationPad1d": ("padding",), "ReplicationPad2d": ("padding",),
 }  # fmt: skip
 
 
@@ -179,6 +222,12 @@ def classes() -> dict[str, type[nn.Module]]:
         "Unflatten": nn.Unflatten, "MaxPool1d": nn.MaxPool1d, "MaxPool2d": nn.MaxPool2d,
         "AvgPool1d": nn.AvgPool1d, "AvgPool2d": nn.AvgPool2d,
         "AdaptiveAvgPool1d": nn.AdaptiveAvgPool1d, "AdaptiveAvgPool2d": nn.AdaptiveAvgPool2d,
+        "AdaptiveMaxPool1d": nn.AdaptiveMaxPool1d, "AdaptiveMaxPool2d": nn.AdaptiveMaxPool2d,
+        "ZeroPad1d": nn.ZeroPad1d, "ZeroPad2d": nn.ZeroPad2d,
+        "ConstantPad1d": nn.ConstantPad1d, "ConstantPad2d": nn.ConstantPad2d,
+        "ReflectionPad1d": nn.ReflectionPad1d, "ReflectionPad2d": nn.ReflectionPad2d,
+        "ReplicationPad1d": nn.ReplicationPad1d, "ReplicationPad2d": nn.ReplicationPad2d,
+        "Upsample": nn.Upsample, "Dropout1d": nn.Dropout1d, "Dropout2d": nn.Dropout2d,
         "ReLU": nn.ReLU, "GELU": nn.GELU, "SiLU": nn.SiLU, "Mish": nn.Mish, "Tanh": nn.Tanh,
         "Sigmoid": nn.Sigmoid, "ELU": nn.ELU, "LeakyReLU": nn.LeakyReLU, "PReLU": nn.PReLU,
         "Softplus": nn.Softplus, "Softmax": nn.Softmax, "LogSoftmax": nn.LogSoftmax,

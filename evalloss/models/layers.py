@@ -160,6 +160,9 @@ _FIXED: dict[str, dict[str, object]] = {
     "MaxPool1d": {"return_indices": False},
     "MaxPool2d": {"return_indices": False},
     "AvgPool2d": {"divisor_override": None},
+    "AdaptiveMaxPool1d": {"return_indices": False},
+    "AdaptiveMaxPool2d": {"return_indices": False},
+    "Upsample": {"recompute_scale_factor": None},
 }
 
 

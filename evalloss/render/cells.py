@@ -17,14 +17,17 @@ COLUMNS = ("rank", "name", "loss_per_item", "loss_sum", "items", "accuracy")
 HEADERS = ("rank", "model", "loss/item", "loss sum", "items", "accuracy")
 TOKEN_COLUMNS = ("rank", "name", "loss_per_token", "perplexity", "loss_sum", "tokens", "items")
 TOKEN_HEADERS = ("rank", "model", "loss/token", "perplexity", "loss sum", "tokens", "items")
+ELEMENT_COLUMNS = ("rank", "name", "loss_per_item", "loss_per_element", "loss_sum", "items",
+                   "accuracy")  # fmt: skip
+ELEMENT_HEADERS = ("rank", "model", "loss/item", "loss/element", "loss sum", "items", "accuracy")
 BASELINE = " (baseline)"
 
 
 def columns(report: Report) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The model table's fields and headers: per token for a token loss (and bits per byte
-    for text), else per item."""
+    for text), else per item (and per counted element where items differ in weight)."""
     if report.unit == "item":
-        return COLUMNS, HEADERS
+        return (ELEMENT_COLUMNS, ELEMENT_HEADERS) if report.by_element else (COLUMNS, HEADERS)
     if report.unit == "byte":  # bits per byte ranks: it first
         return (*TOKEN_COLUMNS[:2], "bits_per_byte", *TOKEN_COLUMNS[2:]), (
             *TOKEN_HEADERS[:2], "bits/byte", *TOKEN_HEADERS[2:])  # fmt: skip

@@ -4,8 +4,10 @@ Each source module has ``accepts(path)`` and ``open_source(path, options)``; the
 in `SOURCES` that accepts a path opens it: `text` (text, where the models have a tokenizer),
 `tokenstream` (``.bin`` token ids), `documents`
 (JSON Lines, or Parquet with a list-of-token-ids column), `parquetfile` (``.parquet``/``.pq``),
-then `csvfile` (any other file, as CSV/TSV text). A new form of data is one module here plus one
-line in `SOURCES`; see docs/architecture.md.
+`tensors` (``.npz``/``.safetensors`` arrays), then `csvfile` (any other file, as CSV/TSV text).
+A ``--data`` that names code (``file.py:Name``, ``package.module:Name``) is the user's own
+Dataset (`factory`, in `SPECS`: tried before the path is taken for a file). A new form of data
+is one module here plus one line in `SOURCES`; see docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -17,22 +19,27 @@ from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError
 
-from . import csvfile, documents, parquetfile, text, tokenstream
+from . import csvfile, documents, factory, parquetfile, tensors, text, tokenstream
 from .base import Block, DataSource
 
 if TYPE_CHECKING:
     from evalloss.options import Options
 
-__all__ = ["SOURCES", "Block", "DataSource", "open_data"]
+__all__ = ["SOURCES", "SPECS", "Block", "DataSource", "open_data"]
 
 # in this order: text claims text where the models have a tokenizer; documents claims Parquet
 # with a list column; csvfile takes any other file
-SOURCES: tuple[ModuleType, ...] = (text, tokenstream, documents, parquetfile, csvfile)
+SOURCES: tuple[ModuleType, ...] = (text, tokenstream, documents, parquetfile, tensors, csvfile)
+SPECS: tuple[ModuleType, ...] = (factory,)  # --data that names code, not a file
 
 
 def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     """Open ``path`` with the first source that accepts it: columns resolved, nothing read."""
     path = os.fspath(path)
+    for spec in SPECS:
+        if spec.accepts(path, options):
+            made: DataSource = spec.open_source(path, options)
+            return made
     try:
         if not Path(path).is_file():
             why = "no such file" if not Path(path).exists() else "not a file"

@@ -73,6 +73,12 @@ class DataSource(Protocol):
         """The shape of one item's input (a tabular row: its feature count), if fixed."""
         ...
 
+    def for_pass(self, batch_size: int, device: torch.device) -> DataSource:
+        """The source set up for a pass of ``batch_size`` items per forward pass on
+        ``device``: sources that batch for themselves (a Dataset's ``DataLoader``, whole
+        batches per block) take them; the others return themselves (`OneFile`)."""
+        ...
+
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:
@@ -131,3 +137,6 @@ class OneFile:
     @property
     def item_shape(self) -> tuple[int, ...] | None:
         return None
+
+    def for_pass(self, batch_size: int, device: torch.device) -> Any:
+        return self
