@@ -140,16 +140,13 @@ def test_sixteen_bit_runs_stay_near_float64(folder: Path, tmp_path: Path, precis
 
 @pytest.mark.slow
 def test_torchrun_text_equals_one_process(folder: Path, tmp_path: Path) -> None:
-    """Two processes over text (a .txt's chunks; Parquet's row groups are split as for token
-    documents), with a baseline, and with models of different tokenizers (bits per byte): the
-    one-process report."""
-    import random
+    """Two processes over text in Parquet (each takes its row groups; a .txt or JSON Lines
+    file's 8192-document chunks are dealt out as token documents' are), with a baseline, and
+    with models of different tokenizers (bits per byte): the one-process report."""
     import subprocess
     import sys
 
-    rng = random.Random(5)
-    docs = [" ".join(rng.choice(hf.WORDS) for _ in range(rng.randrange(0, 9)))
-            for _ in range(9000)]  # more than one 8192-document chunk  # fmt: skip
+    docs = hf.corpus(60, seed=5)
     forms = _forms(tmp_path, docs)
     other = hf.llama(tmp_path / "other", positions=512, seed=2)
     hf.tokenizer(other, vocab=260)
@@ -157,8 +154,8 @@ def test_torchrun_text_equals_one_process(folder: Path, tmp_path: Path) -> None:
     (same / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
     common = ["--format", "json", "--precision", "float64", "--baseline", str(folder)]
     cases = {
-        "txt": ["compare", str(folder), str(same), "--data", str(forms[".txt"]), *common],
-        "bytes": ["compare", str(folder), str(other), "--data", str(forms[".txt"]), *common],
+        "tokens": ["compare", str(folder), str(same), "--data", str(forms[".parquet"]), *common],
+        "bytes": ["compare", str(folder), str(other), "--data", str(forms[".parquet"]), *common],
     }
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     driver = Path(__file__).parent / "torchrun_driver.py"
