@@ -16,8 +16,10 @@ from .losses import NAMES as LOSS_NAMES
 from .losses import Loss
 from .losses import get as get_loss
 from .models import Checkpoint, Wanted, build, open_checkpoint
+from .models.folder import token_classifier
 from .options import Options, PathLike
 from .sources import DataSource, open_data
+from .sources.textlabels import IGNORE
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +58,8 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
     checkpoints = tuple(open_checkpoint(p) for p in paths)
     if not options.target:
         options = replace(options, target=_targets_from_metadata(checkpoints))
+    if options.ignore_index is None and any(token_classifier(c) for c in checkpoints):
+        options = replace(options, ignore_index=IGNORE)  # transformers' unscored token label
     loss = _loss(checkpoints, options.loss, options.ignore_index)
     declared = _declared_context(checkpoints) if loss.unit == "token" else None
     if declared is not None and options.context is None:

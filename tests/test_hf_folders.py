@@ -235,3 +235,42 @@ def test_missing_extra_is_one_line(
 ) -> None:
     monkeypatch.setitem(sys.modules, "transformers.models.auto.configuration_auto", None)
     _refused(folders["gpt2"], folders["data"], "pip install 'evalloss[hf]'")
+
+
+def test_token_classification_matches_the_models_own_logits(tmp_path: Path) -> None:
+    """A token classifier over documents of token ids with a label per token (-100 not
+    scored): each document's mean over its counted tokens, from the model's own logits one
+    document at a time, float64; loss_per_element weighs every counted token alike."""
+    import math
+
+    import torch
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=16, n_layer=1,
+                                     n_head=2, num_labels=4, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path / "tagger"
+    transformers.GPT2ForTokenClassification(config).save_pretrained(folder)
+    rng = random.Random(2)
+    docs = [[rng.randrange(1, 300) for _ in range(rng.randrange(1, 30))] for _ in range(25)]
+    tags = [[rng.choice([0, 1, 2, 3, -100]) for _ in d] for d in docs]
+    for t in tags:
+        t[0] = 1  # at least one counted token per document
+    data = hf.jsonl(tmp_path / "d.jsonl",
+                    [{"input_ids": d, "tags": t} for d, t in zip(docs, tags, strict=True)])  # fmt: skip
+    report = evalloss.compare([folder], data=data, target="tags", precision="float64")
+    model = transformers.AutoModelForTokenClassification.from_pretrained(folder,
+                                                                         dtype=torch.float64)  # fmt: skip
+    means, terms, counted = [], [], 0
+    with torch.no_grad():
+        for ids, labels in zip(docs, tags, strict=True):
+            logits = model(torch.tensor([ids])).logits[0]
+            doc = [float(torch.logsumexp(logits[p], 0) - logits[p, y])
+                   for p, y in enumerate(labels) if y != -100]  # fmt: skip
+            means.append(math.fsum(doc) / len(doc))
+            terms += doc
+            counted += len(doc)
+    result = report.models[0]
+    assert report.loss == "cross-entropy" and result.items == len(docs)
+    assert result.loss_per_item == pytest.approx(math.fsum(means) / len(docs), rel=1e-9)
+    assert result.loss_per_element == pytest.approx(math.fsum(terms) / counted, rel=1e-9)

@@ -30,7 +30,8 @@ PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 INSTALL = "pip install 'evalloss[hf]'"
 # the loss a folder's own architecture implies, when --loss is not given
 _HEADS = {"ForCausalLM": "causal-lm", "LMHeadModel": "causal-lm",
-          "ForSequenceClassification": "cross-entropy"}  # fmt: skip
+          "ForSequenceClassification": "cross-entropy",
+          "ForTokenClassification": "cross-entropy"}  # fmt: skip
 
 
 def open_folder(path: str) -> Checkpoint:
@@ -55,6 +56,12 @@ def open_folder(path: str) -> Checkpoint:
     return Checkpoint(path=path, metadata=metadata, shapes=shapes, opened=stamp_of(files),
                       files=files, config=config,
                       tokenizer=str(tokenizer) if tokenizer else None)  # fmt: skip
+
+
+def token_classifier(checkpoint: Checkpoint) -> bool:
+    """A folder whose architecture is a token classifier (a label per token)."""
+    names = (checkpoint.config or {}).get("architectures") or []
+    return any(isinstance(a, str) and a.endswith("ForTokenClassification") for a in names)
 
 
 def stamp_of(files: tuple[str, ...]) -> tuple[int, int]:

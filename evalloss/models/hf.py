@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from evalloss.errors import CheckpointError, shown
 
 from .checkpoint import Checkpoint
-from .folder import known_types, stamp_of
+from .folder import known_types, stamp_of, token_classifier
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from . import Wanted
 
 MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
-            "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING"}  # fmt: skip
-HEADS = {"causal-lm": "causal LM", "cross-entropy": "sequence classification"}
+            "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING",
+            "token": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING"}  # fmt: skip
+HEADS = {"causal-lm": "causal LM", "cross-entropy": "sequence classification",
+         "token": "token classification"}  # fmt: skip
 
 
 def accepts(checkpoint: Checkpoint) -> bool:
@@ -47,13 +49,13 @@ def build(
 
     kind = checkpoint.config["model_type"]
     config_class = CONFIG_MAPPING[kind]
-    if wanted.loss not in MAPPINGS:
-        raise CheckpointError(f"a model folder is scored with {' or '.join(MAPPINGS)}, not "
-                              f"{shown(wanted.loss)} (token classification heads are not "
-                              "supported yet)", path=checkpoint.path)  # fmt: skip
-    mapping = getattr(modeling_auto, MAPPINGS[wanted.loss])
+    if wanted.loss not in ("causal-lm", "cross-entropy"):
+        raise CheckpointError(f"a model folder is scored with causal-lm or cross-entropy, not "
+                              f"{shown(wanted.loss)}", path=checkpoint.path)  # fmt: skip
+    head = "token" if wanted.loss != "causal-lm" and token_classifier(checkpoint) else wanted.loss
+    mapping = getattr(modeling_auto, MAPPINGS[head])
     if config_class not in mapping:
-        raise CheckpointError(f"transformers has no {HEADS[wanted.loss]} model for model type "
+        raise CheckpointError(f"transformers has no {HEADS[head]} model for model type "
                               f"{shown(kind)}", path=checkpoint.path)  # fmt: skip
     try:
         config = config_class.from_dict(dict(checkpoint.config))
@@ -62,7 +64,7 @@ def build(
                               path=checkpoint.path) from exc  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
     if wanted.loss != "causal-lm":
-        model = _Logits(model)
+        model = _Logits(model, channels_first=head == "token")
     if stamp_of(checkpoint.files) != checkpoint.opened:
         raise CheckpointError("changed while it was being read (a file's size or modification "
                               "time); run again once it is written",
@@ -101,8 +103,9 @@ def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted)
     return result
 
 
-def _Logits(model: nn.Module) -> nn.Module:  # noqa: N802 - builds a module
-    """The model, returning its output's ``logits`` (what a classification loss scores)."""
+def _Logits(model: nn.Module, channels_first: bool) -> nn.Module:  # noqa: N802 - a module
+    """The model, returning its output's ``logits`` (what a classification loss scores); a
+    token classifier's (N, L, C) as (N, C, L), the class axis where cross-entropy reads it."""
     from torch import nn
 
     class Logits(nn.Module):
@@ -111,7 +114,8 @@ def _Logits(model: nn.Module) -> nn.Module:  # noqa: N802 - builds a module
             self.inner = inner
 
         def forward(self, **inputs: Any) -> Any:
-            return self.inner(**inputs).logits
+            logits = self.inner(**inputs).logits
+            return logits.transpose(1, 2) if channels_first else logits
 
     return Logits(model)
 

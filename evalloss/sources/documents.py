@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError
 
-from . import windows
+from . import textlabels, windows
 from .base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
@@ -78,8 +78,18 @@ def open_source(path: str, options: Options) -> Documents:
             key=column,
         )
     labels = LABELS if LABELS in names and _token_list(schema.field(LABELS).type) else None
+    tagged = bool(options.target)  # --target: per-token class ids for a classifier
+    if tagged:
+        labels = options.target[0]
+        if len(options.target) > 1 or labels not in names or not _token_list(
+            schema.field(labels).type
+        ):
+            raise DataError("token classification needs one list-of-integers label column "
+                            "beside the token ids", path=path, key=labels)  # fmt: skip
     return Documents(path, column, labels, options.context, options.stride,
-                     options.batch_tokens, options.checksum, options.ordered)  # fmt: skip
+                     options.batch_tokens, options.checksum, options.ordered,
+                     targets=(labels,) if tagged and labels else ("next token",),
+                     tagged=tagged, pad_id=options.pad_id)  # fmt: skip
 
 
 def reader(path: str, columns: list[str], rank: int, world: int) -> Any:
@@ -109,6 +119,8 @@ class Documents(OneFile):
     ordered: bool = False  # file order (explain, per-item), else sorted by length in a chunk
     targets: tuple[str, ...] = ("next token",)
     features: tuple[str, ...] = ("token ids",)
+    tagged: bool = False  # ``labels`` are a classifier's class ids, not a causal-lm mask
+    pad_id: int = 0  # what a classifier's inputs are padded with (its config's pad token)
 
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
@@ -126,7 +138,10 @@ class Documents(OneFile):
                     labels = None
                     if self.labels:
                         labels = _lists(batch.column(self.labels), self.path, first, LABELS)
-                    yield from self._pack(tokens, labels, first)
+                    if self.tagged:  # token classification: whole documents, labels as given
+                        yield from textlabels.pack(self, tokens, labels, first)
+                    else:
+                        yield from self._pack(tokens, labels, first)
                 first += batch.num_rows
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc

@@ -68,10 +68,10 @@ def open_source(path: str, options: Options) -> Text:
                             key=options.text_column)  # fmt: skip
     load(options.tokenizer)  # a bad tokenizer.json fails here, before any model is built
     label = _label(path, options)
-    return Text(path, "input_ids", None, options.context, options.stride, options.batch_tokens,
+    return Text(path, "input_ids", label, options.context, options.stride, options.batch_tokens,
                 options.checksum, options.ordered, targets=(label,) if label else ("next token",),
-                text_column=options.text_column, tokenizer=options.tokenizer, label=label,
-                pad_id=options.pad_id)  # fmt: skip
+                tagged=label is not None, pad_id=options.pad_id,
+                text_column=options.text_column, tokenizer=options.tokenizer)  # fmt: skip
 
 
 def _label(path: str, options: Options) -> str | None:
@@ -142,8 +142,6 @@ class Text(documents.Documents):
     tokenizer: str = ""
     counted: dict[str, Any] = field(default_factory=dict, compare=False)
     features: tuple[str, ...] = ("text",)
-    label: str | None = None  # sequence classification: the class-id column (`textlabels`)
-    pad_id: int = 0  # what classification inputs are padded with (the model's pad token)
 
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
@@ -179,7 +177,7 @@ class Text(documents.Documents):
             yield from ((lines, None) for lines in _lines(self.path))
             return
         first = 0
-        columns = [self.text_column, *([self.label] if self.label else [])]
+        columns = [self.text_column, *([self.labels] if self.labels else [])]
         for batch in _table_reader(self.path, columns, rank, world):
             column = batch.column(self.text_column)
             if column.null_count:
@@ -187,7 +185,7 @@ class Text(documents.Documents):
                 raise DataError(f"row {first + row + 1}: no text (null)", path=self.path,
                                 key=self.text_column)  # fmt: skip
             texts = column.to_pylist()
-            labels = batch.column(self.label) if self.label else None
+            labels = batch.column(self.labels) if self.labels else None
             for start in range(0, len(texts), documents.CHUNK_DOCS):
                 end = start + documents.CHUNK_DOCS
                 yield texts[start:end], None if labels is None else labels.slice(start, end - start)
