@@ -215,3 +215,16 @@ def test_sequence_classification_matches_the_models_own_logits(tmp_path: Path) -
     bad = hf.jsonl(tmp_path / "bad.jsonl", [{"text": "a", "label": "cat"}])
     outcome = run("compare", folder, "--data", bad, "--target", "label")
     assert outcome.exit_code == 2 and "class ids (integers)" in outcome.stderr
+
+
+def test_per_item_export_has_every_documents_own_loss(folder: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "items.parquet"
+    evalloss.compare([folder], data=_forms(tmp_path, DOCS)[".txt"], per_item=out)
+    table = pq.read_table(out).to_pydict()
+    ids = _ids(folder, DOCS)
+    assert table["row"] == list(range(len(DOCS)))
+    assert table["tokens"] == [max(len(i) - 1, 0) for i in ids]
+    for got, doc in zip(table[folder.name], ids, strict=True):
+        assert got == pytest.approx(hf.own_loss(folder, [doc])[0], rel=1e-6, abs=1e-9)
