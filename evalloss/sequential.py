@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 KEEP_BYTES = 1 << 30  # tokenized blocks kept between passes
 MEMORY_SHARE = 0.5  # models together may take this share of the memory available
+STEP = 65536  # items replayed to the observers at once
 
 
 def groups(plan: Plan, one_at_a_time: bool) -> list[list[int]]:
@@ -146,31 +147,37 @@ def evaluate(
     weights = recorders[0][1].weights
     if len(sources) > 1:  # tokenizers differ: items weigh their bytes
         weights = [np.asarray(first.document_bytes(), dtype=np.int64)]  # type: ignore[attr-defined]
-    _replay(recorders, weights, observers, len(done))
+    _replay(recorders, weights, observers, len(done), plan.options.data)
     return Passes(done, text_bytes, by_bytes=len(sources) > 1)
 
 
 def _replay(recorders: list[tuple[list[int], Recorder]], weights: list[Any],
-            observers: Sequence[run.Observer], models: int) -> None:  # fmt: skip
-    """The recorded items, every model's values side by side, to the observers."""
+            observers: Sequence[run.Observer], models: int, path: str) -> None:  # fmt: skip
+    """The recorded items, every model's values side by side, to the observers: in runs of
+    consecutive item numbers (an observer's ``row`` starts a run), at most `STEP` at once."""
     import numpy as np
     import torch
 
-    table = np.empty((sum(len(v) for v in recorders[0][1].values), models))
+    first = recorders[0][1]
+    sizes = [len(v) for v in first.values]
+    ids = np.concatenate([np.arange(r, r + n) for r, n in zip(first.rows, sizes, strict=True)]
+                         or [np.empty(0, np.int64)])  # fmt: skip
+    table = np.empty((len(ids), models))
     for group, recorder in recorders:
         values = np.concatenate(recorder.values) if recorder.values else np.empty((0, len(group)))
         if len(values) != len(table):
-            raise DataError("the data gave a different number of items on another pass: "
-                            "it changed while it was read", path=None)  # fmt: skip
+            raise DataError("gave a different number of items on another pass: it changed "
+                            "while it was read", path=path)  # fmt: skip
         table[:, group] = values
     counts = torch.from_numpy(np.concatenate(weights) if weights else np.empty(0, np.int64))
     losses = [torch.from_numpy(np.ascontiguousarray(table[:, m])) for m in range(models)]
-    first = recorders[0][1].rows[0] if recorders[0][1].rows else 0
-    step = 65536
-    for start in range(0, len(table), step):
-        for observer in observers:
-            observer.batch(first + start, None, [loss[start : start + step] for loss in losses],
-                           counts[start : start + step])  # fmt: skip
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    for run_start, run_end in zip([0, *breaks], [*breaks, len(ids)], strict=True):
+        for start in range(run_start, run_end, STEP):
+            end = min(start + STEP, run_end)
+            for observer in observers:
+                observer.batch(int(ids[start]), None, [loss[start:end] for loss in losses],
+                               counts[start:end])  # fmt: skip
 
 
 class _Kept:

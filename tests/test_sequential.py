@@ -97,3 +97,17 @@ def test_blocks_are_kept_between_passes(models: dict[str, Path],
     calls.clear()
     evalloss.compare([models["a"], models["c"]], data=models["data"], one_at_a_time=True)
     assert len(calls) == 2
+
+
+def test_one_at_a_time_exports_the_same_items(models: dict[str, Path], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    paths = [models["a"], models["c"]]
+    for name, alone in (("one.parquet", False), ("each.parquet", True)):
+        evalloss.compare(paths, data=models["data"], per_item=tmp_path / name,
+                         one_at_a_time=alone)  # fmt: skip
+    one, each = (pq.read_table(tmp_path / n).to_pydict() for n in ("one.parquet", "each.parquet"))
+    assert one["row"] == each["row"] == list(range(len(DOCS)))
+    assert one["tokens"] == each["tokens"]
+    for column in ("a", "c"):
+        assert each[column] == pytest.approx(one[column], rel=1e-9, abs=1e-12)
