@@ -77,7 +77,7 @@ def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
     return Plan(
         checkpoints=checkpoints,
         loss=loss,
-        source=open_data(options.data, options),
+        source=open_data(options.data, replace(options, loss=loss.name)),
         device=_device(options.device),
         dtype=getattr(torch, options.precision),  # weights and activations; sums in float64
         options=options,

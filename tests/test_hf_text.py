@@ -228,3 +228,16 @@ def test_per_item_export_has_every_documents_own_loss(folder: Path, tmp_path: Pa
     assert table["tokens"] == [max(len(i) - 1, 0) for i in ids]
     for got, doc in zip(table[folder.name], ids, strict=True):
         assert got == pytest.approx(hf.own_loss(folder, [doc])[0], rel=1e-6, abs=1e-9)
+
+
+def test_a_txt_file_of_numbers_is_still_a_csv(tmp_path: Path) -> None:
+    """Without a tokenizer (and without causal-lm) a .txt is read as CSV, as before text."""
+    import torch
+
+    data = tmp_path / "rows.txt"
+    data.write_text("a,b,y\n0.5,1.0,1\n-1.0,2.0,0\n")
+    torch.manual_seed(0)
+    path = tmp_path / "m.safetensors"
+    evalloss.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path, loss="cross-entropy",
+                  target="y")  # fmt: skip
+    assert evalloss.compare([path], data=data).models[0].items == 2

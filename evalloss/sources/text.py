@@ -33,11 +33,12 @@ TABLE_SUFFIXES = (*documents.JSONL_SUFFIXES, *documents.PARQUET_SUFFIXES, ".csv"
 
 
 def accepts(path: str, options: Options) -> bool:
-    """Text: a ``.txt`` file; where the run's models have a tokenizer, also a table without the
-    token ids column (pre-tokenized data is read as it is)."""
+    """Text, where the run's models have a tokenizer: a ``.txt`` file (also for ``causal-lm``
+    without one, to say it is needed), or a table without the token ids column (pre-tokenized
+    data is read as it is)."""
     lower = path.lower()
-    if lower.endswith(TEXT_SUFFIXES):
-        return True
+    if lower.endswith(TEXT_SUFFIXES):  # else a .txt may be a CSV file of numbers
+        return options.tokenizer is not None or options.loss == "causal-lm"
     if options.tokenizer is None or not lower.endswith(TABLE_SUFFIXES):
         return False
     try:
