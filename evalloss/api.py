@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import distributed, gate, readahead, run, sequential
+from . import distributed, gate, readahead, run, sequential, slicegate
 from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
 from .models import warn_if_unused
@@ -22,6 +22,8 @@ from .options import Options, PathLike
 from .plan import Plan, fitted_batch_size, resolve
 from .ranking import build_report, unique_names
 from .report import ItemSample, Report
+from .slices import SliceSums
+from .sources.slicing import check_bins
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -38,6 +40,10 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     min_improvement: float | str | gate.Threshold | None = None,
     max_loss: float | str | gate.Threshold | None = None,
     require_significant: bool = False,
+    slice: Sequence[str] = (),
+    slice_bins: int | None = None,
+    max_slice_regression: float | str | gate.Threshold | None = None,
+    min_slice_items: int = 30,
     per_item: PathLike | None = None,
     plot: PathLike | None = None,
     sample: bool = False,
@@ -70,6 +76,10 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     """
     _check_positive(batch_size, "--batch-size")
     settings = Options.of(checksum=not no_hash, **options)
+    columns = (slice,) if isinstance(slice, str) else tuple(slice)
+    settings = replace(settings, slice=columns, slice_bins=check_bins(slice_bins, columns))
+    if max_slice_regression is not None and not columns:
+        raise OptionError("needs --slice (the columns to judge)", key="--max-slice-regression")
     sample = sample and distributed.env_world()[1] == 1
     if per_item is not None or plot is not None or sample:  # in file order: rows are item ids
         settings = replace(settings, ordered=True)
@@ -78,6 +88,8 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         min_improvement=min_improvement,
         max_loss=max_loss,
         require_significant=require_significant,
+        max_slice_regression=max_slice_regression,
+        min_slice_items=min_slice_items,
     )
     paths, base = _with_baseline(checkpoints, baseline)
     if rules is not None and len(paths) == 1 and base == 0:
@@ -92,24 +104,55 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         )
         token = plan.loss.unit == "token"
         pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
+        sliced = _slice_sums(plan, len(paths), base)
         with taps:
-            observers = [o for o in (pairing, taps) if o is not None]
+            observers = [o for o in (pairing, sliced, taps) if o is not None]
             passes = _evaluate(plan, found, built, observers, batch_size, world)
             accumulators = passes.accumulators
-            run.reduce(world, [*accumulators, *([pairing] if pairing else [])])
+            run.reduce(world, [*accumulators, *(o for o in (pairing, sliced) if o)])
             if accumulators[0].items == 0:
                 world.agree(DataError("no data rows", path=plan.source.path))
+            if sliced is not None:
+                world.agree(_one_slice(sliced, plan.source.path))
             counted = None if passes.text_bytes is None else sum(world.gather(passes.text_bytes))
             report = build_report(plan, accumulators, batch_size, pairing, world, counted,
-                                  by_bytes=passes.by_bytes)  # fmt: skip
+                                  by_bytes=passes.by_bytes, slices=sliced)  # fmt: skip
             if rules is not None:
-                report = replace(report, gate=gate.evaluate(rules, report.models))
+                verdict = gate.evaluate(rules, report.models)
+                report = replace(report, gate=slicegate.extend(verdict, rules, report.models))
             taps.finish(report)
     if taps.sample is not None and sample:
         names = tuple(taps.names)
         kept = ItemSample(names, taps.sample.values(), taps.sample.seen)
         report = replace(report, sample=kept)
     return report
+
+
+def _slice_sums(plan: Plan, models: int, base: int | None) -> SliceSums | None:
+    """The per-slice sums of a ``--slice`` run (None without it)."""
+    if not plan.options.slice:
+        return None
+    slicing = getattr(plan.source, "slicing", None)
+    if slicing is None:
+        raise OptionError("this data has no columns to slice by: use CSV, Parquet, or "
+                          "documents or text in JSON Lines, Parquet or CSV", key="--slice")
+    if hasattr(plan.source, "bytes_read") and len(set(plan.tokenizers)) > 1:
+        raise OptionError("the models' tokenizers differ, so there is no per-token figure "
+                          "to slice; slice models of one tokenizer at a time", key="--slice")
+    return SliceSums(slicing, models, base, tokens=plan.loss.unit == "token",
+                     accuracy=plan.loss.has_accuracy)  # fmt: skip
+
+
+def _one_slice(sliced: SliceSums, path: str) -> DataError | None:
+    """A slice column whose every row falls in one slice: nothing to compare."""
+    sliced.flush()
+    for name, cells in sliced.cells.items():
+        if len(cells) == 1:
+            column = next(c for c in sliced.slicing.columns if c.name == name)
+            value = column.values[next(iter(cells))]
+            return DataError(f"all rows in one slice ({slicegate.shown_value(value)}): "
+                             "nothing to compare", path=path, key=name)  # fmt: skip
+    return None
 
 
 def _prepare(
@@ -139,7 +182,8 @@ def _prepare(
                     targets=TOKENS if token else plan.source.targets,
                     integer_targets=plan.loss.classes or token,
                     per_item=per_item, plot=plot, progress=progress,
-                    inputs=inputs_of(plan))  # fmt: skip
+                    inputs=inputs_of(plan),
+                    slicing=getattr(plan.source, "slicing", None))  # fmt: skip
         if sample:
             taps.keep_sample()
         prepared = plan, found, built, taps, fitted_batch_size(plan, batch_size)

@@ -50,6 +50,7 @@ class Accumulator:
         self.vocabulary = _vocabulary(module) if loss.unit == "token" else None
         self.input_dtype = _float_dtype(module)  # uint8 inputs become it on the device
         self.last_weights: torch.Tensor | None = None
+        self.last_correct: tuple[torch.Tensor, torch.Tensor] | None = None
         self.seconds = 0.0
 
     def feed(
@@ -103,7 +104,7 @@ class Accumulator:
                     raise ModelError(
                         f"{self.loss.name} failed on {rows}: {_first_line(exc)}", path=self.label
                     ) from exc
-                correct, counted = self.loss.correct(outputs, y)
+                hits = self.loss.correct_items(outputs, y)
         except Exception as exc:
             if not _out_of_memory(exc):
                 raise
@@ -117,10 +118,16 @@ class Accumulator:
                 path=self.label,
             ) from exc
         self._add(losses, sums, weights)
-        self.correct += correct
-        self.counted += counted
+        self._count(hits)
         self.seconds += time.perf_counter() - start
         return losses
+
+    def _count(self, hits: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Keep each item's correct and counted elements (slices), and add them up."""
+        self.last_correct = hits
+        if hits is not None:
+            self.correct += int(hits[0].sum())
+            self.counted += int(hits[1].sum())
 
     _COUNTS = ("items", "weight", "nonfinite", "correct", "counted")
 

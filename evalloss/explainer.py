@@ -106,6 +106,7 @@ class _Regrouping:
         targets: torch.Tensor | None,
         losses: Sequence[torch.Tensor],
         weights: torch.Tensor,
+        keys: object = None,
     ) -> None:
         if self.progress is not None:
             self.progress(len(weights))

@@ -53,6 +53,8 @@ class Rules:
     min_improvement: Threshold | None = None
     max_loss: float | None = None
     require_significant: bool = False
+    max_slice_regression: Threshold | None = None  # no slice may regress by more
+    min_slice_items: int = 30  # slices with fewer items are not judged
 
 
 def parse_threshold(text: str, *, percent: bool = True) -> Threshold:
@@ -79,19 +81,28 @@ def rules(
     min_improvement: float | str | Threshold | None = None,
     max_loss: float | str | Threshold | None = None,
     require_significant: bool = False,
+    max_slice_regression: float | str | Threshold | None = None,
+    min_slice_items: int = 30,
 ) -> Rules | None:
     """The gate asked for, checked for meaning; None when no rule is given."""
     improvement = _threshold(min_improvement, "--min-improvement", percent=True)
     limit = _threshold(max_loss, "--max-loss", percent=False)
+    per_slice = _threshold(max_slice_regression, "--max-slice-regression", percent=True)
     for key, given in (
         ("--min-improvement", improvement is not None),
         ("--require-significant", require_significant),
+        ("--max-slice-regression", per_slice is not None),
     ):
         if given and not baseline:
             raise OptionError("needs --baseline (the model in production)", key=key)
-    if improvement is None and limit is None and not require_significant:
+    if isinstance(min_slice_items, bool) or not isinstance(min_slice_items, int) or (
+        min_slice_items < 1
+    ):
+        raise OptionError("must be a positive whole number", key="--min-slice-items")
+    if improvement is None and limit is None and not require_significant and per_slice is None:
         return None
-    return Rules(improvement, None if limit is None else limit.value, require_significant)
+    return Rules(improvement, None if limit is None else limit.value, require_significant,
+                 per_slice, min_slice_items)  # fmt: skip
 
 
 def _threshold(

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import torch
 
     from .report import Comparison, Report, Result
+    from .run import ItemKeys
+    from .sources.slicing import Slicing
 
 SAMPLE_ITEMS = 200_000  # items kept for the plot
 TOKENS = ("tokens",)  # the per-item export's target column for token losses
@@ -48,6 +50,7 @@ class Pairing:
         targets: torch.Tensor | None,
         losses: Sequence[torch.Tensor],
         weights: torch.Tensor,
+        keys: ItemKeys | None = None,
     ) -> None:
         baseline = losses[self.base].numpy()
         for i, pair in self.sums.items():
@@ -133,7 +136,7 @@ class Taps:
     it if the pass fails; `finish` puts the export in place and draws the plot.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: what the run taps
         self,
         *,
         names: Sequence[str],
@@ -143,8 +146,10 @@ class Taps:
         plot: str | os.PathLike[str] | None = None,
         progress: Callable[[int], None] | None = None,
         inputs: Sequence[str] = (),
+        slicing: Slicing | None = None,
     ) -> None:
         self.names, self.targets, self.integer_targets = names, targets, integer_targets
+        self.slicing = slicing
         self.inputs = list(inputs)
         self.per_item, self.plot, self.progress = per_item, plot, progress
         if per_item is not None:
@@ -165,7 +170,7 @@ class Taps:
         if self.per_item is not None:
             self.export = Export(
                 self.per_item, self.names, self.targets,
-                integer_targets=self.integer_targets, inputs=self.inputs,
+                integer_targets=self.integer_targets, inputs=self.inputs, slicing=self.slicing,
             )  # fmt: skip
         return self
 
@@ -179,12 +184,14 @@ class Taps:
         targets: torch.Tensor | None,
         losses: Sequence[torch.Tensor],
         weights: torch.Tensor,
+        keys: ItemKeys | None = None,
     ) -> None:
         """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each,
         weights (n,). For token losses (targets named ``tokens``) the export gets each item's
         scored tokens, its weight."""
         if self.export is not None:
-            self.export.add(row, self._shown(targets, weights), losses)
+            self.export.add(row, self._shown(targets, weights), losses,
+                            None if keys is None else keys.groups)  # fmt: skip
         if self.sample is not None:
             if self.targets == TOKENS:  # a document's loss per token; none where nothing scored
                 import torch

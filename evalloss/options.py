@@ -78,6 +78,8 @@ class Options:
     targets_key: str = "targets"  # ... and the targets'
     ignore_index: int | None = None  # cross-entropy, nll: a class id never scored (255)
     workers: int | None = None  # a Dataset factory's DataLoader workers (None: the default)
+    slice: tuple[str, ...] = ()  # slice columns (compare's --slice)
+    slice_bins: int | None = None  # cut every slice column into quantile bins
 
     @classmethod
     def of(cls, *, checksum: bool = True, **given: Any) -> Options:

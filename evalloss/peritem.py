@@ -23,16 +23,19 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import torch
 
+    from .sources.slicing import Slicing
+
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 FLUSH_ROWS = 65_536  # rows buffered before a write: one Parquet row group
 
 
-def columns(names: Sequence[str], targets: Sequence[str]) -> list[str]:
+def columns(names: Sequence[str], targets: Sequence[str], slices: Sequence[str] = ()) -> list[str]:
     """Column names, all different: ``row``, the targets (``target:NAME`` where a name is
-    taken), then one per model (``loss:NAME`` where taken), so the file reads back."""
+    taken), one per model (``loss:NAME`` where taken), then the slice columns (``slice:NAME``
+    where taken), so the file reads back."""
     taken = ["row"]
-    for prefix, wanted in (("target:", targets), ("loss:", names)):
+    for prefix, wanted in (("target:", targets), ("loss:", names), ("slice:", slices)):
         for name in wanted:
             unique, n = name if name not in taken else prefix + name, 1
             while unique in taken:
@@ -56,11 +59,13 @@ class Export:
 
     def __init__(
         self, path: str | os.PathLike[str], names: Sequence[str], targets: Sequence[str], *,
-        integer_targets: bool, inputs: Sequence[str] = (),
+        integer_targets: bool, inputs: Sequence[str] = (), slicing: Slicing | None = None,
     ) -> None:  # fmt: skip
         self.path = Path(path)
         self.kind = SUFFIXES[self.path.suffix.lower()]
-        self.columns = columns(names, targets)
+        self.slicing = slicing
+        self.columns = columns(names, targets, slicing.names if slicing else ())
+        self._codes: list[dict[str, npt.NDArray[np.int64]]] = []
         self.targets = len(targets)
         self.integer_targets = integer_targets
         self._buffer: list[tuple[int, npt.NDArray[Any], list[npt.NDArray[np.float64]]]] = []
@@ -69,9 +74,14 @@ class Export:
         self._file = Atomic(self.path, inputs)
         self._tmp = self._file.tmp
 
-    def add(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor]) -> None:
-        """Items ``row`` .. ``row + n - 1``: targets (n, T) float64, one (n,) loss per model."""
+    def add(self, row: int, targets: torch.Tensor, losses: Sequence[torch.Tensor],
+            codes: dict[str, npt.NDArray[np.int64]] | None = None) -> None:  # fmt: skip
+        """Items ``row`` .. ``row + n - 1``: targets (n, T) float64, one (n,) loss per model,
+        and where the run is sliced each slice column's codes (n,)."""
         self._buffer.append((row, targets.numpy(), [loss.numpy() for loss in losses]))
+        if self.slicing is not None:
+            assert codes is not None
+            self._codes.append(codes)
         self._buffered += len(targets)
         if self._buffered >= FLUSH_ROWS:
             self._flush()
@@ -93,8 +103,13 @@ class Export:
         models = len(self._buffer[0][2])
         for k in range(models):
             arrays.append(pa.array(np.concatenate([losses[k] for _, _, losses in self._buffer])))
+        for sliced in self.slicing.columns if self.slicing else ():
+            codes = np.concatenate([c[sliced.name] for c in self._codes])
+            values: npt.NDArray[Any] = np.empty(len(sliced.values), dtype=object)
+            values[:] = sliced.values
+            arrays.append(pa.array(values[codes].tolist()))
         table = pa.Table.from_arrays(arrays, names=self.columns)
-        self._buffer, self._buffered = [], 0
+        self._buffer, self._buffered, self._codes = [], 0, []
         try:
             if self._writer is None:
                 self._writer = self._open(table.schema)

@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .provenance import collect as collect_provenance
 from .report import Comparison, DataInfo, ModelResult, Report, Result
+from .slicefigures import SliceColumn
 
 if TYPE_CHECKING:
     from . import distributed
     from .engine import Accumulator
     from .observers import Pairing
     from .plan import Plan
+    from .slices import SliceSums
 
 
-def build_report(
+def build_report(  # noqa: PLR0913 - the pass's reduced states
     plan: Plan,
     accumulators: Sequence[Accumulator],
     batch_size: int,
@@ -31,6 +33,7 @@ def build_report(
     text_bytes: int | None = None,
     *,
     by_bytes: bool = False,
+    slices: SliceSums | None = None,
 ) -> Report:
     """The report of a finished (and reduced) pass; ``text_bytes``: the UTF-8 bytes of text
     data (bits per byte); ``by_bytes``: the models' tokenizers differ, so bits per byte
@@ -45,6 +48,7 @@ def build_report(
     names = unique_names([c.path for c in plan.checkpoints])
     base = None if pairing is None else pairing.base
     by_element = not token and any(r.weights_differ for r in results)
+    base_figures = {} if slices is None or base is None else slices.figures(base)
     models = tuple(
         ModelResult(
             rank=rank,
@@ -61,6 +65,7 @@ def build_report(
             **(_token_figures(results[i], text_bytes) if token else {}),
             per_byte=by_bytes,
             **(_element_figures(results[i]) if by_element else {}),
+            slices=() if slices is None else slices.results(i, base_figures),
         )
         for rank, i in enumerate(order, start=1)
     )
@@ -76,6 +81,7 @@ def build_report(
         has_baseline=base is not None,
         unit="byte" if by_bytes else plan.loss.unit,
         by_element=by_element,
+        slicing=_slicing(slices),
         provenance=collect_provenance(
             checkpoints=[f for c in plan.checkpoints for f in c.paths],
             folders={c.path: c.files for c in plan.checkpoints if c.files},
@@ -84,6 +90,13 @@ def build_report(
             hashed=plan.source.checksum and (world is None or world.rank == 0),
         ),
     )
+
+
+def _slicing(slices: SliceSums | None) -> tuple[SliceColumn, ...]:
+    """The slice columns and their bin edges, as the report states them."""
+    if slices is None:
+        return ()
+    return tuple(SliceColumn(c.name, c.edges) for c in slices.slicing.columns)
 
 
 def _comparisons(

@@ -86,6 +86,7 @@ class ModelResult:
     per_byte: bool = field(default=False, repr=False)  # ranked by bits per byte
     weight: int | None = None  # items of different weights only: counted elements
     loss_per_element: float | None = None  # (sum of every counted element's loss) / weight
+    slices: tuple[Any, ...] = ()  # --slice: `slicefigures.SliceResult`s, per column and value
 
     @property
     def figure(self) -> float | None:
@@ -162,18 +163,21 @@ class Report:
     provenance: Provenance | None = None
     unit: str = field(default="item", repr=False)  # "token" or "byte": what the report ranks
     by_element: bool = field(default=False, repr=False)  # weight, loss_per_element shown
+    slicing: tuple[Any, ...] = ()  # --slice columns, bin edges (`slicefigures.SliceColumn`)
     # the per-item losses behind the HTML report's distributions (`compare(sample=True)`)
     sample: ItemSample | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON report: plain types, ``None`` for every non-finite number."""
         out: dict[str, Any] = _clean(asdict(replace(self, sample=None)))
-        for key in ("has_baseline", "unit", "sample", "by_element"):
+        hidden = ("has_baseline", "unit", "sample", "by_element", *_unless(self.slicing, "slicing"))
+        for key in hidden:
             out.pop(key)
         for model in out["models"]:
             if not self.has_baseline:
                 model.pop("vs_baseline")
             model.pop("per_byte")
+            _slices_dict(model, self)
             if self.unit == "item":
                 for key in _TOKEN_KEYS:
                     model.pop(key)
@@ -195,6 +199,22 @@ class Report:
 
 _TOKEN_KEYS = ("tokens", "loss_per_token", "perplexity")
 _ELEMENT_KEYS = ("weight", "loss_per_element")
+
+
+def _slices_dict(model: dict[str, Any], report: Report) -> None:
+    """A model's ``slices`` as the contract shows them (absent without ``--slice``)."""
+    if not report.slicing:
+        model.pop("slices")
+    drop = (*_unless(report.has_baseline, "vs_baseline", "p_holm"),
+            *_unless(report.unit != "item", "loss_per_token"))  # fmt: skip
+    for entry in model.get("slices", ()):
+        for key in drop:
+            entry.pop(key)
+
+
+def _unless(present: object, *keys: str) -> tuple[str, ...]:
+    """``keys`` where ``present`` is falsy (what to drop), else none."""
+    return () if present else keys
 
 
 def _clean(value: Any) -> Any:

@@ -12,6 +12,7 @@ the plot's sample, the progress bar) is an `Observer`, fed every batch; `reduce`
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import distributed
@@ -26,6 +27,25 @@ if TYPE_CHECKING:
     import torch
 
 
+@dataclass(frozen=True)
+class ItemKeys:
+    """What else the pass knows of a batch's items where the run is sliced (``--slice``):
+    each slice column's codes (n,) int64 (`sources.slicing`), and each model's correct and
+    counted target elements per item (n,) int64, where the loss has an accuracy."""
+
+    groups: dict[str, npt.NDArray[np.int64]]
+    correct: tuple[npt.NDArray[np.int64], ...] | None = None  # one per model
+    counted: npt.NDArray[np.int64] | None = None
+
+    def rows(self, start: int, end: int) -> ItemKeys:
+        """The keys of items ``start`` to ``end``."""
+        return ItemKeys(
+            {k: v[start:end] for k, v in self.groups.items()},
+            None if self.correct is None else tuple(c[start:end] for c in self.correct),
+            None if self.counted is None else self.counted[start:end],
+        )
+
+
 class Observer(Protocol):
     """Watches the pass: every batch, after every model has seen it."""
 
@@ -35,9 +55,11 @@ class Observer(Protocol):
         targets: torch.Tensor | None,
         losses: Sequence[torch.Tensor],
         weights: torch.Tensor,
+        keys: ItemKeys | None = None,
     ) -> None:
         """Items ``row`` ..: their targets (n, ...; None where an item was joined from
-        several rows), each model's item losses (n,) and the items' weights (n,)."""
+        several rows), each model's item losses (n,), the items' weights (n,), and where
+        the run is sliced their slice codes and correct elements (``keys``)."""
         ...
 
 
@@ -137,7 +159,24 @@ def _feed(
         weights = accumulators[0].last_weights
         assert weights is not None
         items = None if block.items is None else block.items[start:end]
-        join.batch(block.row + start, y, losses, weights, items)
+        join.batch(block.row + start, y, losses, weights, items, _keys(block, start, end,
+                                                                      accumulators))
+
+
+def _keys(
+    block: Block, start: int, end: int, accumulators: Sequence[Accumulator]
+) -> ItemKeys | None:
+    """The slice codes of items ``start`` to ``end`` of ``block``, and every model's correct
+    elements per item (None where the run is not sliced)."""
+    if block.groups is None:
+        return None
+    hits = [acc.last_correct for acc in accumulators]
+    correct = counted = None
+    if all(h is not None for h in hits):
+        correct = tuple(h[0].numpy() for h in hits if h is not None)
+        counted = hits[0][1].numpy() if hits[0] is not None else None
+    groups = {k: v[start:end] for k, v in block.groups.items()}
+    return ItemKeys(groups, correct, counted)
 
 
 class _Join:
@@ -151,6 +190,8 @@ class _Join:
         self.items = 0  # complete items handed over from joined rows
         self.rows = 0  # rows they came from
         self._open: tuple[int, list[float], int] | None = None  # item, its losses, weight
+        self._codes: dict[str, int] = {}  # the open item's slice codes (its first row's)
+        self._done_codes: list[dict[str, int]] = []
 
     def batch(
         self,
@@ -159,10 +200,11 @@ class _Join:
         losses: Sequence[torch.Tensor],
         weights: torch.Tensor,
         items: npt.NDArray[np.int64] | None,
+        keys: ItemKeys | None = None,
     ) -> None:
         if items is None:
             for observer in self.observers:
-                observer.batch(row, targets, losses, weights)
+                observer.batch(row, targets, losses, weights, keys)
             return
         import numpy as np
 
@@ -174,9 +216,12 @@ class _Join:
                 done_ids.append(self._open[0])
                 done_values.append(self._open[1])
                 done_weights.append(self._open[2])
+                self._done_codes.append(self._codes)
                 self._open = None
             if self._open is None:
                 self._open = (item, [0.0] * values.shape[1], 0)
+                if keys is not None:  # a document's rows share its slice values
+                    self._codes = {k: int(v[i]) for k, v in keys.groups.items()}
             sums = [a + float(b) for a, b in zip(self._open[1], values[i], strict=True)]
             self._open = (item, sums, self._open[2] + int(weights[i]))
         self._hand_over(done_ids, done_values, done_weights)
@@ -184,6 +229,7 @@ class _Join:
     def flush(self, accumulators: Sequence[Accumulator]) -> None:
         """The last open item, and every model's item count made a count of items."""
         if self._open is not None:
+            self._done_codes.append(self._codes)
             self._hand_over([self._open[0]], [self._open[1]], [self._open[2]])
             self._open = None
         for acc in accumulators:
@@ -198,8 +244,16 @@ class _Join:
         table = torch.tensor(values, dtype=torch.float64)  # (k, models)
         losses = [table[:, m] for m in range(table.shape[1])]
         counts = torch.tensor(weights, dtype=torch.int64)
+        keys = None
+        if self._done_codes and self._done_codes[0]:
+            import numpy as np
+
+            columns = self._done_codes[0]
+            keys = ItemKeys({k: np.array([c[k] for c in self._done_codes], dtype=np.int64)
+                             for k in columns})  # fmt: skip
+        self._done_codes = []
         for observer in self.observers:
-            observer.batch(ids[0], None, losses, counts)
+            observer.batch(ids[0], None, losses, counts, keys)
 
 
 def reduce(world: distributed.World, states: Sequence[Reducible]) -> None:

@@ -86,20 +86,24 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 class Recorder:
-    """Every item's value for each model of a group, and its weight, in the order seen."""
+    """Every item's value for each model of a group, and its weight, in the order seen; where
+    the run is sliced, the items' keys too."""
 
     def __init__(self) -> None:
         self.rows: list[int] = []
         self.values: list[npt.NDArray[np.float64]] = []
         self.weights: list[npt.NDArray[np.int64]] = []
+        self.keys: list[run.ItemKeys] = []
 
     def batch(self, row: int, targets: Any, losses: Sequence[torch.Tensor],
-              weights: torch.Tensor) -> None:  # fmt: skip
+              weights: torch.Tensor, keys: run.ItemKeys | None = None) -> None:  # fmt: skip
         import numpy as np
 
         self.rows.append(row)
         self.values.append(np.stack([loss.numpy() for loss in losses], axis=1))
         self.weights.append(weights.numpy().astype(np.int64))
+        if keys is not None:
+            self.keys.append(keys)
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,9 @@ def evaluate(
         if tokenizer not in sources:
             options = replace(plan.options, tokenizer=tokenizer, ordered=True)
             sources[tokenizer] = open_data(plan.options.data, options)
+            shared = getattr(plan.source, "slicing", None)
+            if shared is not None:  # one dictionary of slice values for every pass
+                sources[tokenizer] = replace(sources[tokenizer], slicing=shared)  # type: ignore[type-var]
             kept = _Kept()
         source = kept.around(sources[tokenizer])
         built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
@@ -171,13 +178,33 @@ def _replay(recorders: list[tuple[list[int], Recorder]], weights: list[Any],
         table[:, group] = values
     counts = torch.from_numpy(np.concatenate(weights) if weights else np.empty(0, np.int64))
     losses = [torch.from_numpy(np.ascontiguousarray(table[:, m])) for m in range(models)]
+    keys = _keys(recorders, models)
     breaks = np.flatnonzero(np.diff(ids) != 1) + 1
     for run_start, run_end in zip([0, *breaks], [*breaks, len(ids)], strict=True):
         for start in range(run_start, run_end, STEP):
             end = min(start + STEP, run_end)
             for observer in observers:
                 observer.batch(int(ids[start]), None, [loss[start:end] for loss in losses],
-                               counts[start:end])  # fmt: skip
+                               counts[start:end],
+                               None if keys is None else keys.rows(start, end))  # fmt: skip
+
+
+def _keys(recorders: list[tuple[list[int], Recorder]], models: int) -> run.ItemKeys | None:
+    """The recorded items' keys, every model's correct elements side by side."""
+    import numpy as np
+
+    first = recorders[0][1].keys
+    if not first:
+        return None
+    groups = {k: np.concatenate([r.groups[k] for r in first]) for k in first[0].groups}
+    if any(r.correct is None for _, rec in recorders for r in rec.keys):
+        return run.ItemKeys(groups)
+    correct: list[Any] = [None] * models
+    for group, recorder in recorders:
+        for j, m in enumerate(group):
+            correct[m] = np.concatenate([r.correct[j] for r in recorder.keys if r.correct])
+    counted = np.concatenate([r.counted for r in first if r.counted is not None])
+    return run.ItemKeys(groups, tuple(correct), counted)
 
 
 class _Kept:

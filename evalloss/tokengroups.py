@@ -100,6 +100,7 @@ class TokenRegrouping:
         targets: torch.Tensor | None,
         losses: Sequence[torch.Tensor],
         weights: torch.Tensor,
+        keys: object = None,
     ) -> None:
         if self.progress is not None:
             self.progress(len(weights))

@@ -54,12 +54,25 @@ def _same(one: dict, many: dict) -> None:  # type: ignore[type-arg]
         assert a["items"] == b["items"]
         assert math.isclose(a["loss_per_item"], b["loss_per_item"], rel_tol=1e-12)
         assert a["accuracy"] == b["accuracy"]
+        for u, v in zip(a.get("slices", ()), b.get("slices", ()), strict=True):
+            _same_slice(u, v)
         if a.get("vs_baseline"):
             assert b["vs_baseline"]["wins"] == a["vs_baseline"]["wins"]
             assert math.isclose(a["vs_baseline"]["delta"], b["vs_baseline"]["delta"], rel_tol=1e-9)
             for u, v in zip(a["vs_baseline"]["ci95"], b["vs_baseline"]["ci95"], strict=True):
                 assert math.isclose(u, v, rel_tol=1e-9)
     assert many["gate"] == one["gate"]
+
+
+def _same_slice(a: dict, b: dict) -> None:  # type: ignore[type-arg]
+    """One slice's figures from K processes are those of one process."""
+    for key in ("column", "value", "range", "items", "weight", "accuracy", "nonfinite_items"):
+        assert a[key] == b[key], key
+    assert math.isclose(a["loss_sum"], b["loss_sum"], rel_tol=1e-12)
+    if a.get("vs_baseline"):
+        assert a["vs_baseline"]["wins"] == b["vs_baseline"]["wins"]
+        assert math.isclose(a["vs_baseline"]["delta"], b["vs_baseline"]["delta"], rel_tol=1e-9)
+        assert math.isclose(a["p_holm"], b["p_holm"], rel_tol=1e-6)
 
 
 @pytest.mark.slow
@@ -76,6 +89,14 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "d.parquet", row_group_size=400)  # 3 groups: 2 + 1
     pq.write_table(table.slice(0, 10), tmp_path / "small.parquet")  # 1 group: rank 1 empty
     files["parquet"], files["small"] = tmp_path / "d.parquet", tmp_path / "small.parquet"
+    groups = [["north", "south", None, "east"][i % 4] if i % 11 else "west" for i in range(1001)]
+    sliced = table.append_column("g", pa.array(groups))
+    pq.write_table(sliced, tmp_path / "sliced.parquet", row_group_size=300)
+    files["sliced"] = files["binned"] = tmp_path / "sliced.parquet"
+    files["sliced-csv"] = tmp_path / "sliced.csv"
+    files["sliced-csv"].write_text("a,b,c,g,y\n" + "".join(
+        f"{r[0]!r},{r[1]!r},{r[2]!r},{g or ''},{label}\n"
+        for r, g, label in zip(x.tolist(), groups, y.tolist(), strict=True)))  # fmt: skip
     lines = files["bad"].read_text().splitlines()
     lines[900] = "1.0,2.0,oops,0"  # line 901, in the second half: rank 1's share
     files["bad"].write_text("\n".join(lines) + "\n")
@@ -88,6 +109,12 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
     cases = {name: ["compare", *common, "--data", str(path)] for name, path in files.items()}
     cases["csv"] += ["--baseline", ckpts[0], "--min-improvement", "0"]
     cases["quoted"] += ["--feature", "a", "--feature", "b", "--feature", "c"]
+    slicing = {"sliced": ["--slice", "g", "--baseline", ckpts[0], "--target", "y"],
+               "sliced-csv": ["--slice", "g", "--baseline", ckpts[0]],
+               "binned": ["--slice", "a", "--slice-bins", "3", "--feature", "a", "--feature",
+                          "b", "--feature", "c", "--target", "y"]}  # fmt: skip
+    for name, extra in slicing.items():
+        cases[name] += extra
     (tmp_path / "cases.json").write_text(json.dumps(cases))
 
     done = _torchrun(DRIVER, tmp_path / "cases.json", cwd=tmp_path)
@@ -109,6 +136,13 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
             kwargs |= {"baseline": ckpts[0], "min_improvement": "0"}
         if name == "quoted":
             kwargs |= {"feature": ["a", "b", "c"]}
+        if name in ("sliced", "sliced-csv"):
+            kwargs |= {"slice": ["g"], "baseline": ckpts[0]}
+        if name == "sliced":
+            kwargs |= {"target": ["y"]}
+        if name == "binned":
+            kwargs |= {"slice": ["a"], "slice_bins": 3, "feature": ["a", "b", "c"],
+                       "target": ["y"]}  # fmt: skip
         report = evalloss.compare(ckpts, data=files[name], **kwargs)  # type: ignore[arg-type]
         code = 1 if report.gate is not None and not report.gate.passed else 0
         assert zero["code"] == one["code"] == code, zero["stderr"]
@@ -239,6 +273,9 @@ def test_torchrun_token_data_equals_one_process(tmp_path: Path) -> None:
     docs = [[rng.randrange(lm.VOCAB) for _ in range(rng.choice([0, 2, 7, 19]))] for _ in range(300)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"input_ids": d}) + "\n" for d in docs))
     pq.write_table(pa.table({"input_ids": docs}), tmp_path / "d.parquet", row_group_size=70)
+    src = [["web", "code", None][i % 3] for i in range(len(docs))]
+    pq.write_table(pa.table({"input_ids": docs, "src": src}), tmp_path / "s.parquet",
+                   row_group_size=70)  # fmt: skip
     torch.manual_seed(0)
     (torch.randint(0, lm.VOCAB, (5000,)).to(torch.int32).numpy().astype("uint16")).tofile(
         tmp_path / "s.bin"
@@ -254,6 +291,8 @@ def test_torchrun_token_data_equals_one_process(tmp_path: Path) -> None:
         "stream": ["compare", *common, "--data", "s.bin", "--context", "64", "--stride", "48"],
         "jsonl": ["compare", *common, "--data", "d.jsonl", "--baseline", ckpts[0]],
         "parquet": ["compare", *common, "--data", "d.parquet", "--batch-tokens", "50"],
+        "sliced": ["compare", *common, "--data", "s.parquet", "--baseline", ckpts[0],
+                   "--slice", "src", "--context", "8"],
     }
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     done = _torchrun(DRIVER, tmp_path / "cases.json", cwd=tmp_path)
@@ -264,14 +303,18 @@ def test_torchrun_token_data_equals_one_process(tmp_path: Path) -> None:
         many = json.loads(zero[name]["stdout"])
         one = evalloss.compare(
             ckpts, data=tmp_path / args[args.index("--data") + 1], model=model[1],
-            precision="float64", context=64 if name == "stream" else None,
+            precision="float64", context={"stream": 64, "sliced": 8}.get(name),
             stride=48 if name == "stream" else None,
-            baseline=ckpts[0] if name == "jsonl" else None,
+            baseline=ckpts[0] if name in ("jsonl", "sliced") else None,
+            slice=["src"] if name == "sliced" else (),
         ).to_dict()  # fmt: skip
         assert many["world_size"] == 2
         for a, b in zip(one["models"], many["models"], strict=True):
             assert (a["path"], a["items"], a["tokens"]) == (b["path"], b["items"], b["tokens"])
             assert math.isclose(a["loss_sum"], b["loss_sum"], rel_tol=1e-12)
+            assert len(a.get("slices", ())) == (3 if name == "sliced" else 0)
+            for u, v in zip(a.get("slices", ()), b.get("slices", ()), strict=True):
+                _same_slice(u, v)
             if a.get("vs_baseline"):
                 assert math.isclose(
                     a["vs_baseline"]["delta"], b["vs_baseline"]["delta"], rel_tol=1e-9

@@ -76,3 +76,20 @@ def test_the_schema_rejects_what_it_should() -> None:
         {**good, "provenance": {**good["provenance"], "sha256": {"x": "not-a-hash"}}},
     ):
         assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(broken))
+
+
+def test_a_report_with_slices_matches_the_schema(tmp_path: Path) -> None:
+    """Slices (a category column, then bins), with a baseline and the slice gate."""
+    data = tmp_path / "d.csv"
+    lines = (EXAMPLE / "train.csv").read_text().splitlines()
+    data.write_text("\n".join([lines[0] + ",group"] + [f"{row},{'ab'[i % 2] if i % 5 else ''}"
+                                                      for i, row in enumerate(lines[1:])]) + "\n")
+    common = [*CKPTS[:2], "--data", data, "--target", "species", "--format", "json"]
+    for extra in (["--slice", "group", "--baseline", CKPTS[1], "--max-slice-regression", "5%"],
+                  ["--slice", "x1", "--slice-bins", "3", "--feature", "x1", "--feature", "x2",
+                   "--feature", "x3", "--feature", "x4"]):  # fmt: skip
+        result = run("compare", *common, *extra)
+        assert result.exit_code in (0, 1), result.stderr
+        document = json.loads(result.stdout)
+        assert document["models"][0]["slices"] and document["slicing"]
+        _check(document)

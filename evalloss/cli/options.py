@@ -63,7 +63,43 @@ def gate_options(f: F) -> F:
                 "--require-significant",
                 is_flag=True,
                 help="Gate: also the upper end of the winner's 95% CI for the paired "
-                "difference must lie below -margin (the --min-improvement, else 0).",
+                "difference must lie below -margin (the --min-improvement, else 0); with "
+                "--max-slice-regression, a slice fails only when its regression is "
+                "significant after Holm's adjustment.",
+            ),
+            click.option(
+                "--slice",
+                multiple=True,
+                metavar="COL",
+                help="Also report every model's figures per value of COL (repeatable): a "
+                "category column (missing values are a slice of their own), or with "
+                "--slice-bins a numeric one. With --baseline, paired statistics per slice, "
+                "Holm-adjusted over each column. Slice columns are not features unless "
+                "named with --feature.",
+            ),
+            click.option(
+                "--slice-bins",
+                type=click.IntRange(min=2, max=1000),
+                metavar="K",
+                help="Cut every --slice column (numeric) into K bins at its exact quantiles "
+                "over the whole data set (one column read before the pass); equal edges merge.",
+            ),
+            click.option(
+                "--max-slice-regression",
+                type=ThresholdType(percent=True),
+                metavar="X",
+                help="Gate: on every slice of at least --min-slice-items items, the winner may "
+                "not be worse than the baseline by more than X (0.01 absolute, or 5% of the "
+                "baseline's loss on that slice). Needs --baseline and --slice.",
+            ),
+            click.option(
+                "--min-slice-items",
+                type=click.IntRange(min=1),
+                default=30,
+                show_default=True,
+                metavar="N",
+                help="Slices with fewer items are reported but not judged by "
+                "--max-slice-regression.",
             ),
         ]
     ):

@@ -229,9 +229,24 @@ def _item(report: Report) -> str:
 
 
 def _slices(report: Report) -> str:
-    """The hook for per-slice figures: a report has none yet. When `Report` gains slices,
-    render them here as one more table section."""
-    return ""
+    """One table per slice column, worst regression first (`slicetable`); every slice value
+    HTML-escaped."""
+    from .slicetable import tables
+
+    sections = []
+    for sliced in tables(report):
+        head = "".join(f"<th>{escape(h)}</th>" for h in sliced.headers)
+        body = "".join(
+            "<tr>" + "".join(f"<td class='l'>{escape(c)}</td>" if i < 2 else f"<td>{escape(c)}</td>"
+                             for i, c in enumerate(row)) + "</tr>"
+            for row in sliced.rows
+        )  # fmt: skip
+        sections.append(f"<h3 style='font-size:1rem'>{escape(sliced.title)}</h3><div "
+                        f"class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}"
+                        "</tbody></table></div>")  # fmt: skip
+    if not sections:
+        return ""
+    return "<section><h2>Slices</h2>" + "".join(sections) + "</section>"
 
 
 def _provenance(report: Report) -> str:

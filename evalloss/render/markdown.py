@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from html import escape
+
 from evalloss.report import Report
 
 from .cells import cell, columns, marked, md, notes, pipe_table, unit, verdict, vs_cells
+from .slicetable import tables
 
 
 def render(report: Report) -> str:
@@ -31,9 +34,21 @@ def render(report: Report) -> str:
         table,
         *(f"\n{note}" for note in notes(report)),
     ]
+    lines += _markdown_slices(report)
     lines += _markdown_gate(report)
     lines += _markdown_provenance(report)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_slices(report: Report) -> list[str]:
+    """One collapsible section per slice column, worst first."""
+    lines = []
+    for sliced in tables(report):
+        rows = [[md(escape(c, quote=False)) for c in row] for row in sliced.rows]
+        align = ["left", "left", *["right"] * (len(sliced.headers) - 2)]
+        lines += ["", f"<details><summary>{md(escape(sliced.title, quote=False))}</summary>", "",
+                  pipe_table(rows, sliced.headers, align), "", "</details>"]  # fmt: skip
+    return lines
 
 
 def _markdown_provenance(report: Report) -> list[str]:

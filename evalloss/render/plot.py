@@ -57,9 +57,14 @@ def draw(
     baseline = next((m for m in report.models if m.is_baseline), None)
     rivals = [m for m in report.models if baseline is not None and not m.is_baseline]
     paired = baseline is not None and bool(rivals)
-    fig = Figure(figsize=(13 if paired else 8, 5.2), layout="constrained")
+    from . import sliceplot
+
+    sliced = paired and sliceplot.wanted(report)
+    fig = Figure(figsize=(19 if sliced else 13 if paired else 8, 5.2), layout="constrained")
     if paired:
-        grid = fig.add_gridspec(2, 2, height_ratios=(3, 1.1), width_ratios=(1, 1))
+        grid = fig.add_gridspec(2, 3 if sliced else 2, height_ratios=(3, 1.1))
+        if sliced:
+            sliceplot.draw(fig.add_subplot(grid[:, 2]), report, colours(report)[rivals[0].name])
         _losses(fig.add_subplot(grid[:, 0]), report, names, values, order)
         assert baseline is not None
         base = values[:, names.index(baseline.name)]

@@ -11,6 +11,7 @@ from evalloss.report import Report
 
 from .cells import BASELINE, cell, columns, notes, unit, verdict, vs_cells
 from .names import shorten
+from .slicetable import tables
 
 WIDTH = 80  # the table format fits a classic terminal
 _MIN_NAME = 12  # a model name is never shortened below this
@@ -31,6 +32,9 @@ def render(report: Report) -> str:
                 "against the baseline, paired item by item (delta < 0: lower loss):",
                 _fit(vs_rows, _VS_HEADERS, "simple", name_column=0),
             ]
+    for sliced in tables(report):
+        parts += [textwrap.fill(sliced.title + ":", WIDTH),
+                  _fit(sliced.rows, sliced.headers, "simple", name_column=1)]  # fmt: skip
     parts += [line for line in (verdict(report),) if line]
     return "\n\n".join(parts) + "\n"
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, EvallossWarning
 
-from . import chunks, tabular
+from . import chunks, slicing, tabular
 from .base import Block, Gather
 from .csvtext import TSV_SUFFIXES as TSV_SUFFIXES  # re-exported
 from .csvtext import breaks, cell_problem, read_header, shown, unclosed_quote, unreadable
@@ -50,8 +50,30 @@ def open_source(path: str, options: Options) -> CsvFile:
     if len(names) == 1:
         sep = "tab" if delimiter == "\t" else "comma"
         hint = f": the file has one column, {shown(names[0])}; is it {sep}-separated?"
-    columns = tabular.resolve(path, names, options.target, options.feature, hint)
-    return CsvFile.of(path, columns, options, header=header, delimiter=delimiter)
+    columns = tabular.resolve(path, names, options.target, options.feature, hint, options.slice)
+    sliced = slicing.open_slicing(path, options.slice, options.slice_bins,
+                                  lambda name: read_column(path, names, name, delimiter, header))
+    return CsvFile.of(path, columns, options, header=header, delimiter=delimiter, slicing=sliced)
+
+
+def read_column(
+    path: str, names: tuple[str, ...], name: str, delimiter: str, header: bool
+) -> object:
+    """One column of a CSV file, whole: the file is parsed, only that column kept (for the
+    quantile edges of ``--slice-bins``, before the pass)."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    try:
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=int(header)),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(include_columns=[name]),
+        ).column(name)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the slice column ({str(exc).splitlines()[0]})",
+                        path=path, key=name) from exc  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,9 @@ class CsvFile(Tabular):
 
         arrow_float = pa.float64() if str(dtype) == "torch.float64" else pa.float32()
         types = dict.fromkeys(self.features, arrow_float) | {c: pa.float64() for c in self.targets}
+        if self.slicing is not None:  # a slice column that is not read as numbers: as text
+            kind = pa.float64() if self.slicing.columns[0].edges is not None else pa.string()
+            types = dict.fromkeys(self.slicing.names, kind) | types
         return {
             "read_options": pacsv.ReadOptions(
                 column_names=list(self.columns), skip_rows=skip, block_size=BLOCK_BYTES
@@ -143,7 +168,7 @@ class CsvFile(Tabular):
                 quote_char='"' if quoted else False,
             ),
             "convert_options": pacsv.ConvertOptions(
-                column_types=types, include_columns=[*self.features, *self.targets]
+                column_types=types, include_columns=self.read_columns, strings_can_be_null=True
             ),
         }
 

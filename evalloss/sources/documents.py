@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalloss.errors import DataError
+from evalloss.errors import DataError, OptionError
 
-from . import textlabels, windows
+from . import slicing, textlabels, windows
 from .base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
@@ -89,7 +89,43 @@ def open_source(path: str, options: Options) -> Documents:
     return Documents(path, column, labels, options.context, options.stride,
                      options.batch_tokens, options.checksum, options.ordered,
                      targets=(labels,) if tagged and labels else ("next token",),
-                     tagged=tagged, pad_id=options.pad_id)  # fmt: skip
+                     tagged=tagged, pad_id=options.pad_id,
+                     slicing=open_slicing(path, names, options, tagged))  # fmt: skip
+
+
+def open_slicing(
+    path: str, names: list[str], options: Options, tagged: bool = False
+) -> slicing.Slicing | None:
+    """The ``--slice`` columns of a documents or text table: metadata beside the tokens."""
+    if tagged and options.slice:
+        raise OptionError("not yet with class labels (sequence or token classification)",
+                          key="--slice")
+    slicing.check_names(path, names, options.slice)
+    return slicing.open_slicing(path, options.slice, options.slice_bins,
+                                lambda name: read_column(path, name))  # fmt: skip
+
+
+def read_column(path: str, name: str) -> Any:
+    """One column, whole: a Parquet column chunk; JSON Lines or CSV parsed, one column kept."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    lower = path.lower()
+    try:
+        if lower.endswith(PARQUET_SUFFIXES):
+            return pq.read_table(path, columns=[name]).column(name)
+        if lower.endswith(JSONL_SUFFIXES):
+            return pajson.read_json(path).column(name)
+        parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",",
+                                   newlines_in_values=True)  # fmt: skip
+        return pacsv.read_csv(path, parse_options=parse,
+                              convert_options=pacsv.ConvertOptions(include_columns=[name])
+                              ).column(name)  # fmt: skip
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path,
+                        key=name) from exc  # fmt: skip
 
 
 def reader(path: str, columns: list[str], rank: int, world: int) -> Any:
@@ -121,6 +157,7 @@ class Documents(OneFile):
     features: tuple[str, ...] = ("token ids",)
     tagged: bool = False  # ``labels`` are a classifier's class ids, not a causal-lm mask
     pad_id: int = 0  # what a classifier's inputs are padded with (its config's pad token)
+    slicing: slicing.Slicing | None = None  # --slice columns: metadata beside the tokens
 
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
@@ -130,6 +167,7 @@ class Documents(OneFile):
 
         jsonl = self.path.lower().endswith(JSONL_SUFFIXES)
         columns = [self.column, *([self.labels] if self.labels else [])]
+        columns += [c for c in (self.slicing.names if self.slicing else ()) if c not in columns]
         first = 0
         try:
             for number, batch in enumerate(reader(self.path, columns, rank, world)):
@@ -141,7 +179,8 @@ class Documents(OneFile):
                     if self.tagged:  # token classification: whole documents, labels as given
                         yield from textlabels.pack(self, tokens, labels, first)
                     else:
-                        yield from self._pack(tokens, labels, first)
+                        codes = None if self.slicing is None else self.slicing.encode(batch)
+                        yield from self._pack(tokens, labels, first, codes)
                 first += batch.num_rows
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
@@ -151,6 +190,7 @@ class Documents(OneFile):
         tokens: list[npt.NDArray[np.int64]],
         labels: list[npt.NDArray[np.int64]] | None,
         first: int,
+        codes: dict[str, npt.NDArray[np.int64]] | None = None,
     ) -> Iterator[Block]:
         """One chunk's documents (the first is row ``first``) -> their windows' rows, sorted
         by length (unless ``ordered``), packed under the token budget. A document longer than
@@ -180,7 +220,9 @@ class Documents(OneFile):
                 end += 1
             inputs, targets = windows.padded(rows[start:end])
             part = located[start:end]
-            yield Block(int(part[0, 0]), inputs, targets, locator=part,
+            groups = None if codes is None else {k: v[part[:, 0] - first]
+                                                 for k, v in codes.items()}  # fmt: skip
+            yield Block(int(part[0, 0]), inputs, targets, groups, locator=part,
                         items=part[:, 0].copy() if joined else None)  # fmt: skip
             start = end
 

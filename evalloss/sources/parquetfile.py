@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError
 
-from . import tabular
+from . import slicing, tabular
 from .base import Block, Gather
 from .tabular import Tabular
 
@@ -27,8 +27,22 @@ def accepts(path: str, options: Options) -> bool:
 
 def open_source(path: str, options: Options) -> ParquetFile:
     """Read the schema, resolve the columns, and check they exist."""
-    columns = tabular.resolve(path, _parquet_columns(path), options.target, options.feature)
-    return ParquetFile.of(path, columns, options)
+    columns = tabular.resolve(path, _parquet_columns(path), options.target, options.feature,
+                              slices=options.slice)  # fmt: skip
+    sliced = slicing.open_slicing(path, options.slice, options.slice_bins,
+                                  lambda name: read_column(path, name))  # fmt: skip
+    return ParquetFile.of(path, columns, options, slicing=sliced)
+
+
+def read_column(path: str, name: str) -> object:
+    """One column of a Parquet file, whole (its column chunks only)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=[name]).column(name)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"cannot read Parquet ({exc})", path=path, key=name) from exc
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,7 @@ class ParquetFile(Tabular):
             row = sum(meta.row_group(g).num_rows for g in range(mine[0] if mine else 0))
             batches = (
                 parquet.iter_batches(
-                    batch_size=BLOCK_ROWS, row_groups=mine, columns=[*self.features, *self.targets]
+                    batch_size=BLOCK_ROWS, row_groups=mine, columns=self.read_columns
                 )
                 if mine
                 else iter(())

@@ -11,6 +11,7 @@ from evalloss.errors import DataError, OptionError, shown
 
 from . import chunks
 from .base import Block, OneFile
+from .slicing import Slicing, check_names
 
 if TYPE_CHECKING:
     from typing import Self
@@ -30,12 +31,19 @@ class Columns:
 
 
 def resolve(
-    path: str, names: Sequence[str], target: Sequence[str], feature: Sequence[str], hint: str = ""
+    path: str,
+    names: Sequence[str],
+    target: Sequence[str],
+    feature: Sequence[str],
+    hint: str = "",
+    slices: Sequence[str] = (),
 ) -> Columns:
     """Check the file's column names and choose the targets (default: the last column) and
-    features (default: every other column); every mistake is one `DataError` or `OptionError`.
-    ``hint``: said when no feature is left (e.g. "is it tab-separated?")."""
+    features (default: every other column that is not a slice column); every mistake is one
+    `DataError` or `OptionError`. ``hint``: said when no feature is left (e.g. "is it
+    tab-separated?")."""
     names = tuple(names)
+    check_names(path, names, slices)
     seen: set[str] = set()
     for name in names:
         if name in seen:
@@ -47,7 +55,7 @@ def resolve(
         if twice:
             raise OptionError(f"column {shown(twice[0])} is given twice", key=option)
     targets = tuple(target) or names[-1:]
-    features = tuple(feature) or tuple(c for c in names if c not in targets)
+    features = tuple(feature) or tuple(c for c in names if c not in (*targets, *slices))
     for name in (*targets, *features):
         if name not in seen:  # a set: a file may have 100k+ columns
             listed = ", ".join(c if c.isprintable() and len(c) <= 40 else shown(c, 40)
@@ -73,6 +81,7 @@ class Tabular(OneFile):
     targets: tuple[str, ...]
     checksum: bool = True  # hash the file while a single process reads it front to back
     _state: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    slicing: Slicing | None = field(default=None, compare=False)  # --slice columns
 
     @classmethod
     def of(cls, path: str, columns: Columns, options: Options, **extra: Any) -> Self:
@@ -85,6 +94,13 @@ class Tabular(OneFile):
             checksum=options.checksum,
             **extra,
         )
+
+    @property
+    def read_columns(self) -> list[str]:
+        """The columns a pass reads: features, targets, then the slice columns not yet in."""
+        wanted = [*self.features, *self.targets]
+        extra = self.slicing.names if self.slicing else ()
+        return wanted + [c for c in extra if c not in wanted]
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -123,7 +139,9 @@ class Tabular(OneFile):
 
         features = matrix(self.features, pa.float64() if dtype == torch.float64 else pa.float32())
         targets = matrix(self.targets, pa.float64())
-        block = Block(row, torch.from_numpy(features), torch.from_numpy(targets), locator=locator)
+        groups = None if self.slicing is None else self.slicing.encode(batch)
+        block = Block(row, torch.from_numpy(features), torch.from_numpy(targets), groups,
+                      locator=locator)  # fmt: skip
         for values, names in ((features, self.features), (targets, self.targets)):
             finite = np.isfinite(values)
             if not finite.all():

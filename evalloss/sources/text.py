@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalloss.errors import DataError, shown
+from evalloss.errors import DataError, OptionError, shown
 
 from . import documents, textlabels
 from .base import Block, Gather
@@ -67,11 +67,17 @@ def open_source(path: str, options: Options) -> Text:
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise DataError(f"the text column holds {kind}, not text", path=path,
                             key=options.text_column)  # fmt: skip
-    load(options.tokenizer)  # a bad tokenizer.json fails here, before any model is built
+    sliced = None
+    if options.slice and lower.endswith(TEXT_SUFFIXES):
+        raise OptionError("a .txt file has no columns to slice by: use JSON Lines, Parquet "
+                          "or CSV with a metadata column", key="--slice")  # fmt: skip
     label = _label(path, options)
+    if options.slice and not lower.endswith(TEXT_SUFFIXES):
+        sliced = documents.open_slicing(path, _schema(path).names, options, label is not None)
+    load(options.tokenizer)  # a bad tokenizer.json fails here, before any model is built
     return Text(path, "input_ids", label, options.context, options.stride, options.batch_tokens,
                 options.checksum, options.ordered, targets=(label,) if label else ("next token",),
-                tagged=label is not None, pad_id=options.pad_id,
+                tagged=label is not None, pad_id=options.pad_id, slicing=sliced,
                 text_column=options.text_column, tokenizer=options.tokenizer)  # fmt: skip
 
 
@@ -114,9 +120,11 @@ def _schema(path: str) -> Any:
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
 
 
-def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1) -> Any:
-    """Record batches of ``columns`` (all if empty; the first is text): this process's share
-    of a Parquet file's row groups, or the whole of a JSON Lines or CSV file."""
+def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1,
+                  types: dict[str, str] | None = None) -> Any:  # fmt: skip
+    """Record batches of ``columns`` (all if empty; the first is text; ``types``: the other
+    columns' CSV types): this process's share of a Parquet file's row groups, or the whole of
+    a JSON Lines or CSV file."""
     import pyarrow.csv as pacsv
 
     lower = path.lower()
@@ -126,7 +134,7 @@ def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1) 
         return documents.reader(path, [], rank, world)
     convert = pacsv.ConvertOptions(
         include_columns=columns or None,
-        column_types={columns[0]: "string"} if columns else None,
+        column_types={**(types or {}), columns[0]: "string"} if columns else None,
         strings_can_be_null=False,
     )  # fmt: skip
     parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",",
@@ -155,7 +163,7 @@ class Text(documents.Documents):
         self.counted.update(bytes=0, documents=[])
         first = 0
         try:
-            for number, (texts, labels) in enumerate(self._chunks(rank, world)):
+            for number, (texts, labels, table) in enumerate(self._chunks(rank, world)):
                 if self.path.lower().endswith(documents.PARQUET_SUFFIXES) or (
                     number % world == rank
                 ):
@@ -164,32 +172,42 @@ class Text(documents.Documents):
                     self.counted["documents"].append(sizes)
                     ids = _encode(tokenizer, texts)
                     if labels is None:
-                        yield from self._pack(ids, None, first)
+                        codes = None if self.slicing is None else self.slicing.encode(table)
+                        yield from self._pack(ids, None, first, codes)
                     else:
                         yield from textlabels.pack(self, ids, labels, first)
                 first += len(texts)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
 
-    def _chunks(self, rank: int, world: int) -> Iterator[tuple[list[str], Any]]:
+    def _chunks(self, rank: int, world: int) -> Iterator[tuple[list[str], Any, Any]]:
         """The documents, a chunk at a time (a Parquet file: this process's row groups), with
-        their labels' column where they have one."""
+        their labels' column where they have one, and the table of their slice columns."""
+        import pyarrow as pa
+
         if self.path.lower().endswith(TEXT_SUFFIXES):
-            yield from ((lines, None) for lines in _lines(self.path))
+            yield from ((lines, None, None) for lines in _lines(self.path))
             return
         first = 0
+        extra = self.slicing.names if self.slicing else ()
         columns = [self.text_column, *([self.labels] if self.labels else [])]
-        for batch in _table_reader(self.path, columns, rank, world):
+        columns += [c for c in extra if c not in columns]
+        binned = self.slicing is not None and self.slicing.columns[0].edges is not None
+        types = dict.fromkeys(extra, "double" if binned else "string")
+        for batch in _table_reader(self.path, columns, rank, world, types):
             column = batch.column(self.text_column)
             if column.null_count:
                 row = next(i for i, v in enumerate(column.is_valid().to_pylist()) if not v)
                 raise DataError(f"row {first + row + 1}: no text (null)", path=self.path,
                                 key=self.text_column)  # fmt: skip
+            table = pa.table([batch.column(c) for c in extra], names=list(extra))
             texts = column.to_pylist()
             labels = batch.column(self.labels) if self.labels else None
             for start in range(0, len(texts), documents.CHUNK_DOCS):
                 end = start + documents.CHUNK_DOCS
-                yield texts[start:end], None if labels is None else labels.slice(start, end - start)
+                yield (texts[start:end],
+                       None if labels is None else labels.slice(start, end - start),
+                       table.slice(start, end - start))  # fmt: skip
             first += len(texts)
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:

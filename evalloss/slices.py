@@ -1,0 +1,191 @@
+"""Per-slice exact figures (``--slice``): an observer of the pass and a reducible state.
+
+Every batch's items arrive with their slice codes (`run.ItemKeys`); they wait in a list
+until `FLUSH_ITEMS` have come, then each column's `slicecells.ColumnSums` adds them to every
+slice at once, in a few NumPy calls whatever the number of slices: exact sums of every
+model's item values (`groupsum.GroupedSum`), integer items, weights and correct elements,
+and against the baseline what `stats.PairedSum` (or `ratio.PairedRatio` for token losses)
+keeps, per model and slice. No per-row and no per-slice Python while the data is read;
+memory is bounded by the slices, not the data. Across processes the slices' sums merge by
+slice value (`state` / `merge_states`), exactly.
+`holm` adjusts the p-values of a model's slices of one column (Holm, 1979).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .report import _finite
+from .slicecells import Cell, ColumnSums
+from .slicefigures import SliceResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from .run import ItemKeys
+    from .sources.slicing import Slicing
+
+FLUSH_ITEMS = 1 << 16  # items gathered before they are grouped by slice
+
+
+class SliceSums:
+    """Every model's figures per slice of every ``--slice`` column (an `run.Observer` and a
+    `run.Reducible`)."""
+
+    def __init__(self, slicing: Slicing, models: int, base: int | None, *, tokens: bool,
+                 accuracy: bool) -> None:  # fmt: skip
+        self.slicing, self.models, self.base = slicing, models, base
+        self.tokens, self.accuracy = tokens, accuracy
+        self.columns = {c.name: ColumnSums(models, base, tokens) for c in slicing.columns}
+        self._merged: dict[str, dict[int, Cell]] | None = None  # after `merge_states`
+        self._built: dict[str, dict[int, Cell]] | None = None  # `cells`, until more items
+        self._pending: list[tuple[ItemKeys, Any, Any]] = []
+        self._waiting = 0
+
+    @property
+    def cells(self) -> dict[str, dict[int, Cell]]:
+        """Every column's slices: code -> its sums (`slicecells.Cell`)."""
+        self.flush()
+        if self._merged is not None:
+            return self._merged
+        if self._built is None:
+            self._built = {name: {code: sums.cell(code) for code in sums.codes()}
+                           for name, sums in self.columns.items()}  # fmt: skip
+        return self._built
+
+    def batch(self, row: int, targets: torch.Tensor | None, losses: Sequence[torch.Tensor],
+              weights: torch.Tensor, keys: ItemKeys | None = None) -> None:  # fmt: skip
+        import numpy as np
+
+        assert keys is not None, "a sliced run's source gives every item its slice codes"
+        values = np.stack([loss.numpy() for loss in losses], axis=1)  # (n, models)
+        self._pending.append((keys, values, weights.numpy().astype(np.int64)))
+        self._waiting += len(values)
+        if self._waiting >= FLUSH_ITEMS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Group the waiting items by slice, column by column, into their cells."""
+        import numpy as np
+
+        if not self._pending:
+            return
+        pending, self._pending, self._waiting = self._pending, [], 0
+        self._built = None
+        values = np.concatenate([v for _, v, _ in pending])
+        weights = np.concatenate([w for _, _, w in pending])
+        correct = counted = None
+        if self.accuracy and all(k.correct is not None for k, _, _ in pending):
+            correct = np.concatenate([np.stack(k.correct, axis=1) for k, _, _ in pending
+                                      if k.correct is not None])  # fmt: skip
+            counted = np.concatenate([k.counted for k, _, _ in pending if k.counted is not None])
+        for column, sums in self.columns.items():
+            codes = np.concatenate([k.groups[column] for k, _, _ in pending])
+            sums.add(codes, values, weights, correct, counted)
+
+    def state(self) -> dict[str, list[tuple[str, Any, dict[str, Any]]]]:
+        """Each column's cells keyed by their slice value (codes differ between processes)."""
+        out = {}
+        every = self.cells
+        for column in self.slicing.columns:
+            cells = every[column.name]
+            out[column.name] = [(type(column.values[c]).__name__, column.values[c], cell.state())
+                                for c, cell in cells.items()]  # fmt: skip
+        return out
+
+    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Become the exact merge of every process's cells, slice value by slice value."""
+        merged_columns = {}
+        for column in self.slicing.columns:
+            found: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+            for state in states:
+                for kind, value, cell in state[column.name]:
+                    found.setdefault((kind, value), []).append(cell)
+            merged = {}
+            for (_, value), cells in found.items():
+                cell = Cell(self.models, self.base, self.tokens)
+                cell.merge_states(cells)
+                merged[column.code(value)] = cell
+            merged_columns[column.name] = merged
+        self._merged = merged_columns
+
+    def results(self, model: int, base_figures: dict[tuple[str, int], float | None]
+                ) -> tuple[SliceResult, ...]:  # fmt: skip
+        """Model ``model``'s slices, column by column, values in their order (bins in
+        order, other values sorted, missing last); ``base_figures``: the baseline's figure
+        on each (column, code), for ``relative``."""
+        out: list[SliceResult] = []
+        every = self.cells
+        for column in self.slicing.columns:
+            cells = every[column.name]
+            codes = sorted(cells, key=lambda c: _order(column.values[c], c, column.edges))
+            found = [self._result(column.name, column.values[c], cells[c], model,
+                                  base_figures.get((column.name, c)), _range(column.edges, c))
+                     for c in codes]  # fmt: skip
+            out += holm_adjusted(found)
+        return tuple(out)
+
+    def figures(self, model: int) -> dict[tuple[str, int], float | None]:
+        """Model ``model``'s figure on every (column, code): per token or per item."""
+        return {(name, c): _figure(cell, model, self.tokens)
+                for name, cells in self.cells.items() for c, cell in cells.items()}  # fmt: skip
+
+    def _result(self, column: str, value: Any, cell: Cell, model: int,
+                base_figure: float | None,
+                bounds: tuple[float, float] | None) -> SliceResult:  # fmt: skip
+        total = cell.sums[model]
+        loss_sum = None if cell.nonfinite[model] or total.overflowed else total.value
+        per_item = None if loss_sum is None or not cell.items else _finite(loss_sum / cell.items)
+        pair = cell.paired.get(model)
+        return SliceResult(
+            column=column, value=value, items=cell.items, weight=cell.weight,
+            loss_sum=loss_sum, loss_per_item=per_item,
+            accuracy=cell.correct[model] / cell.counted if self.accuracy and cell.counted
+            else None,
+            nonfinite_items=cell.nonfinite[model], range=bounds,
+            loss_per_token=_figure(cell, model, tokens=True) if self.tokens else None,
+            vs_baseline=None if pair is None else pair.comparison(base_figure),
+        )  # fmt: skip
+
+
+def _figure(cell: Cell, model: int, tokens: bool) -> float | None:
+    total = cell.sums[model]
+    if cell.nonfinite[model] or total.overflowed:
+        return None
+    count = cell.weight if tokens else cell.items
+    return _finite(total.value / count) if count else None
+
+
+def _order(value: Any, code: int, edges: tuple[float, ...] | None) -> tuple[Any, ...]:
+    if edges is not None or value is None:
+        return (value is None, code, "", 0)
+    return (False, 0, type(value).__name__, value)
+
+
+def _range(edges: tuple[float, ...] | None, code: int) -> tuple[float, float] | None:
+    if edges is None or code >= len(edges) - 1:
+        return None
+    return (edges[code], edges[code + 1])
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of ``p_values`` (None: no test, left out of the count):
+    sorted ascending p(1) <= ... <= p(m), adjusted p(i) = max over j <= i of
+    min(1, (m - j + 1) p(j))."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(tested)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for j, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - j) * p))
+        out[i] = running
+    return out
+
+
+def holm_adjusted(found: list[SliceResult]) -> list[SliceResult]:
+    """One column's slices with their Holm-adjusted p-values."""
+    from dataclasses import replace
+
+    adjusted = holm([None if r.vs_baseline is None else r.vs_baseline.p_value for r in found])
+    return [replace(r, p_holm=p) for r, p in zip(found, adjusted, strict=True)]
