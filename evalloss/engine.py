@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .accuracy import correct_items
 from .errors import LossError, ModelError
 from .exact import ExactSum
 from .losses import Loss
@@ -104,7 +105,7 @@ class Accumulator:
                     raise ModelError(
                         f"{self.loss.name} failed on {rows}: {_first_line(exc)}", path=self.label
                     ) from exc
-                hits = self.loss.correct_items(outputs, y)
+                hits = correct_items(self.loss, outputs, y)
         except Exception as exc:
             if not _out_of_memory(exc):
                 raise

@@ -81,35 +81,19 @@ class Loss:
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         """(correct, counted) target elements (a mask's counted pixels, a multi-label item's
         labels), for ``accuracy``; (0, 0) when not defined."""
-        items = self.correct_items(outputs, targets)
-        if items is None:
-            return 0, 0
-        return int(items[0].sum()), int(items[1].sum())
-
-    def correct_items(
-        self, outputs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Each item's correct and counted target elements, (N,) int64 each (per-slice
-        ``accuracy``); None when accuracy is not defined."""
-        import torch
-
         if not self.has_accuracy:
-            return None
+            return 0, 0
         outputs, targets = self.align(outputs, targets)
-        counted = None
         if self.classes:
             predicted = outputs.argmax(dim=1)  # (N, C, d1, ...) -> (N, d1, ...)
             if self.ignore_index is not None:
-                counted = (targets != self.ignore_index).reshape(len(targets), -1)
+                counted = targets != self.ignore_index
+                return int(((predicted == targets) & counted).sum()), int(counted.sum())
         elif self.name == "bce-logits":
             predicted = (outputs > 0).to(targets.dtype)
         else:
             predicted = (outputs > 0.5).to(targets.dtype)
-        hits = (predicted == targets).reshape(len(targets), -1)  # (N, E)
-        if counted is None:
-            every = torch.full((len(hits),), hits.shape[1], dtype=torch.int64)
-            return hits.sum(dim=1).cpu(), every
-        return (hits & counted).sum(dim=1).cpu(), counted.sum(dim=1).cpu()
+        return int((predicted == targets).sum()), targets.numel()
 
     def invalid_target(
         self, outputs: torch.Tensor, targets: torch.Tensor
@@ -314,8 +298,3 @@ class CausalLM(Loss):
 
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         return 0, 0
-
-    def correct_items(
-        self, outputs: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return None
