@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--values", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--folder", default="/tmp/evalloss-bench")
+    parser.add_argument("--format", action="append", choices=("parquet", "csv"),
+                        help="data formats to time (default: both)")  # fmt: skip
     args = parser.parse_args()
     folder = Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,7 @@ def main() -> None:
     features = feature_names()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {args.rows:,} rows, {args.values} slice values")  # fmt: skip
-    for kind in ("parquet", "csv"):
+    for kind in args.format or ("parquet", "csv"):
         times: dict[str, list[float]] = {"plain": [], "sliced": []}
         for _ in range(args.repeat):
             for name, extra in (("plain", {}), ("sliced", {"slice": ["segment"]})):
