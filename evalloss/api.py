@@ -12,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import distributed, gate, readahead, run, sequential, slicegate
+from . import distributed, gate, readahead, reuse, run, sequential, slicegate
+from .cache import parse_size
 from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
 from .models import warn_if_unused
@@ -50,6 +51,8 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     progress: Callable[[int], None] | None = None,
     no_hash: bool = False,
     one_at_a_time: bool = False,
+    cache: PathLike | None = None,
+    cache_max_size: int | str | None = None,
     **options: Unpack[RunKeywords],
 ) -> Report:
     """Evaluate every checkpoint over the whole data set and rank them by exact loss per item.
@@ -70,6 +73,10 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     ``no_hash``: leave the files' sha256 out of ``report.provenance``.
     ``threads``: torch's intra-op threads (default: the cores this process may use, divided
     by the processes on the node under torchrun). ``batch_size``: rows per forward pass.
+    ``cache``: a folder of per-model results keyed by everything a figure depends on
+    (docs/cache.md): cached models are read, not evaluated (``ModelResult.cached``);
+    ``cache_max_size`` (bytes, or ``"500M"``, ``"2G"``) evicts the least recently used
+    entries past it. One process only.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each process evaluates its share of the rows and
     every process returns the same report, reduced exactly, with ``world_size`` set.
@@ -92,6 +99,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         min_slice_items=min_slice_items,
     )
     paths, base = _with_baseline(checkpoints, baseline)
+    cached = _cache_options(cache, cache_max_size)
     if rules is not None and len(paths) == 1 and base == 0:
         raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
     for option, value in (("--per-item", per_item), ("--plot", plot)):
@@ -99,15 +107,19 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
             distributed.single_process_only(option)
     world = distributed.World.from_env()
     with world, readahead.threads(threads, world.local_size):
-        plan, found, built, taps, batch_size = _prepare(
-            paths, settings, world, batch_size, (per_item, plot, sample, one_at_a_time), progress
+        outputs = (per_item, plot, sample, one_at_a_time)
+        plan, found, built, taps, batch_size, hits = _prepare(
+            paths, settings, world, batch_size, outputs, progress, cached
         )
         token = plan.loss.unit == "token"
         pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
         sliced = _slice_sums(plan, len(paths), base)
         with taps:
             observers = [o for o in (pairing, sliced, taps) if o is not None]
-            passes = _evaluate(plan, found, built, observers, batch_size, world)
+            if hits is None:
+                passes = _evaluate(plan, found, built, observers, batch_size, world)
+            else:
+                passes = reuse.evaluate(plan, found, built, hits, observers, batch_size, world)
             accumulators = passes.accumulators
             run.reduce(world, [*accumulators, *(o for o in (pairing, sliced) if o)])
             if accumulators[0].items == 0:
@@ -162,10 +174,12 @@ def _prepare(
     batch_size: int | None,
     outputs: tuple[PathLike | None, PathLike | None, bool, bool],
     progress: Callable[[int], None] | None,
-) -> tuple[Plan, list[list[int]], list[Accumulator] | None, Taps, int]:
-    """Resolve the plan, build every model (where they run in one pass) and check the
-    outputs, the same on every process: they agree on the first error before any data is
-    read. ``outputs``: per-item export, plot, whether to keep a sample, one at a time."""
+    cached: tuple[PathLike, int | None] | None,
+) -> tuple[Plan, list[list[int]], list[Accumulator] | None, Taps, int, reuse.Lookup | None]:
+    """Resolve the plan, look the models up in the cache (``cached``: its folder and most
+    bytes), build every model left (where they run in one pass) and check the outputs, the
+    same on every process: they agree on the first error before any data is read.
+    ``outputs``: per-item export, plot, whether to keep a sample, one at a time."""
     per_item, plot, sample, one_at_a_time = outputs
     error, prepared = None, None
     try:
@@ -173,10 +187,16 @@ def _prepare(
         if world.rank == 0:  # one warning line under torchrun
             warn_if_unused(options.model, plan.checkpoints)
         found = sequential.groups(plan, one_at_a_time)
+        single = len(found) == 1  # one pass for all (else `sequential`: in file order)
+        hits = None
+        if cached is not None:
+            hits = reuse.lookup(plan, *cached, ordered=plan.options.ordered or not single)
+        if hits is not None:  # cached models: no pass, no weights
+            found = [g for g in ([i for i in g if i not in hits.hits] for g in found) if g]
         built = None
-        if len(found) == 1:  # one pass for all: every model built now
-            built = [Accumulator(plan.build(c), plan.loss, plan.device, c.path)
-                     for c in plan.checkpoints]  # fmt: skip
+        if single and found:  # one pass for all: every model built now
+            built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
+                                 plan.checkpoints[i].path) for i in found[0]]  # fmt: skip
         token = plan.loss.unit == "token"
         taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
                     targets=TOKENS if token else plan.source.targets,
@@ -186,7 +206,7 @@ def _prepare(
                     slicing=getattr(plan.source, "slicing", None))  # fmt: skip
         if sample:
             taps.keep_sample()
-        prepared = plan, found, built, taps, fitted_batch_size(plan, batch_size)
+        prepared = plan, found, built, taps, fitted_batch_size(plan, batch_size), hits
     except EvallossError as exc:
         error = exc
     world.agree(error)
@@ -240,6 +260,21 @@ def _same_path(a: PathLike, b: PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
     except (OSError, RuntimeError):  # a symlink loop: opening it says so, with its name
         return os.fspath(a) == os.fspath(b)
+
+
+def _cache_options(
+    cache: PathLike | None, max_size: int | str | None
+) -> tuple[PathLike, int | None] | None:
+    """``--cache`` and ``--cache-max-size`` checked: the folder and the most bytes, or None."""
+    if cache is None:
+        if max_size is not None:
+            raise OptionError("needs --cache", key="--cache-max-size")
+        return None
+    distributed.single_process_only("--cache", CACHE_WHY)
+    return cache, None if max_size is None else parse_size(max_size)
+
+
+CACHE_WHY = "an entry holds every item of the data; run in one process to use the cache"
 
 
 def _check_positive(value: int | None, option: str) -> None:

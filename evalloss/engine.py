@@ -53,6 +53,7 @@ class Accumulator:
         self.last_weights: torch.Tensor | None = None
         self.last_correct: tuple[torch.Tensor, torch.Tensor] | None = None
         self.seconds = 0.0
+        self.cached = False  # its state read from the result cache (`reuse`), not a pass
 
     def feed(
         self, inputs: torch.Tensor | dict[str, torch.Tensor], targets: torch.Tensor, row: int = 0

@@ -66,6 +66,7 @@ def build_report(  # noqa: PLR0913 - the pass's reduced states
             per_byte=by_bytes,
             **(_element_figures(results[i]) if by_element else {}),
             slices=() if slices is None else slices.results(i, base_figures),
+            cached=accumulators[i].cached,
         )
         for rank, i in enumerate(order, start=1)
     )

@@ -87,6 +87,9 @@ class ModelResult:
     weight: int | None = None  # items of different weights only: counted elements
     loss_per_element: float | None = None  # (sum of every counted element's loss) / weight
     slices: tuple[Any, ...] = ()  # --slice: `slicefigures.SliceResult`s, per column and value
+    # its figures read from the result cache (--cache), not evaluated: not in the JSON report,
+    # which is the same cached or not
+    cached: bool = field(default=False, compare=False)
 
     @property
     def figure(self) -> float | None:
@@ -178,6 +181,7 @@ class Report:
                 model.pop("vs_baseline")
             model.pop("per_byte")
             _slices_dict(model, self)
+            model.pop("cached")
             if self.unit == "item":
                 for key in _TOKEN_KEYS:
                     model.pop(key)

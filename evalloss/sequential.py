@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .sources.base import Gather
 
 KEEP_BYTES = 1 << 30  # tokenized blocks kept between passes
+MAX_TARGETS = 64  # more target elements per item are not recorded (masks: weights shown)
 MEMORY_SHARE = 0.5  # models together may take this share of the memory available
 STEP = 65536  # items replayed to the observers at once
 
@@ -87,13 +88,15 @@ def available_bytes(device: torch.device) -> int | None:
 
 class Recorder:
     """Every item's value for each model of a group, and its weight, in the order seen; where
-    the run is sliced, the items' keys too."""
+    the run is sliced, the items' keys too; with ``targets``, each item's targets (float64,
+    (n, T): tabular data, for the result cache)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, targets: bool = False) -> None:
         self.rows: list[int] = []
         self.values: list[npt.NDArray[np.float64]] = []
         self.weights: list[npt.NDArray[np.int64]] = []
         self.keys: list[run.ItemKeys] = []
+        self.targets: list[npt.NDArray[np.float64]] | None = [] if targets else None
 
     def batch(self, row: int, targets: Any, losses: Sequence[torch.Tensor],
               weights: torch.Tensor, keys: run.ItemKeys | None = None) -> None:  # fmt: skip
@@ -104,6 +107,12 @@ class Recorder:
         self.weights.append(weights.numpy().astype(np.int64))
         if keys is not None:
             self.keys.append(keys)
+        if self.targets is None:
+            return
+        if targets is None or targets.dim() > 2 or targets[0].numel() > MAX_TARGETS:
+            self.targets = None  # not columns of a table (masks, images): the export shows weights
+        else:
+            self.targets.append(targets.reshape(len(targets), -1).numpy().astype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,28 @@ def evaluate(
     """Every group's pass, then the observers fed as by one pass."""
     import numpy as np
 
+    accumulators, recorders, sources = record(plan, found, batch_size, world)
+    done = [a for a in accumulators if a is not None]
+    assert len(done) == len(accumulators)
+    first = next(iter(sources.values()))
+    text_bytes = first.bytes_read() if hasattr(first, "bytes_read") else None
+    weights = recorders[0][1].weights
+    if len(sources) > 1:  # tokenizers differ: items weigh their bytes
+        weights = [np.asarray(first.document_bytes(), dtype=np.int64)]  # type: ignore[attr-defined]
+    replay(recorders, weights, observers, len(done), plan.options.data)
+    return Passes(done, text_bytes, by_bytes=len(sources) > 1)
+
+
+Recorded = list[tuple[list[int], Recorder]]  # each group's models and their recorded items
+
+
+def record(
+    plan: Plan, found: list[list[int]], batch_size: int, world: distributed.World,
+    *, targets: bool = False,
+) -> tuple[list[Accumulator | None], Recorded, dict[str | None, DataSource]]:
+    """Every group's pass, each group's items recorded (with ``targets``: theirs too): the
+    models' accumulators (None for a model in no group), each group's `Recorder`, the
+    source each tokenizer read."""  # fmt: skip
     accumulators: list[Accumulator | None] = [None] * len(plan.checkpoints)
     recorders, kept = [], _Kept()
     sources: dict[str | None, DataSource] = {}
@@ -141,27 +172,21 @@ def evaluate(
         source = kept.around(sources[tokenizer])
         built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
                              plan.checkpoints[i].path) for i in group]  # fmt: skip
-        recorder = Recorder()
+        recorder = Recorder(targets=targets)
         run.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
         for i, acc in zip(group, built, strict=True):
             acc.module = None  # type: ignore[assignment]  # its weights go; its sums stay
             accumulators[i] = acc
         recorders.append((group, recorder))
-    done = [a for a in accumulators if a is not None]
-    assert len(done) == len(accumulators)
-    first = next(iter(sources.values()))
-    text_bytes = first.bytes_read() if hasattr(first, "bytes_read") else None
-    weights = recorders[0][1].weights
-    if len(sources) > 1:  # tokenizers differ: items weigh their bytes
-        weights = [np.asarray(first.document_bytes(), dtype=np.int64)]  # type: ignore[attr-defined]
-    _replay(recorders, weights, observers, len(done), plan.options.data)
-    return Passes(done, text_bytes, by_bytes=len(sources) > 1)
+    return accumulators, recorders, sources
 
 
-def _replay(recorders: list[tuple[list[int], Recorder]], weights: list[Any],
-            observers: Sequence[run.Observer], models: int, path: str) -> None:  # fmt: skip
-    """The recorded items, every model's values side by side, to the observers: in runs of
-    consecutive item numbers (an observer's ``row`` starts a run), at most `STEP` at once."""
+def replay(recorders: Recorded, weights: list[Any], observers: Sequence[run.Observer],
+           models: int, path: str,
+           targets: npt.NDArray[np.float64] | None = None) -> None:  # fmt: skip
+    """The recorded items, every model's values side by side (and their ``targets``, where
+    kept), to the observers: in runs of consecutive item numbers (an observer's ``row``
+    starts a run), at most `STEP` at once."""
     import numpy as np
     import torch
 
@@ -179,17 +204,19 @@ def _replay(recorders: list[tuple[list[int], Recorder]], weights: list[Any],
     counts = torch.from_numpy(np.concatenate(weights) if weights else np.empty(0, np.int64))
     losses = [torch.from_numpy(np.ascontiguousarray(table[:, m])) for m in range(models)]
     keys = _keys(recorders, models)
+    shown = None if targets is None else torch.from_numpy(targets)
     breaks = np.flatnonzero(np.diff(ids) != 1) + 1
     for run_start, run_end in zip([0, *breaks], [*breaks, len(ids)], strict=True):
         for start in range(run_start, run_end, STEP):
             end = min(start + STEP, run_end)
             for observer in observers:
-                observer.batch(int(ids[start]), None, [loss[start:end] for loss in losses],
+                part = None if shown is None else shown[start:end]
+                observer.batch(int(ids[start]), part, [loss[start:end] for loss in losses],
                                counts[start:end],
                                None if keys is None else keys.rows(start, end))  # fmt: skip
 
 
-def _keys(recorders: list[tuple[list[int], Recorder]], models: int) -> run.ItemKeys | None:
+def _keys(recorders: Recorded, models: int) -> run.ItemKeys | None:
     """The recorded items' keys, every model's correct elements side by side."""
     import numpy as np
 

@@ -12,6 +12,7 @@ import click
 
 from evalloss._version import __version__
 
+from .cachecmd import cache_command
 from .commands import compare, explain
 from .config import default_map, settings
 from .exits import EvallossGroup, warnings_as_lines
@@ -58,6 +59,7 @@ EVALUATING = {"compare": compare, "explain": explain}
 SETTINGS = "evalloss.settings"
 cli.add_command(compare)
 cli.add_command(explain)
+cli.add_command(cache_command)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import click
 
 from . import github, tracking
 from .exits import GateFailed, error_line
-from .options import data_options, gate_options
+from .options import SizeType, data_options, gate_options
 from .progress import progress_bar
 
 
@@ -80,6 +80,19 @@ from .progress import progress_bar
     "available, and for text when the models' tokenizers differ.",
 )
 @click.option(
+    "--cache",
+    metavar="DIR",
+    help="Keep each model's per-item results over the data in DIR, keyed by the sha256 of its "
+    "files and of the data and every option that can change a figure; a model found there is "
+    "read, not evaluated (same figures, bit for bit). See docs/cache.md. One process only.",
+)
+@click.option(
+    "--cache-max-size",
+    type=SizeType(),
+    metavar="SIZE",
+    help="With --cache: evict the least recently used entries past SIZE (bytes, or 500M, 2G).",
+)
+@click.option(
     "--no-hash",
     is_flag=True,
     help="Leave the sha256 of the checkpoints and data file out of the report's provenance. "
@@ -129,6 +142,9 @@ def compare(
         logged = [p for p in (options.get("plot"), output if fmt == "html" else None) if p]
         tracking.log(report, experiment=mlflow_experiment, options=_given(options),
                      artifacts=logged)  # fmt: skip
+    cached = [m.name for m in report.models if m.cached]
+    if cached:
+        click.echo(f"evalloss: read from the cache: {', '.join(cached)}", err=True)
     if github.active():
         github.publish(report, output)
     line = verdict(displayable(report)) if report.gate is not None else None

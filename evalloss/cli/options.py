@@ -35,6 +35,21 @@ class ThresholdType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
             self.fail(str(exc), param, ctx)
 
 
+class SizeType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
+    """A size in bytes: ``1000000``, ``500M``, ``2G`` (`cache.parse_size`)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from evalloss.cache import parse_size
+        from evalloss.errors import OptionError
+
+        try:
+            return parse_size(value)
+        except OptionError as exc:
+            self.fail(exc.message, param, ctx)
+
+
 def gate_options(f: F) -> F:
     """The baseline and the promotion gate (compare only)."""
     for option in reversed(

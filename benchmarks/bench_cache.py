@@ -1,0 +1,111 @@
+"""Benchmark --cache on a one-candidate gate (not a test).
+
+    python benchmarks/bench_cache.py --rows 1000000 --documents 2000 --repeat 3
+
+Two model-bound cases: the tabular benchmark's data (``--rows`` x 64 features, Parquet) with
+two of its 64-256-256-10 MLPs, and the language-model benchmark's documents (`bench_lm`) with
+two of its GPTs. For each, three commands timed as whole processes, interleaved, the median
+of ``--repeat``: the gate without a cache; the same gate with the baseline cached (a fresh
+copy of a cache that holds the baseline alone, copied inside the timed command); and the gate
+with an empty cache (both models evaluated, hashed and stored: the cost of a miss). Then the
+JSON reports of the uncached and cached-baseline gates are compared figure by figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench import interleaved, make_data, paths  # noqa: E402
+from bench_lm import KWARGS  # noqa: E402
+from bench_lm import make as make_lm  # noqa: E402
+
+PY = sys.executable
+
+
+def gate(candidate: Path, baseline: Path, data: Path, *extra: str) -> list[str]:
+    return [PY, "-m", "evalloss", "compare", str(candidate), "--baseline", str(baseline),
+            "--data", str(data), "--max-loss", "1e9", "--format", "json", "--no-progress",
+            *extra]  # fmt: skip
+
+
+def shell(*parts: str) -> list[str]:
+    return ["sh", "-c", " ".join(parts)]
+
+
+def case(name: str, command: list[str], folder: Path, repeat: int) -> dict[str, float]:
+    """Time the three gates of one case; check the cached figures; return the ratios."""
+    base, cand = command[6], command[4]
+    seeded = folder / f"{name}-seeded"
+    shutil.rmtree(seeded, ignore_errors=True)
+    gate_at = command.index("--max-loss")
+    only_base = [*command[:4], base, *command[7:gate_at], *command[gate_at + 2 :]]
+    subprocess.run([*only_base, "--cache", str(seeded)], check=True, stdout=subprocess.DEVNULL)
+    work, empty = folder / f"{name}-work", folder / f"{name}-empty"
+    quoted = " ".join(f"'{c}'" for c in command)
+    copy = f"rm -rf '{work}' && cp -r '{seeded}' '{work}' &&"
+    commands = {
+        f"{name}: no cache": command,
+        f"{name}: baseline cached": shell(copy, quoted, f"--cache '{work}'"),
+        f"{name}: empty cache (miss)": shell(f"rm -rf '{empty}' &&", quoted, f"--cache '{empty}'"),
+    }
+    print(f"# {name}: candidate {Path(cand).name}, baseline {Path(base).name}", flush=True)
+    results = interleaved(commands, repeat)
+    plain = _figures(subprocess.run(command, check=False, capture_output=True, text=True).stdout)
+    cached = subprocess.run([*command, "--cache", str(seeded)], check=False, capture_output=True,
+                            text=True)  # fmt: skip
+    identical = plain == _figures(cached.stdout)
+    walls = [r["seconds"] for r in results.values()]
+    ratios = {"cached / uncached": walls[1] / walls[0], "miss / uncached": walls[2] / walls[0]}
+    for label, value in ratios.items():
+        print(f"{name}: {label}: {value:.2f}x", flush=True)
+    print(f"{name}: cached figures bit-identical to uncached: {identical}", flush=True)
+    return ratios
+
+
+def _figures(report: str) -> object:
+    """The report's figures: every model without its seconds, and the gate."""
+    document = json.loads(report)
+    for model in document["models"]:
+        model.pop("seconds")
+    return document["models"], document.get("gate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--documents", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/evalloss-bench-cache"))
+    args = parser.parse_args()
+    import torch
+
+    import evalloss
+
+    make_data(args.folder, args.rows)
+    files = paths(args.folder, args.rows)
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{args.rows} rows, {args.documents} documents", flush=True)  # fmt: skip
+    case("tabular", gate(files["ckpt1"], files["ckpt0"], files["parquet"]), args.folder,
+         args.repeat)  # fmt: skip
+    sys.path.insert(0, str(HERE))
+    from _lm import GPT
+
+    data, base, _ = make_lm(args.folder / "lm", args.documents)
+    cand = base.with_name("gpt-candidate.safetensors")
+    if not cand.exists():
+        torch.manual_seed(1)
+        evalloss.save(GPT(**KWARGS), cand, loss="causal-lm")
+    model = ["--model", f"{HERE / '_lm.py'}:GPT", "--model-kwargs", json.dumps(KWARGS)]
+    case("lm", gate(cand, base, data, *model), args.folder, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

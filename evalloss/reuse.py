@@ -1,0 +1,224 @@
+"""A run with ``--cache``: the models whose results are cached are read from the cache, the
+others evaluated (in one pass, or group by group: `sequential`) and their items recorded and
+stored; then every model's items are replayed to the observers as one pass would show them.
+
+The key of a model's entry (`key`) holds everything its figures depend on: the sha256 of
+every file it is built from (a model folder's too), of the data and of its tokenizer, the
+user's model code and keyword arguments, the loss, targets, features, the sequence options,
+the precision, the device type, `cache.FIGURE_FORMAT`, and torch's major.minor where the run
+is not float64 (kernels change between releases). Batch size, threads, format and progress
+cannot change a figure and are not in it. The data is hashed before the pass (a model is
+skipped before anything is read); with every model cached, no row is read at all.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import cache, run
+from .engine import Accumulator
+from .errors import CheckpointError, EvallossWarning
+from .sequential import Passes, Recorder, record, replay
+from .sources.chunks import sha256_of
+from .usercode import source_file
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from . import distributed
+    from .options import PathLike
+    from .plan import Plan
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The cache's answer before a run: every model's key, and the entries found."""
+
+    folder: PathLike
+    max_size: int | None
+    keys: list[dict[str, Any]]
+    hits: dict[int, cache.Entry]
+
+
+def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool) -> Lookup | None:
+    """Every model's key and the entries the cache holds; None where the cache cannot serve
+    this run (text whose models' tokenizers differ: one warning). ``ordered``: the pass reads
+    sequence data in file order (not packed by length: float32 figures may differ in their
+    last bits, and the items come in another order)."""
+    from .sources import factory
+
+    text = hasattr(plan.source, "bytes_read")
+    why = None
+    if text and len({t for t in plan.tokenizers if t is not None}) > 1:
+        why = "where the models' tokenizers differ (the items are weighted by bytes)"
+    elif factory.accepts(plan.options.data, plan.options):
+        why = "with a Dataset factory (what it reads cannot be hashed)"
+    elif getattr(plan.source, "slicing", None) is not None:
+        why = "with --slice (an entry does not keep the items' slices yet)"
+    if why is not None:
+        warnings.warn(f"--cache is not used {why}: every model is evaluated",
+                      EvallossWarning, stacklevel=3)  # fmt: skip
+        return None
+    data = sorted(plan.source.sha256().values())
+    keys = [key(plan, i, data, ordered=ordered) for i in range(len(plan.checkpoints))]
+    hits = {}
+    for i, k in enumerate(keys):
+        entry = cache.load(folder, k)
+        if entry is not None:
+            hits[i] = entry
+    return Lookup(folder, max_size, keys, hits)
+
+
+def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> dict[str, Any]:
+    """Everything model ``index``'s figures (and its items' order) depend on, as plain JSON
+    data; ``ordered`` counts for sequence data only (tabular data is always in file order)."""
+    import torch
+
+    checkpoint = plan.checkpoints[index]
+    options = plan.options
+    files = [[_relative(f, checkpoint.path), _sha256(f)] for f in checkpoint.paths]
+    tokenizer = plan.tokenizers[index] if plan.tokenizers else None
+    model_file = source_file(options.model)
+    found = {
+        "format": cache.FIGURE_FORMAT,
+        "checkpoint": files,
+        "data": data,
+        "loss": plan.loss.name,
+        "target": list(plan.source.targets),
+        "feature": list(plan.source.features),
+        "no_header": options.no_header,
+        "sequence": [
+            options.context, options.stride, options.token_dtype, options.tokens_column,
+            options.text_column, ordered if plan.loss.unit == "token" else None,
+        ],
+        "tensors": [options.inputs_key, options.targets_key, options.ignore_index],
+        "tokenizer": None if tokenizer is None else _sha256(tokenizer),
+        "model": [options.model, None if model_file is None else _sha256(model_file)],
+        "model_kwargs": json.dumps(dict(options.model_kwargs), sort_keys=True, default=repr),
+        "precision": options.precision,
+        "device": plan.device.type,
+        "torch": None if options.precision == "float64" else _major_minor(torch.__version__),
+    }
+    normal: dict[str, Any] = json.loads(json.dumps(found))  # tuples -> lists, as read back
+    return normal
+
+
+def evaluate(
+    plan: Plan,
+    found: list[list[int]],
+    built: list[Accumulator] | None,
+    cached: Lookup,
+    observers: Sequence[run.Observer],
+    batch_size: int,
+    world: distributed.World,
+) -> Passes:
+    """The models missing from the cache in one pass (``built``, the models of ``found[0]``)
+    or group by group (``found``), recorded and stored; the cached ones read; then every
+    model's items to the observers, as one pass would show them."""
+    models = len(plan.checkpoints)
+    accumulators: list[Accumulator | None] = [None] * models
+    fresh: list[tuple[list[int], Recorder]] = []
+    source, targets = None, plan.loss.unit != "token"  # tabular: the targets recorded too
+    if built is not None:
+        recorder, source = Recorder(targets=targets), plan.source
+        run.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
+        for i, acc in zip(found[0], built, strict=True):
+            accumulators[i] = acc
+        fresh.append((found[0], recorder))
+    elif found:
+        accumulators, fresh, sources = record(plan, found, batch_size, world, targets=targets)
+        source = next(iter(sources.values()))
+    counted = getattr(source, "bytes_read", None)
+    text_bytes = None if counted is None else int(counted())
+    recorders = list(fresh)
+    for i, entry in cached.hits.items():
+        accumulators[i] = _restored(plan, i, entry)
+        recorders.append(([i], _recorded(entry)))
+        if text_bytes is None:
+            text_bytes = entry.text_bytes
+    _store(cached, fresh, accumulators, text_bytes)
+    done = [a for a in accumulators if a is not None]
+    assert len(done) == models
+    shown = _targets(fresh[0][1]) if fresh else next(iter(cached.hits.values())).targets
+    replay(recorders, recorders[0][1].weights, observers, models, plan.options.data, shown)
+    return Passes(done, text_bytes, by_bytes=False)
+
+
+def _store(cached: Lookup, fresh: list[tuple[list[int], Recorder]],
+           accumulators: list[Accumulator | None], text_bytes: int | None) -> None:  # fmt: skip
+    """Every freshly evaluated model's entry."""
+    import numpy as np
+
+    for group, recorder in fresh:
+        values = np.concatenate(recorder.values) if recorder.values else np.empty((0, len(group)))
+        weights = np.concatenate(recorder.weights) if recorder.weights else np.empty(0, np.int64)
+        targets = _targets(recorder)
+        for column, i in enumerate(group):
+            acc = accumulators[i]
+            assert acc is not None
+            state = {**acc.state(), "seconds": 0.0}
+            entry = cache.Entry(np.ascontiguousarray(values[:, column]), weights, state,
+                                text_bytes, targets)  # fmt: skip
+            cache.store(cached.folder, cached.keys[i], entry, cached.max_size)
+
+
+def _restored(plan: Plan, index: int, entry: cache.Entry) -> Accumulator:
+    """A cached model's accumulator: its exact sums and counts as the pass left them."""
+    from torch import nn
+
+    acc = Accumulator(nn.Identity(), plan.loss, plan.device, plan.checkpoints[index].path)
+    acc.module = None  # type: ignore[assignment]  # no weights: the figures come from the entry
+    acc.merge_states([entry.state])
+    acc.cached = True
+    return acc
+
+
+def _targets(recorder: Recorder) -> npt.NDArray[np.float64] | None:
+    """The recorded items' targets (n, T), where they were recorded."""
+    import numpy as np
+
+    if recorder.targets is None or len(recorder.targets) != len(recorder.values):
+        return None
+    return np.concatenate(recorder.targets) if recorder.targets else None
+
+
+def _recorded(entry: cache.Entry) -> Recorder:
+    recorder = Recorder()
+    recorder.rows.append(0)
+    recorder.values.append(entry.values[:, None])
+    recorder.weights.append(entry.weights)
+    return recorder
+
+
+def _relative(file: str, root: str) -> str:
+    """A model folder's file by its name in the folder; a lone checkpoint by no name (the
+    same bytes under another name are the same model)."""
+    path, base = Path(file), Path(root)
+    return path.relative_to(base).as_posix() if path != base and base in path.parents else ""
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(file: str) -> str:
+    """The file's sha256, hashed once per process while its size and mtime stay."""
+    from .files import stamp
+
+    try:
+        known = (file, *stamp(file))
+        if known not in _HASHED:
+            _HASHED[known] = sha256_of(file)
+        return _HASHED[known]
+    except OSError as exc:
+        raise CheckpointError(f"cannot read it to hash it ({exc.strerror or exc})",
+                              path=file) from exc  # fmt: skip
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
