@@ -203,18 +203,10 @@ def _relative(file: str, root: str) -> str:
     return path.relative_to(base).as_posix() if path != base and base in path.parents else ""
 
 
-_HASHED: dict[tuple[str, int, int], str] = {}
-
-
 def _sha256(file: str) -> str:
-    """The file's sha256, hashed once per process while its size and mtime stay."""
-    from .files import stamp
-
+    """The file's sha256 (hashed once per process: `sha256_of`)."""
     try:
-        known = (file, *stamp(file))
-        if known not in _HASHED:
-            _HASHED[known] = sha256_of(file)
-        return _HASHED[known]
+        return sha256_of(file)
     except OSError as exc:
         raise CheckpointError(f"cannot read it to hash it ({exc.strerror or exc})",
                               path=file) from exc  # fmt: skip

@@ -127,10 +127,19 @@ def has_quote(path: str, start: int, end: int) -> bool:
     return False
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_of(path: str) -> str:
-    """The hex sha256 of the file, read in ranges."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(RANGE_BYTES):
-            digest.update(piece)
-    return digest.hexdigest()
+    """The hex sha256 of the file, read in ranges; once per process while its size and
+    modification time stay (a cache key and the provenance ask for the same checkpoint)."""
+    from evalloss.files import stamp
+
+    known = (path, *stamp(path))
+    if known not in _HASHED:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while piece := f.read(RANGE_BYTES):
+                digest.update(piece)
+        _HASHED[known] = digest.hexdigest()
+    return _HASHED[known]
