@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import statistics
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -226,3 +228,10 @@ def test_nonfinite_baseline_gives_null_comparisons(write_csv, save) -> None:  # 
         "p_value": None,
         "wins": None,
     }
+
+
+def test_the_t_interval_does_not_import_scipy_stats() -> None:
+    """scipy.stats takes about a second to import: start-up every gated run would pay."""
+    code = ("import sys; from evalloss.stats import t_interval; t_interval(1.0, 0.5, 10);"
+            "assert 'scipy.stats' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

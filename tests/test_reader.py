@@ -340,3 +340,61 @@ def test_read_ahead_only_where_the_models_leave_cores_free(monkeypatch: pytest.M
         assert evaluation.read_ahead(cpu, 1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_hash_ahead_hands_its_hashes_to_sha256_of(tmp_path: Path) -> None:
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"f{i}.bin")
+        files[-1].write_bytes(bytes(range(256)) * (1000 + i))
+    chunks.hash_ahead([str(f) for f in files] + [str(tmp_path / "missing"), str(tmp_path)])
+    for f in files:  # asked by another spelling of the same path: the same entry
+        relative = str(f.parent / ".." / f.parent.name / f.name)
+        assert chunks.sha256_of(relative) == hashlib.sha256(f.read_bytes()).hexdigest()
+        assert chunks._AHEAD[chunks._known(str(f))].done()
+
+
+def test_a_file_changed_after_hash_ahead_is_hashed_again(tmp_path: Path) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"old" * 1000)
+    chunks.hash_ahead([str(path)])
+    chunks.sha256_of(str(path))
+    path.write_bytes(b"new bytes" * 1000)  # another size: another stamp
+    assert chunks.sha256_of(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_failed_hash_ahead_raises_where_the_hash_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"x" * 100)
+    real = chunks._hash
+    monkeypatch.setattr(chunks, "_hash", lambda p: (_ for _ in ()).throw(PermissionError(13, "no")))
+    chunks.hash_ahead([str(path)])
+    with pytest.raises(PermissionError):
+        chunks.sha256_of(str(path))  # the thread's error, raised again here by hashing anew
+    monkeypatch.setattr(chunks, "_hash", real)
+    assert chunks.sha256_of(str(path)) == hashlib.sha256(b"x" * 100).hexdigest()
+
+
+@pytest.mark.parametrize(("data", "cache", "no_hash", "data_ahead", "any_ahead"), [
+    ("d.parquet", None, False, True, True),  # hashed after the pass: start it now
+    ("d.csv", None, False, False, True),  # hashed while parsed: not twice
+    ("d.csv", "c", False, True, True),  # the cache key needs it before the pass
+    ("d.parquet", None, True, False, False),  # --no-hash: nothing
+])
+def test_compare_hashes_ahead_what_the_run_will_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    data: str, cache: str | None, no_hash: bool, data_ahead: bool, any_ahead: bool,
+) -> None:
+    from evalloss.cli import commands
+
+    asked: list[str] = []
+    monkeypatch.setattr(chunks, "hash_ahead", lambda paths: asked.extend(paths))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    options = {"data": str(tmp_path / data), "cache": cache, "no_hash": no_hash}
+    commands._hash_ahead(["a.safetensors", str(folder)], options)
+    assert (str(tmp_path / data) in asked) == data_ahead
+    assert (str(folder / "config.json") in asked) == any_ahead

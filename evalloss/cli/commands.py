@@ -117,6 +117,7 @@ def compare(
     With --baseline and a gate (--min-improvement, --max-loss, --require-significant), exit 1
     when the gate fails: the winner is the best-ranked model that is not the baseline.
     """
+    _hash_ahead(checkpoints, options)  # before torch is imported: the hashes overlap with it
     from evalloss import api, distributed, files, render
     from evalloss.render import junit
     from evalloss.render.cells import displayable, verdict
@@ -199,6 +200,23 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
     ctx = click.get_current_context()
     default = (None, click.core.ParameterSource.DEFAULT)
     return {k: v for k, v in options.items() if ctx.get_parameter_source(k) not in default}
+
+
+def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
+    """Start hashing what the run will hash before it reads (every checkpoint file; the data
+    with --cache, or where its source hashes it after the pass, i.e. not CSV), one process."""
+    import os
+    from pathlib import Path
+
+    from evalloss.sources.chunks import hash_ahead
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or (options.get("no_hash") and
+                                                       not options.get("cache")):
+        return
+    files = [str(f) for c in checkpoints if Path(c).is_dir() for f in Path(c).iterdir()]
+    data = str(options.get("data") or "")
+    csv = data.lower().endswith((".csv", ".tsv")) and not options.get("text_column")
+    hash_ahead([data] * (bool(options.get("cache")) or not csv) + files + list(checkpoints))
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:

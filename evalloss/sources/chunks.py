@@ -12,7 +12,10 @@ process, so each process reads about 1/K of the file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -128,18 +131,62 @@ def has_quote(path: str, start: int, end: int) -> bool:
 
 
 _HASHED: dict[tuple[str, int, int], str] = {}
+_AHEAD: dict[tuple[str, int, int], Future[str]] = {}
+_LOCK = threading.Lock()
 
 
 def sha256_of(path: str) -> str:
     """The hex sha256 of the file, read in ranges; once per process while its size and
-    modification time stay (a cache key and the provenance ask for the same checkpoint)."""
+    modification time stay (a cache key and the provenance ask for the same checkpoint).
+    A file `hash_ahead` is hashing is waited for, not read again."""
+    known = _known(path)
+    with _LOCK:
+        done, pending = _HASHED.get(known), _AHEAD.get(known)
+    if done is not None:
+        return done
+    if pending is not None and pending.exception() is None:
+        return pending.result()
+    digest = _hash(path)  # also where the thread failed: this raises its error here
+    with _LOCK:
+        _HASHED[known] = digest
+    return digest
+
+
+def hash_ahead(paths: Iterable[str]) -> None:
+    """Start hashing these files (those that are regular files) on a thread of their own, so
+    that the hashes a run needs are ready, or nearly, when it asks: hashlib releases the GIL
+    on large buffers, so the hashing overlaps with imports and model loading."""
+    todo: list[tuple[str, Future[str]]] = []
+    with _LOCK:
+        for path in paths:
+            if not Path(path).is_file():
+                continue
+            known = _known(path)
+            if known not in _HASHED and known not in _AHEAD:
+                future: Future[str] = Future()
+                _AHEAD[known] = future
+                todo.append((path, future))
+    if todo:
+        threading.Thread(target=_hash_all, args=(todo,), name="evalloss-hash", daemon=True).start()
+
+
+def _hash_all(todo: list[tuple[str, Future[str]]]) -> None:
+    for path, future in todo:
+        try:
+            future.set_result(_hash(path))
+        except BaseException as exc:  # handed to whoever asks for the hash
+            future.set_exception(exc)
+
+
+def _known(path: str) -> tuple[str, int, int]:
     from evalloss.files import stamp
 
-    known = (path, *stamp(path))
-    if known not in _HASHED:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while piece := f.read(RANGE_BYTES):
-                digest.update(piece)
-        _HASHED[known] = digest.hexdigest()
-    return _HASHED[known]
+    return (os.path.realpath(path), *stamp(path))
+
+
+def _hash(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(RANGE_BYTES):
+            digest.update(piece)
+    return digest.hexdigest()
