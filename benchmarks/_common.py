@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: load the 64-256-256-10 MLP checkpoints, read the data."""
+"""Shared by the benchmark scripts: the MLPs (64-256-256-10 by default; the matrix varies the
+features and the width), loaded from their checkpoints whatever their shape; the feature names."""
 
 from __future__ import annotations
 
@@ -10,20 +11,24 @@ FEATURES = 64
 CLASSES = 10
 
 
-def mlp() -> nn.Sequential:
+def mlp(features: int = FEATURES, width: int = 256) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(FEATURES, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, CLASSES)
-    )
+        nn.Linear(features, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+        nn.Linear(width, CLASSES),
+    )  # fmt: skip
 
 
 def load(path: str) -> nn.Sequential:
-    model = mlp()
-    model.load_state_dict(load_file(path))
+    """The MLP of the checkpoint, its features and width read from the first layer's shape."""
+    tensors = load_file(path)
+    width, features = tensors["0.weight"].shape
+    model = mlp(features, width)
+    model.load_state_dict(tensors)
     return model.eval()
 
 
-def feature_names() -> list[str]:
-    return [f"f{i}" for i in range(FEATURES)]
+def feature_names(features: int = FEATURES) -> list[str]:
+    return [f"f{i}" for i in range(features)]
 
 
 def loss_sum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:

@@ -17,7 +17,7 @@ from _common import feature_names, load, loss_sum
 def main() -> None:
     data, batch, threads, ckpts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
     torch.set_num_threads(threads)
-    names = feature_names()
+    names = feature_names(load(ckpts[0])[0].in_features)
     start = time.perf_counter()
     if data.endswith(".parquet"):
         table = pq.read_table(data)

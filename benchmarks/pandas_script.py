@@ -15,7 +15,8 @@ from torch import nn
 def main() -> None:
     data, ckpts = sys.argv[1], sys.argv[2:]
     frame = pd.read_parquet(data) if data.endswith(".parquet") else pd.read_csv(data)
-    x = torch.from_numpy(frame[feature_names()].to_numpy(dtype=np.float32))
+    names = feature_names(load(ckpts[0])[0].in_features)
+    x = torch.from_numpy(frame[names].to_numpy(dtype=np.float32))
     y = torch.from_numpy(frame["label"].to_numpy()).long()
     for path in ckpts:
         with torch.no_grad():

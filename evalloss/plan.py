@@ -187,19 +187,37 @@ def _device(name: str) -> torch.device:
 
 
 def fitted_batch_size(plan: Plan, wanted: int | None) -> int:
-    """``wanted`` (else the device's default), cut so that no layers spec's activations for
-    one batch pass `models.activations.ACTIVATION_BYTES` (the figure does not depend on it)."""
-    from .models.activations import batch_limit
+    """``wanted`` (else the default for the device and the models), cut so that no layers
+    spec's activations for one batch pass `models.activations.ACTIVATION_BYTES` (the figure
+    does not depend on it)."""
+    from .models.activations import batch_limit, per_item
 
-    size = wanted or default_batch_size(plan.device)
+    size = wanted
+    if size is None:
+        shape = plan.source.item_shape
+        peaks = [per_item(c, shape) for c in plan.checkpoints] if shape is not None else [None]
+        known = [p for p in peaks if p]
+        size = default_batch_size(plan.device, max(known) if len(known) == len(peaks) else None)
     element = plan.dtype.itemsize
     limit = batch_limit(plan.checkpoints, plan.source.item_shape, element)
     return size if limit is None else min(size, limit)
 
 
-def default_batch_size(device: torch.device) -> int:
-    """Rows per forward pass when none is asked for. CPU: 2048, measured (docs/performance.md):
-    as fast as 1024 or a little faster, while 4096 and more were 20-40% slower (a batch's
-    activations no longer stay in the cores' caches). GPUs and other devices: 4096, to keep
-    the device busy (not measured)."""
-    return 2048 if device.type == "cpu" else 4096
+CPU_BATCH_ELEMENTS = 2048 * 512  # measured: the 64-256-256-10 MLP's best batch, 2048 rows
+
+
+def default_batch_size(device: torch.device, peak: int | None = None) -> int:
+    """Rows per forward pass when none is asked for. CPU: 2048 rows, measured
+    (docs/performance.md) on the 64-256-256-10 MLP (a peak of 512 activations an item): as
+    fast as 1024 or a little faster, while 4096 and more were 20-40% slower (a batch's
+    activations no longer stay in the cores' caches). Where every model is a layers spec
+    whose ``peak`` activations an item are known, the batch holds about the same number of
+    activations, up to 32768 rows: narrow models pay Python's cost per batch on fewer,
+    larger batches (measured, docs/performance.md "The speed matrix"). GPUs and other
+    devices: 4096, to keep the device busy (not measured)."""
+    if device.type != "cpu":
+        return 4096
+    if peak is None:
+        return 2048
+    fits = max(1, CPU_BATCH_ELEMENTS // peak)
+    return min(32768, max(2048, 1 << (fits.bit_length() - 1)))  # a power of two

@@ -67,13 +67,22 @@ def test_batch_size_changes_the_figure_only_by_float32_rounding(write_csv, save)
     assert max(sums.values()) - min(sums.values()) <= 1e-6 * max(sums.values())
 
 
-def test_default_batch_size_is_2048_on_the_cpu_and_4096_elsewhere(write_csv, save) -> None:  # type: ignore[no-untyped-def]
+def test_default_batch_size_holds_about_2048_rows_of_the_wide_mlp_on_the_cpu(write_csv, save) -> None:  # type: ignore[no-untyped-def]
     x, y = data_set(30)
-    report = evalloss.compare(
-        [save(nets.mlp())], data=xy_csv(write_csv, x, y), loss="cross-entropy"
-    )
-    assert report.batch_size == 2048
-    assert evalloss.plan.default_batch_size(torch.device("cuda")) == 4096
+    data = xy_csv(write_csv, x, y)
+
+    def default(*modules: torch.nn.Module) -> int:
+        ckpts = [save(m, f"m{i}") for i, m in enumerate(modules)]
+        return evalloss.compare(ckpts, data=data, loss="cross-entropy").batch_size
+
+    # the peak of any layer's input + output an item: 8 + 8 (Tanh) -> 2**20 // 16 -> 32768
+    assert default(nets.mlp()) == 32768
+    assert default(nets.mlp(hidden=100)) == 4096  # Tanh: 100 + 100 -> 5242 -> 4096
+    assert default(nets.mlp(hidden=256), nets.mlp(hidden=1000)) == 2048  # the widest; floor
+    assert evalloss.plan.default_batch_size(torch.device("cpu")) == 2048  # peak unknown
+    assert evalloss.plan.default_batch_size(torch.device("cpu"), 512) == 2048
+    assert evalloss.plan.default_batch_size(torch.device("cpu"), 48) == 16384
+    assert evalloss.plan.default_batch_size(torch.device("cuda"), 48) == 4096
 
 
 def test_k_models_read_the_data_once(write_csv, save, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -210,13 +210,14 @@ def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
 
     from evalloss.sources.chunks import hash_ahead
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or (options.get("no_hash") and
-                                                       not options.get("cache")):
+    under_launcher = os.environ.get("WORLD_SIZE", "1") != "1"  # checked later, by distributed
+    if under_launcher or (options.get("no_hash") and not options.get("cache")):
         return
-    files = [str(f) for c in checkpoints if Path(c).is_dir() for f in Path(c).iterdir()]
     data = str(options.get("data") or "")
     csv = data.lower().endswith((".csv", ".tsv")) and not options.get("text_column")
-    hash_ahead([data] * (bool(options.get("cache")) or not csv) + files + list(checkpoints))
+    with contextlib.suppress(OSError):  # a bad path is for the run to name, not for this
+        files = [str(f) for c in checkpoints if Path(c).is_dir() for f in Path(c).iterdir()]
+        hash_ahead([data] * (bool(options.get("cache")) or not csv) + files + list(checkpoints))
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:
