@@ -398,3 +398,24 @@ def test_compare_hashes_ahead_what_the_run_will_hash(
     commands._hash_ahead(["a.safetensors", str(folder)], options)
     assert (str(tmp_path / data) in asked) == data_ahead
     assert (str(folder / "config.json") in asked) == any_ahead
+
+
+def test_the_hashing_thread_ends_with_the_pass_however_it_ends(tmp_path: Path) -> None:
+    import threading
+
+    def hashing() -> int:
+        return sum(t.name == "evalloss-sha256" and t.is_alive() for t in threading.enumerate())
+
+    plain, quoted = tmp_path / "d.csv", tmp_path / "q.csv"
+    plain.write_text(_text(30))
+    quoted.write_text('a,b,y\n1,2,0\n"3",4,1\n')
+    for path in (plain, quoted):
+        list(open_data(path).blocks(torch.float32))
+    blocks = open_data(plain).blocks(torch.float32)
+    next(blocks)
+    blocks.close()  # a pass stopped early (an error elsewhere)
+    for _ in range(100):  # a thread told to end ends soon after
+        if hashing() == 0:
+            break
+        threading.Event().wait(0.01)
+    assert hashing() == 0

@@ -32,6 +32,37 @@ class Range:
     data: bytes | bytearray
 
 
+class Digest:
+    """A sha256 fed on a thread of its own: ``update`` hands the bytes over (they must not
+    change after) and returns at once, so the hashing overlaps with the parse of the same
+    bytes (hashlib releases the GIL); ``hexdigest`` waits for the rest."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._sha = hashlib.sha256()
+        self._todo: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, name="evalloss-sha256", daemon=True)
+        self._thread.start()
+
+    def update(self, data: bytes) -> None:
+        self._todo.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        self._thread.join()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        """Let the thread end once it has hashed what it has (again: nothing)."""
+        if self._thread.is_alive():
+            self._todo.put(None)
+
+    def _run(self) -> None:
+        while (data := self._todo.get()) is not None:
+            self._sha.update(data)
+
+
 def header_end(path: str) -> int | None:
     """The byte offset just after the header line, or None if the header has a quoted newline."""
     with open(path, "rb") as f:
@@ -69,7 +100,7 @@ def _next_line_start(f: BinaryIO, nominal: int, size: int) -> int:
     return size
 
 
-def ranges(path: str, start: int, end: int, digest: hashlib._Hash | None = None) -> Iterator[Range]:
+def ranges(path: str, start: int, end: int, digest: Digest | None = None) -> Iterator[Range]:
     """The bytes ``[start, end)`` as ranges of whole lines (``start``, ``end`` at line starts).
 
     Each range is read straight into its own buffer, after the partial line the last one left
@@ -88,7 +119,7 @@ def ranges(path: str, start: int, end: int, digest: hashlib._Hash | None = None)
                 break
             del buf[len(tail) + got :]  # a short read: the file ended early
             if digest is not None:
-                digest.update(memoryview(buf)[len(tail) :])
+                digest.update(bytes(memoryview(buf)[len(tail) :]))  # a copy: buf is cut below
             pos += got
             offset = pos - len(buf)
             cut = len(buf) if pos >= end else buf.rfind(b"\n") + 1

@@ -14,7 +14,6 @@ slow exact scan with the ``csv`` module find the line, column and value to repor
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import warnings
 from collections.abc import Iterator
@@ -124,10 +123,18 @@ class CsvFile(Tabular):
             return
         bounds = chunks.shard_bounds(self.path, start, world)
         hashed = "sha256" in self._state  # already (the result cache hashes before the pass)
-        digest = hashlib.sha256() if world == 1 and self.checksum and not hashed else None
+        digest = chunks.Digest() if world == 1 and self.checksum and not hashed else None
         if digest is not None:
             with open(self.path, "rb") as f:
                 digest.update(f.read(start))
+        try:
+            yield from self._ranges(dtype, bounds, rank, world, digest)
+        finally:
+            if digest is not None:
+                digest.close()
+
+    def _ranges(self, dtype: torch.dtype, bounds: list[int], rank: int, world: int,
+                digest: chunks.Digest | None) -> Iterator[Block]:  # fmt: skip
         row = 0
         for part in chunks.ranges(self.path, bounds[rank], bounds[rank + 1], digest):
             if chunks.QUOTE in part.data:
@@ -136,9 +143,8 @@ class CsvFile(Tabular):
                         "quoted fields: byte-range shards are unsafe; read it exactly",
                         path=self.path,
                     )
-                digest = None  # the rest is read by pyarrow: hash on demand
                 yield from self._stream_blocks(dtype, part.offset, row, 0, 1)
-                return
+                return  # the rest was read by pyarrow: hashed on demand
             if part.data.isspace():
                 continue
             block = self._to_block(self._parse(part, dtype), row, dtype, part.offset)
