@@ -2,13 +2,15 @@
 
     python benchmarks/bench_cache.py --rows 1000000 --documents 2000 --repeat 3
 
-Two model-bound cases: the tabular benchmark's data (``--rows`` x 64 features, Parquet) with
-two of its 64-256-256-10 MLPs, and the language-model benchmark's documents (`bench_lm`) with
-two of its GPTs. For each, three commands timed as whole processes, interleaved, the median
-of ``--repeat``: the gate without a cache; the same gate with the baseline cached (a fresh
-copy of a cache that holds the baseline alone, copied inside the timed command); and the gate
-with an empty cache (both models evaluated, hashed and stored: the cost of a miss). Then the
-JSON reports of the uncached and cached-baseline gates are compared figure by figure.
+Three cases: the tabular benchmark's data (``--rows`` x 64 features, Parquet) with two of its
+64-256-256-10 MLPs (not model-bound: reading the data costs as much as a model), the same data
+with two 64-W-W-10 MLPs of ``--wide`` W (model-bound), and the language-model benchmark's
+documents (`bench_lm`) with two of its GPTs. For each, three commands timed as whole processes,
+interleaved, the median of ``--repeat``: the gate without a cache; the same gate with the
+baseline cached (a fresh copy of a cache that holds the baseline alone, copied inside the timed
+command); and the gate with an empty cache (both models evaluated, hashed and stored: the cost
+of a miss). Then the JSON reports of the uncached and cached-baseline gates are compared figure
+by figure.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--wide", type=int, default=1024, help="the model-bound MLP's width")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/evalloss-bench-cache"))
     args = parser.parse_args()
     import torch
@@ -96,7 +99,16 @@ def main() -> None:
     case("tabular", gate(files["ckpt1"], files["ckpt0"], files["parquet"]), args.folder,
          args.repeat)  # fmt: skip
     sys.path.insert(0, str(HERE))
+    from _common import FEATURES, mlp
     from _lm import GPT
+
+    wide = [args.folder / f"mlp-{args.wide}-{i}.safetensors" for i in range(2)]
+    for i, path in enumerate(wide):
+        if not path.exists():
+            torch.manual_seed(i)
+            evalloss.save(mlp(FEATURES, args.wide), path, loss="cross-entropy", target="label")
+    case(f"tabular-w{args.wide}", gate(wide[1], wide[0], files["parquet"]), args.folder,
+         args.repeat)  # fmt: skip
 
     data, base, _ = make_lm(args.folder / "lm", args.documents)
     cand = base.with_name("gpt-candidate.safetensors")
