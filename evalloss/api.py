@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import distributed, gate, readahead, reuse, run, sequential, slicegate
-from .cache import parse_size
 from .engine import Accumulator
 from .errors import DataError, EvallossError, OptionError
 from .models import warn_if_unused
@@ -99,7 +98,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         min_slice_items=min_slice_items,
     )
     paths, base = _with_baseline(checkpoints, baseline)
-    cached = _cache_options(cache, cache_max_size)
+    cached = reuse.settings(cache, cache_max_size)
     if rules is not None and len(paths) == 1 and base == 0:
         raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
     for option, value in (("--per-item", per_item), ("--plot", plot)):
@@ -260,21 +259,6 @@ def _same_path(a: PathLike, b: PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
     except (OSError, RuntimeError):  # a symlink loop: opening it says so, with its name
         return os.fspath(a) == os.fspath(b)
-
-
-def _cache_options(
-    cache: PathLike | None, max_size: int | str | None
-) -> tuple[PathLike, int | None] | None:
-    """``--cache`` and ``--cache-max-size`` checked: the folder and the most bytes, or None."""
-    if cache is None:
-        if max_size is not None:
-            raise OptionError("needs --cache", key="--cache-max-size")
-        return None
-    distributed.single_process_only("--cache", CACHE_WHY)
-    return cache, None if max_size is None else parse_size(max_size)
-
-
-CACHE_WHY = "an entry holds every item of the data; run in one process to use the cache"
 
 
 def _check_positive(value: int | None, option: str) -> None:

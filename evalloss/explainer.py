@@ -9,11 +9,12 @@ forward batch size is only a throughput knob: the rows do not depend on it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import distributed, run
+from . import distributed, reuse, run
 from ._version import __version__
 from .engine import Accumulator
 from .errors import OptionError, shown
@@ -41,6 +42,8 @@ def explain(
     *,
     batch_sizes: Sequence[int] | int = (),
     progress: Callable[[int], None] | None = None,
+    cache: PathLike | None = None,
+    cache_max_size: int | str | None = None,
     **options: Unpack[RunKeywords],
 ) -> ExplainReport:
     """What a training log would print at each batch size, against the exact loss.
@@ -49,23 +52,35 @@ def explain(
     in the order given, duplicates dropped. The model is evaluated once over the whole data set.
     ``options``: as for `evalloss.compare` (`RunKeywords`: ``data``, ``model``, ``loss``, ...).
     ``progress``: called with the number of rows after every batch (for a progress bar).
+    ``cache``, ``cache_max_size``: as for `evalloss.compare` (docs/cache.md): a model found
+    there is read, not evaluated; one evaluated is stored (explain's entries are those of
+    ``compare`` over sequence data read in file order).
     """
     # every process would evaluate everything and print its own table
     distributed.single_process_only("explain", "it runs in one process; run it without torchrun")
     sizes = _check_batch_sizes(batch_sizes)
+    cached = reuse.settings(cache, cache_max_size)
     settings = replace(Options.of(**options), ordered=True)  # batches of consecutive items
     plan = resolve([checkpoint], settings)
     warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
-    acc = Accumulator(plan.build(ckpt), plan.loss, plan.device, ckpt.path)
     token = plan.loss.unit == "token"
     regroup: _Regrouping | TokenRegrouping = (
         TokenRegrouping(sizes, progress)
         if token
-        else _Regrouping(acc, [BatchGrouping(b) for b in sizes], progress)
+        else _Regrouping([BatchGrouping(b) for b in sizes], progress)
     )
-    run.one_pass(plan.source, plan.dtype, plan.device, [acc], [regroup],
-                 fitted_batch_size(plan, None), distributed.World())  # fmt: skip
+    hits = None if cached is None else reuse.lookup(plan, *cached, ordered=True)
+    built = [] if hits is not None and 0 in hits.hits else [
+        Accumulator(plan.build(ckpt), plan.loss, plan.device, ckpt.path)]  # fmt: skip
+    batch, world = fitted_batch_size(plan, None), distributed.World()
+    if hits is None:
+        run.one_pass(plan.source, plan.dtype, plan.device, built, [regroup], batch, world)
+        (acc,) = built
+    else:
+        found = [[0]] if built else []
+        passes = reuse.evaluate(plan, found, built or None, hits, [regroup], batch, world)
+        (acc,) = passes.accumulators
     result = acc.result()
     if isinstance(regroup, TokenRegrouping):
         rows, extra = regroup.rows(result), regroup.figures(result)
@@ -90,15 +105,13 @@ def explain(
 
 
 class _Regrouping:
-    """Feeds the one model's item losses to every grouping (an `run.Observer`)."""
+    """Feeds the one model's item losses to every grouping (an `run.Observer`), until an item
+    that is not finite makes every figure undefined."""
 
     def __init__(
-        self,
-        acc: Accumulator,
-        groupings: list[BatchGrouping],
-        progress: Callable[[int], None] | None,
+        self, groupings: list[BatchGrouping], progress: Callable[[int], None] | None
     ) -> None:
-        self.acc, self.groupings, self.progress = acc, groupings, progress
+        self.groupings, self.progress, self.nonfinite = groupings, progress, False
 
     def batch(
         self,
@@ -110,9 +123,10 @@ class _Regrouping:
     ) -> None:
         if self.progress is not None:
             self.progress(len(weights))
-        if self.acc.nonfinite:
-            return  # a non-finite item makes every figure undefined; keep counting
         values = losses[0].tolist()  # (n,) float64
+        self.nonfinite = self.nonfinite or not all(map(math.isfinite, values))
+        if self.nonfinite:
+            return  # keep counting
         for grouping in self.groupings:
             grouping.add(values)
 

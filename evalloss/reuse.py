@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cache, run
+from . import cache, distributed, run
 from .engine import Accumulator
-from .errors import CheckpointError, EvallossWarning
+from .errors import CheckpointError, EvallossWarning, OptionError
 from .sequential import Passes, Recorder, record, replay
 from .sources.chunks import sha256_of
 from .usercode import source_file
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from . import distributed
     from .options import PathLike
     from .plan import Plan
 
@@ -44,6 +43,21 @@ class Lookup:
     max_size: int | None
     keys: list[dict[str, Any]]
     hits: dict[int, cache.Entry]
+
+
+def settings(
+    folder: PathLike | None, max_size: int | str | None
+) -> tuple[PathLike, int | None] | None:
+    """``--cache`` and ``--cache-max-size`` checked: the folder and the most bytes, or None."""
+    if folder is None:
+        if max_size is not None:
+            raise OptionError("needs --cache", key="--cache-max-size")
+        return None
+    distributed.single_process_only("--cache", CACHE_WHY)
+    return folder, None if max_size is None else cache.parse_size(max_size)
+
+
+CACHE_WHY = "an entry holds every item of the data; run in one process to use the cache"
 
 
 def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool) -> Lookup | None:

@@ -399,3 +399,58 @@ def test_slices_are_not_cached(tmp_path: Path) -> None:
     with pytest.warns(evalloss.EvallossWarning, match="--slice"):
         report = evalloss.compare([paths[0]], data=data, slice=["t1"], cache=tmp_path / "c")
     assert report.models[0].slices and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
+def test_explain_reads_and_stores_entries_with_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loss: str
+) -> None:
+    paths, data = _setup(tmp_path, loss)
+    store = tmp_path / "cache"
+    plain = evalloss.explain(paths[0], data=data, batch_sizes=(1, 7, 64))
+    stored = evalloss.explain(paths[0], data=data, batch_sizes=(1, 7, 64), cache=store)
+    assert stored == plain
+    assert evalloss.compare([paths[0]], data=data, cache=store).models[0].cached  # one entry
+    evalloss.compare([paths[1]], data=data, cache=store)  # a compare's entry serves explain
+    from evalloss.sources.tabular import Tabular
+
+    def no_rows(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a data row was read")
+
+    monkeypatch.setattr(Tabular, "_to_block", no_rows)
+    assert evalloss.explain(paths[0], data=data, batch_sizes=(1, 7, 64), cache=store) == plain
+    from_compare = evalloss.explain(paths[1], data=data, cache=store)
+    with pytest.raises(AssertionError, match="a data row"):
+        evalloss.explain(paths[2], data=data, cache=store)  # not cached: it reads
+    monkeypatch.undo()
+    assert from_compare == evalloss.explain(paths[1], data=data)
+
+
+def test_explain_of_a_token_loss_from_the_cache(tmp_path: Path) -> None:
+    data = tmp_path / "docs.jsonl"
+    rng = torch.Generator().manual_seed(0)
+    docs = [torch.randint(0, lm.VOCAB, (int(n),), generator=rng).tolist()
+            for n in torch.randint(0, 30, (40,), generator=rng)]  # fmt: skip
+    data.write_text("".join(json.dumps({"input_ids": d}) + "\n" for d in docs))
+    path = tmp_path / "lm.safetensors"
+    evalloss.save(lm.Causal(), path, loss="causal-lm")
+    options = {"data": data, "model": f"{lm.__file__}:Causal", "context": 8, "stride": 4,
+               "batch_sizes": (1, 4)}  # fmt: skip
+    plain = evalloss.explain(path, **options)
+    evalloss.explain(path, cache=tmp_path / "c", **options)
+    assert len(list((tmp_path / "c").glob("*.parquet"))) == 1
+    assert evalloss.explain(path, cache=tmp_path / "c", **options) == plain
+    # compare --per-item reads the documents in file order too: explain's entry serves it
+    ordered = evalloss.compare([path], cache=tmp_path / "c", per_item=tmp_path / "i.csv",
+                               **{k: v for k, v in options.items() if k != "batch_sizes"})
+    assert ordered.models[0].cached
+
+
+def test_explain_cache_on_the_command_line(tmp_path: Path) -> None:
+    paths, data = _setup(tmp_path, "cross-entropy")
+    args = ["explain", str(paths[0]), "--data", str(data), "--format", "json"]
+    first = cli(*args, "--cache", str(tmp_path / "c"))
+    second = cli(*args, "--cache", str(tmp_path / "c"))
+    assert first.exit_code == 0 and second.exit_code == 0, second.stderr
+    assert json.loads(first.stdout) == json.loads(second.stdout)
+    assert cli(*args, "--cache-max-size", "1M").exit_code == 2  # needs --cache

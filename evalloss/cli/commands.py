@@ -11,7 +11,7 @@ import click
 
 from . import github, tracking
 from .exits import GateFailed, error_line
-from .options import SizeType, data_options, gate_options
+from .options import cache_options, data_options, gate_options
 from .progress import progress_bar
 
 
@@ -79,19 +79,7 @@ from .progress import progress_bar
     "the same). Chosen on its own when the models' weights would take over half the memory "
     "available, and for text when the models' tokenizers differ.",
 )
-@click.option(
-    "--cache",
-    metavar="DIR",
-    help="Keep each model's per-item results over the data in DIR, keyed by the sha256 of its "
-    "files and of the data and every option that can change a figure; a model found there is "
-    "read, not evaluated (same figures, bit for bit). See docs/cache.md. One process only.",
-)
-@click.option(
-    "--cache-max-size",
-    type=SizeType(),
-    metavar="SIZE",
-    help="With --cache: evict the least recently used entries past SIZE (bytes, or 500M, 2G).",
-)
+@cache_options
 @click.option(
     "--no-hash",
     is_flag=True,
@@ -158,6 +146,7 @@ def compare(
 @click.command()
 @click.argument("checkpoint", metavar="CHECKPOINT")
 @data_options
+@cache_options
 @click.option(
     "--batch-size",
     "batch_sizes",
@@ -180,6 +169,8 @@ def explain(
     batch averages (`epoch_loss += loss.item()`), that sum times the batch size, and that
     sum over the number of batches, each with its error against the exact figure.
     """
+    if options.get("cache"):  # the cache key's hashes, while torch imports
+        _hash_ahead([checkpoint], options)
     from evalloss import explainer, files
     from evalloss.render import explain as render_explain
 

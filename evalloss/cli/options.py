@@ -201,6 +201,25 @@ tensor_options = [
 ]
 
 
+def cache_options(f: F) -> F:
+    """--cache and --cache-max-size (compare, explain)."""
+    f = click.option(
+        "--cache-max-size",
+        type=SizeType(),
+        metavar="SIZE",
+        help="With --cache: evict the least recently used entries past SIZE (bytes, or 500M, "
+        "2G).",
+    )(f)
+    return click.option(
+        "--cache",
+        metavar="DIR",
+        help="Keep each model's per-item results over the data in DIR, keyed by the sha256 of "
+        "its files and of the data and every option that can change a figure; a model found "
+        "there is read, not evaluated (same figures, bit for bit). See docs/cache.md. One "
+        "process only.",
+    )(f)
+
+
 def data_options(f: F) -> F:
     """Options shared by every command that evaluates models over a data set."""
     for option in reversed(
