@@ -107,8 +107,6 @@ def compare(
     """
     _hash_ahead(checkpoints, options)  # before torch is imported: the hashes overlap with it
     from evalloss import api, distributed, files, render
-    from evalloss.render import junit
-    from evalloss.render.cells import displayable, verdict
 
     extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot"),
              "--junit-xml": junit_xml}  # fmt: skip
@@ -126,6 +124,8 @@ def compare(
         return
     files.write(render.render(report, fmt), output, _inputs(checkpoints, options))
     if junit_xml is not None:
+        from evalloss.render import junit
+
         files.write(junit.render(report), junit_xml, _inputs(checkpoints, options))
     if track:
         logged = [p for p in (options.get("plot"), output if fmt == "html" else None) if p]
@@ -136,9 +136,12 @@ def compare(
         click.echo(f"evalloss: read from the cache: {', '.join(cached)}", err=True)
     if github.active():
         github.publish(report, output)
-    line = verdict(displayable(report)) if report.gate is not None else None
-    if line is not None and (fmt != "table" or output is not None):
-        click.echo(line, err=True)  # the table ends with it; other reports get it on stderr
+    if report.gate is not None and (fmt != "table" or output is not None):
+        from evalloss.render.cells import displayable, verdict  # imports tabulate: only now
+
+        line = verdict(displayable(report))  # the table ends with it; others: on stderr
+        if line is not None:
+            click.echo(line, err=True)
     if report.gate is not None and not report.gate.passed:
         raise GateFailed
 
