@@ -48,6 +48,8 @@ class Entry:
     state: dict[str, Any]
     text_bytes: int | None = None
     targets: npt.NDArray[np.float64] | None = None
+    correct: npt.NDArray[np.int64] | None = None  # each item's correct and counted target
+    counted: npt.NDArray[np.int64] | None = None  # elements: per-slice accuracy (--slice)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ def load(folder: str | os.PathLike[str], key: dict[str, Any]) -> Entry | None:
         targets = None
         if named:
             targets = np.stack([_numpy(table.column(c), np.float64) for c in named], axis=1)
-        entry = Entry(values, weights, meta["state"], meta["text_bytes"], targets)
+        hits = [_numpy(table.column(c), np.int64) if c in table.column_names else None
+                for c in ("correct", "counted")]  # fmt: skip
+        entry = Entry(values, weights, meta["state"], meta["text_bytes"], targets, *hits)
         why = None
         if meta.get("key") != key:
             why = "it holds another key"
@@ -114,6 +118,9 @@ def store(folder: str | os.PathLike[str], key: dict[str, Any], entry: Entry,
     if entry.targets is not None:
         for j in range(entry.targets.shape[1]):
             columns[f"target{j}"] = _arrow(entry.targets[:, j], pa.float64())
+    for column, hits in (("correct", entry.correct), ("counted", entry.counted)):
+        if hits is not None:
+            columns[column] = _arrow(hits, pa.int64())
     table = pa.table(columns)
     table = table.replace_schema_metadata({META: json.dumps(meta).encode()})
     try:
@@ -236,8 +243,9 @@ def _checksum(key: dict[str, Any], entry: Entry) -> str:
     digest = hashlib.sha256(_canonical([key, entry.state, entry.text_bytes]).encode())
     digest.update(np.ascontiguousarray(entry.values, dtype="<f8").tobytes())
     digest.update(np.ascontiguousarray(entry.weights, dtype="<i8").tobytes())
-    if entry.targets is not None:
-        digest.update(np.ascontiguousarray(entry.targets, dtype="<f8").tobytes())
+    for array, kind in ((entry.targets, "<f8"), (entry.correct, "<i8"), (entry.counted, "<i8")):
+        if array is not None:
+            digest.update(np.ascontiguousarray(array, dtype=kind).tobytes())
     return digest.hexdigest()
 
 

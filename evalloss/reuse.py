@@ -73,8 +73,8 @@ def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool)
         why = "where the models' tokenizers differ (the items are weighted by bytes)"
     elif factory.accepts(plan.options.data, plan.options):
         why = "with a Dataset factory (what it reads cannot be hashed)"
-    elif getattr(plan.source, "slicing", None) is not None:
-        why = "with --slice (an entry does not keep the items' slices yet)"
+    elif sliced(plan) and plan.loss.unit == "token":
+        why = "with --slice over documents (an entry does not keep a document's slices)"
     if why is not None:
         warnings.warn(f"--cache is not used {why}: every model is evaluated",
                       EvallossWarning, stacklevel=3)  # fmt: skip
@@ -84,9 +84,16 @@ def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool)
     hits = {}
     for i, k in enumerate(keys):
         entry = cache.load(folder, k)
-        if entry is not None:
+        # per-slice accuracy needs each item's correct elements: an entry stored without
+        # them (by a run without --slice) is evaluated again, and rewritten with them
+        if entry is not None and not (sliced(plan) and plan.loss.has_accuracy
+                                      and entry.correct is None):  # fmt: skip
             hits[i] = entry
     return Lookup(folder, max_size, keys, hits)
+
+
+def sliced(plan: Plan) -> bool:
+    return getattr(plan.source, "slicing", None) is not None
 
 
 def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> dict[str, Any]:
@@ -150,10 +157,13 @@ def evaluate(
         source = next(iter(sources.values()))
     counted = getattr(source, "bytes_read", None)
     text_bytes = None if counted is None else int(counted())
+    groups = None  # sliced: the items' slice codes, from the pass's recorder (first) or,
+    if sliced(plan):  # where no model ran, from the data alone
+        groups = {} if fresh else _slice_codes(plan, batch_size, world)
     recorders = list(fresh)
     for i, entry in cached.hits.items():
         accumulators[i] = _restored(plan, i, entry)
-        recorders.append(([i], _recorded(entry)))
+        recorders.append(([i], _recorded(entry, groups)))
         if text_bytes is None:
             text_bytes = entry.text_bytes
     _store(cached, fresh, accumulators, text_bytes)
@@ -173,12 +183,18 @@ def _store(cached: Lookup, fresh: list[tuple[list[int], Recorder]],
         values = np.concatenate(recorder.values) if recorder.values else np.empty((0, len(group)))
         weights = np.concatenate(recorder.weights) if recorder.weights else np.empty(0, np.int64)
         targets = _targets(recorder)
+        hits = [(k.correct, k.counted) for k in recorder.keys
+                if k.correct is not None and k.counted is not None]  # sliced, with accuracy
+        if len(hits) < len(recorder.keys):
+            hits = []
+        counted = np.concatenate([n for _, n in hits]) if hits else None
         for column, i in enumerate(group):
             acc = accumulators[i]
             assert acc is not None
             state = {**acc.state(), "seconds": 0.0}
+            correct = np.concatenate([c[column] for c, _ in hits]) if hits else None
             entry = cache.Entry(np.ascontiguousarray(values[:, column]), weights, state,
-                                text_bytes, targets)  # fmt: skip
+                                text_bytes, targets, correct, counted)  # fmt: skip
             cache.store(cached.folder, cached.keys[i], entry, cached.max_size)
 
 
@@ -202,12 +218,29 @@ def _targets(recorder: Recorder) -> npt.NDArray[np.float64] | None:
     return np.concatenate(recorder.targets) if recorder.targets else None
 
 
-def _recorded(entry: cache.Entry) -> Recorder:
+def _recorded(entry: cache.Entry, groups: dict[str, npt.NDArray[np.int64]] | None) -> Recorder:
+    """A cached model's items as a pass would have recorded them; where the run is sliced,
+    with their keys (``groups``: the slice codes, where no pass records them)."""
     recorder = Recorder()
     recorder.rows.append(0)
     recorder.values.append(entry.values[:, None])
     recorder.weights.append(entry.weights)
+    if groups is not None:
+        correct = None if entry.correct is None else (entry.correct,)
+        recorder.keys.append(run.ItemKeys(groups, correct, entry.counted))
     return recorder
+
+
+def _slice_codes(plan: Plan, batch_size: int, world: distributed.World
+                 ) -> dict[str, npt.NDArray[np.int64]]:  # fmt: skip
+    """Every item's slice codes, read from the data without a model (every model cached)."""
+    import numpy as np
+
+    source = plan.source.for_pass(batch_size, plan.device)
+    blocks = [b.groups for b in source.blocks(plan.dtype, rank=world.rank, world=world.size)]
+    names = plan.source.slicing.names  # type: ignore[attr-defined]
+    return {k: np.concatenate([g[k] for g in blocks if g is not None] or [np.empty(0, np.int64)])
+            for k in names}  # fmt: skip
 
 
 def _relative(file: str, root: str) -> str:

@@ -394,10 +394,42 @@ def test_a_dataset_factory_is_not_cached(tmp_path: Path) -> None:
     assert report.models[0].items > 0 and not (tmp_path / "c").exists()
 
 
-def test_slices_are_not_cached(tmp_path: Path) -> None:
-    paths, data = _setup(tmp_path, "mse", rows=60)
-    with pytest.warns(evalloss.EvallossWarning, match="--slice"):
-        report = evalloss.compare([paths[0]], data=data, slice=["t1"], cache=tmp_path / "c")
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
+def test_sliced_runs_read_and_store_entries_with_the_same_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loss: str
+) -> None:
+    paths, data = _setup(tmp_path, loss, rows=90)
+    store = tmp_path / "c"
+    # a category slice (its codes follow first sight), or quantile bins of numeric columns
+    by = {"slice": ["t0"]} if loss == "cross-entropy" else {"slice": ["f0", "f1"], "slice_bins": 3}
+    options = {"data": data, "baseline": paths[2], "feature": ["f0", "f1", "f2"], **by}
+    plain = evalloss.compare(paths, **options)
+    candidate = next(m for m in plain.models if not m.is_baseline)
+    assert candidate.slices and all(s.vs_baseline is not None for s in candidate.slices)
+    evalloss.compare([paths[2]], data=data, feature=["f0", "f1", "f2"], cache=store)  # unsliced
+    first = evalloss.compare(paths, cache=store, **options)
+    assert _figures(first) == _figures(plain)
+    if loss == "cross-entropy":  # per-slice accuracy: that entry is evaluated again
+        assert not any(m.cached for m in first.models)
+    partly = evalloss.compare(paths[1:], cache=store, **options)  # one evaluated, one read
+    assert [m.cached for m in partly.models if m.is_baseline] == [True]
+    plain_partly = evalloss.compare(paths[1:], **options)
+    assert _figures(partly) == _figures(plain_partly)
+    seen = _counting(monkeypatch)
+    hit = evalloss.compare(paths, cache=store, **options)  # all read: the codes from the data
+    assert seen == [] and all(m.cached for m in hit.models)
+    assert _figures(hit) == _figures(plain)
+
+
+def test_slices_over_documents_are_not_cached(tmp_path: Path) -> None:
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"input_ids": [1, 2, 3, i % 5], "g": i % 2}) + "\n"
+                            for i in range(12)))  # fmt: skip
+    path = tmp_path / "lm.safetensors"
+    evalloss.save(lm.Causal(), path, loss="causal-lm")
+    with pytest.warns(evalloss.EvallossWarning, match="--slice over documents"):
+        report = evalloss.compare([path], data=data, model=f"{lm.__file__}:Causal", context=8,
+                                  slice=["g"], cache=tmp_path / "c")  # fmt: skip
     assert report.models[0].slices and not (tmp_path / "c").exists()
 
 
