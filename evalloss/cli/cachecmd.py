@@ -1,12 +1,51 @@
-"""``evalloss cache list|clear``: what the result cache holds, and emptying it."""
+"""The result cache on the command line: ``--cache`` and ``--cache-max-size`` (compare,
+explain), and ``evalloss cache list|clear``: what the cache holds, and emptying it."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from evalloss.errors import OptionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SizeType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
+    """A size in bytes: ``1000000``, ``500M``, ``2G`` (`cache.parse_size`)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from evalloss.cache import parse_size
+
+        try:
+            return parse_size(value)
+        except OptionError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+def cache_options(f: F) -> F:
+    """--cache and --cache-max-size (compare, explain)."""
+    f = click.option(
+        "--cache-max-size",
+        type=SizeType(),
+        metavar="SIZE",
+        help="With --cache: evict the least recently used entries past SIZE (bytes, or 500M, "
+        "2G).",
+    )(f)
+    return click.option(
+        "--cache",
+        metavar="DIR",
+        help="Keep each model's per-item results over the data in DIR, keyed by the sha256 of "
+        "its files and of the data and every option that can change a figure; a model found "
+        "there is read, not evaluated (same figures, bit for bit). See docs/cache.md. One "
+        "process only.",
+    )(f)
+
 
 
 @click.command("cache")

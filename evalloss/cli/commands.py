@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from . import github, tracking
+from .cachecmd import cache_options
 from .exits import GateFailed, error_line
-from .options import cache_options, data_options, gate_options
+from .options import data_options, gate_options
 from .progress import progress_bar
 
 

@@ -35,21 +35,6 @@ class ThresholdType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
             self.fail(str(exc), param, ctx)
 
 
-class SizeType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
-    """A size in bytes: ``1000000``, ``500M``, ``2G`` (`cache.parse_size`)."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from evalloss.cache import parse_size
-        from evalloss.errors import OptionError
-
-        try:
-            return parse_size(value)
-        except OptionError as exc:
-            self.fail(exc.message, param, ctx)
-
-
 def gate_options(f: F) -> F:
     """The baseline and the promotion gate (compare only)."""
     for option in reversed(
@@ -199,25 +184,6 @@ tensor_options = [
         "(0: read in this process). Default: the cores less two, at most 4.",
     ),
 ]
-
-
-def cache_options(f: F) -> F:
-    """--cache and --cache-max-size (compare, explain)."""
-    f = click.option(
-        "--cache-max-size",
-        type=SizeType(),
-        metavar="SIZE",
-        help="With --cache: evict the least recently used entries past SIZE (bytes, or 500M, "
-        "2G).",
-    )(f)
-    return click.option(
-        "--cache",
-        metavar="DIR",
-        help="Keep each model's per-item results over the data in DIR, keyed by the sha256 of "
-        "its files and of the data and every option that can change a figure; a model found "
-        "there is read, not evaluated (same figures, bit for bit). See docs/cache.md. One "
-        "process only.",
-    )(f)
 
 
 def data_options(f: F) -> F:
