@@ -37,6 +37,8 @@ CONNECT_SECONDS = 5.0
 BUFFER = 1 << 16  # small reads (a header line) are served from one 64 KiB GET
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}
 Kind = type[EvallossError]
+_DENIED = re.compile(r"ACCESS_DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|"
+                     r"\b403\b|[Ff]orbidden|[Pp]ermission denied")  # fmt: skip
 
 _FILESYSTEMS: dict[tuple[str, ...], Any] = {}  # by scheme, bucket and the settings below
 _SETTINGS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -232,12 +234,11 @@ def failure(uri: str, exc: BaseException, kind: Kind = DataError) -> EvallossErr
     lower = text.lower()
     if isinstance(exc, FileNotFoundError) or "nosuchkey" in lower or "not found" in lower:
         return kind(_missing(uri), path=uri)
-    if isinstance(exc, PermissionError) or "access_denied" in lower or "accessdenied" in lower \
-            or "403" in text or "forbidden" in lower or "invalidaccesskeyid" in lower:  # fmt: skip
-        return kind("access denied: check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) "
-                    f"and the bucket's policy ({_first(exc)})", path=uri)  # fmt: skip
     if "network_connection" in lower or "curlcode" in lower or isinstance(exc, ConnectionError):
         return kind(f"cannot reach the storage server ({_first(exc)})", path=uri)
+    if isinstance(exc, PermissionError) or _DENIED.search(text):
+        return kind("access denied: check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) "
+                    f"and the bucket's policy ({_first(exc)})", path=uri)  # fmt: skip
     return kind(f"cannot read it ({_first(exc)})", path=uri)
 
 

@@ -4,7 +4,8 @@ One moto application is served on one port per name (moto's buckets live in the 
 every port sees the same objects); each request is recorded with the port's name, so a test
 that gives each torchrun rank its own port counts each rank's GETs and bytes. `die_on` makes
 the server drop the connection in the middle of a GET of one key and stop listening: a server
-that dies mid-read. Nothing here touches the network beyond 127.0.0.1.
+that dies mid-read; `flaky` answers a few GETs with 503 (a transient error the client retries).
+Nothing here touches the network beyond 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class S3Server:
     _servers: list[BaseWSGIServer] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _die_on: str | None = None
+    _flaky: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> S3Server:
         app = DomainDispatcherApplication(create_backend_app)
@@ -65,6 +67,10 @@ class S3Server:
         """The next GET of ``/bucket/key`` sends half its body, then the server is gone."""
         self._die_on = path
 
+    def flaky(self, path: str, times: int) -> None:
+        """The next ``times`` GETs of ``/bucket/key`` answer 503 Slow Down (transient)."""
+        self._flaky[path] = times
+
     def gets(self, path: str, port: str | None = None) -> list[Request]:
         return [r for r in self.requests
                 if r.method == "GET" and r.path == path and port in (None, r.port)]  # fmt: skip
@@ -87,6 +93,11 @@ class S3Server:
             self.requests.append(request)
             if request.method == "GET" and request.path == self._die_on:
                 return self._dying(app, environ, start_response)
+            if request.method == "GET" and self._flaky.get(request.path, 0) > 0:
+                self._flaky[request.path] -= 1
+                start_response("503 Slow Down", [("Content-Type", "application/xml")])
+                return iter([b"<Error><Code>SlowDown</Code><Message>Reduce your request rate"
+                             b"</Message></Error>"])  # fmt: skip
             return iter(app(environ, start_response))
 
         return recorded

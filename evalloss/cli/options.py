@@ -232,7 +232,9 @@ def data_options(f: F) -> F:
                 help="CSV, TSV (.tsv/.tab or tab-separated), Parquet (.parquet/.pq), token ids "
                 "(.bin, .jsonl), tensors (.npz, .safetensors: --inputs-key, --targets-key), or "
                 "your own torch Dataset: path/to/file.py:Name or package.module:Name, a "
-                "factory called with no arguments.",
+                "factory called with no arguments. CSV, Parquet and .bin may be in object "
+                "storage: s3://bucket/key, gs://, hf:// (read by ranges; AWS_ENDPOINT_URL "
+                "for an S3-compatible store).",
             ),
             click.option(
                 "--model",

@@ -81,8 +81,11 @@ def _open_object(uri: str) -> Checkpoint:
     opened = stamp(uri)
     if opened == (0, 0):
         raise remote.failure(uri, FileNotFoundError(uri), CheckpointError)
-    with remote.open_input(uri, CheckpointError) as f:
-        raw, data_size = _header_of(f, opened[0], uri)
+    try:  # unbuffered: exactly the length, then exactly the header, no tensor byte
+        with remote.open_native(uri, CheckpointError) as f:
+            raw, data_size = _header_of(f, opened[0], uri)
+    except OSError as exc:
+        raise remote.failure(uri, exc, CheckpointError) from exc
     with stand_in(uri, opened, struct.pack("<Q", len(raw)) + raw) as local:
         return _checked(uri, raw, data_size, opened, local)
 

@@ -95,7 +95,9 @@ def _open(path: str, opened: tuple[int, int]) -> Any:
     if not remote.is_uri(path):
         return pq.ParquetFile(path, pre_buffer=False)  # pre-buffering: RSS grows
     footer = _FOOTERS.get((path, opened))
-    return pq.ParquetFile(remote.open_native(path), pre_buffer=False, metadata=footer)
+    # pre-buffered: a row group's column chunks coalesced into few ranged GETs (each GET
+    # costs a round trip), for a row group's worth of memory
+    return pq.ParquetFile(remote.open_native(path), pre_buffer=True, metadata=footer)
 
 
 _FOOTERS: dict[tuple[str, tuple[int, int]], Any] = {}  # an object's footer, read once
