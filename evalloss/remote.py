@@ -172,9 +172,14 @@ def open_native(uri: str, kind: Kind = DataError) -> Any:
     return native
 
 
-def open_binary(path: str, kind: Kind = DataError) -> Any:
-    """``open(path, "rb")`` for a local path, `open_input` for a URI."""
-    return open_input(path, kind) if is_uri(path) else open(path, "rb")
+def open_binary(path: str, kind: Kind = DataError, *, buffered: bool = True) -> Any:
+    """``open(path, "rb")`` for a local path, `open_input` for a URI (``buffered=False``:
+    each read exactly the bytes asked for, one ranged GET, for readers of large ranges)."""
+    if not is_uri(path):
+        return open(path, "rb")
+    if buffered:
+        return open_input(path, kind)
+    return _Object(open_native(path, kind), path, kind)
 
 
 @contextmanager

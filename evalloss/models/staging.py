@@ -57,7 +57,8 @@ def _download(uri: str, opened: tuple[int, int], local: Path) -> None:
     head = _HEADERS.get((uri, opened))
     digest = hashlib.sha256()
     try:
-        with remote.open_input(uri, CheckpointError) as source, open(local, "wb") as out:
+        with remote.open_binary(uri, CheckpointError, buffered=False) as source, \
+                open(local, "wb") as out:  # fmt: skip
             while piece := source.read(PIECE):
                 digest.update(piece)
                 out.write(piece)

@@ -110,7 +110,7 @@ def ranges(path: str, start: int, end: int, digest: Digest | None = None) -> Ite
     ``digest``, when given, is updated with every byte read, in file order: with ``start == 0``
     and ``end`` the file size, it ends as the hash of the whole file.
     """
-    with remote.open_binary(path) as f:
+    with remote.open_binary(path, buffered=False) as f:
         f.seek(start)
         pos, tail = start, b""  # pos: the file offset after the bytes read so far
         while pos < end:
@@ -150,7 +150,7 @@ def line_of(path: str, offset: int) -> int:
 
 def has_quote(path: str, start: int, end: int) -> bool:
     """Whether bytes ``[start, end)`` hold a quote character."""
-    with remote.open_binary(path) as f:
+    with remote.open_binary(path, buffered=False) as f:
         f.seek(start)
         pos = start
         while pos < end:
@@ -220,7 +220,7 @@ def _known(path: str) -> tuple[str, int, int]:
 
 def _hash(path: str) -> str:
     digest = hashlib.sha256()
-    with remote.open_binary(path) as f:
+    with remote.open_binary(path, buffered=False) as f:
         while piece := f.read(RANGE_BYTES):
             digest.update(piece)
     return digest.hexdigest()

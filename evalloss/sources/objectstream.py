@@ -35,7 +35,8 @@ def blocks(stream: TokenStream, rank: int, world: int) -> Iterator[Block]:
     digest = hashlib.sha256() if world == 1 and stream.checksum else None
     end = min(n, windows.window(n, last - 1, stream.context, stream.stride).end + 1) if last \
         else 0  # fmt: skip
-    span = _Span(remote.open_input(stream.path), stream.path, stream.dtype, end, digest)
+    file = remote.open_binary(stream.path, buffered=False)  # each span exactly one GET
+    span = _Span(file, stream.path, stream.dtype, end, digest)
     with span.file:
         for w0 in range(first, last, stream.rows):
             wins = [windows.window(n, w, stream.context, stream.stride)
