@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,13 +103,14 @@ def test_a_token_stream_from_the_bucket_in_many_ranged_reads(
     s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(objectstream, "SPAN_BYTES", 64)  # many spans, each a ranged GET
-    monkeypatch.setattr(remote, "BUFFER", 16)  # not served from one buffered read
     tokens = np.random.default_rng(0).integers(0, lm.VOCAB, size=1001).astype(np.uint16)
     tokens.tofile(tmp_path / "s.bin")
     torch.manual_seed(0)
     evalloss.save(lm.Causal(), tmp_path / "lm.safetensors", loss="causal-lm")
-    uri, ckpt = upload(s3, tmp_path / "s.bin", "t2/s.bin"), upload(s3, tmp_path / "lm.safetensors", "t2/lm.safetensors")
-    options = {"context": 8, "stride": 3, "batch_tokens": 16, "model": f"{Path(lm.__file__)}:Causal"}
+    uri = upload(s3, tmp_path / "s.bin", "t2/s.bin")
+    ckpt = upload(s3, tmp_path / "lm.safetensors", "t2/lm.safetensors")
+    model = f"{Path(lm.__file__)}:Causal"
+    options = {"context": 8, "stride": 3, "batch_tokens": 16, "model": model}
     local = evalloss.compare([tmp_path / "lm.safetensors"], data=tmp_path / "s.bin", **options)
     there = evalloss.compare([ckpt], data=uri, **options)
     assert figures(there.to_dict(), f"s3://{BUCKET}/t2", tmp_path) == figures(
@@ -148,7 +150,7 @@ def test_missing_bucket_and_missing_object_each_one_line(s3: S3Server, tmp_path:
         _one_error_line(run("compare", uri, "--data", csv), uri, why)
 
 
-def test_access_denied_is_one_line(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_access_denied_is_one_line(s3: S3Server, tmp_path: Path) -> None:
     ckpts, csv, _ = tabular(tmp_path)
     uri = upload(s3, csv, "t5/d.csv")
     import requests
@@ -161,7 +163,9 @@ def test_access_denied_is_one_line(s3: S3Server, tmp_path: Path, monkeypatch: py
         requests.post(f"{s3.urls['main']}/moto-api/reset-auth", data=b"inf", timeout=10)
 
 
-def test_a_server_that_dies_mid_read_is_one_line(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_that_dies_mid_read_is_one_line(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ckpts, csv, _ = tabular(tmp_path)
     uri = upload(s3, csv, "t6/d.csv")
     dying = S3Server(("dying",)).start()  # the same objects, on its own port
@@ -199,8 +203,28 @@ def test_an_object_that_changes_during_the_run_is_refused(s3: S3Server, tmp_path
     _one_error_line(result, uri, "changed while it was being read")
 
 
-def test_a_hostile_header_is_refused_before_any_tensor_is_fetched(s3: S3Server, tmp_path: Path) -> None:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 20], "data_offsets": [8, (1 << 22) + 8]}})
+def test_a_checkpoint_rewritten_after_its_header_was_read_is_refused(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpts, csv, _ = tabular(tmp_path)
+    uri = upload(s3, ckpts[0], "t11/m.safetensors")
+    from evalloss.models import staging
+
+    real = staging.staged
+
+    def rewritten(*args: Any) -> Any:  # the same header, other weights, before the download
+        client(s3).put_object(Bucket=BUCKET, Key="t11/m.safetensors", Body=ckpts[1].read_bytes())
+        return real(*args)
+
+    monkeypatch.setattr(staging, "staged", rewritten)
+    _one_error_line(run("compare", uri, "--data", csv), uri, "changed while it was being read")
+
+
+def test_a_hostile_header_is_refused_before_any_tensor_is_fetched(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    offsets = [8, (1 << 22) + 8]  # a gap of 8 bytes before the tensor: the library refuses it
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1 << 20], "data_offsets": offsets}})
     raw = header.encode()
     body = struct.pack("<Q", len(raw)) + raw + bytes(1 << 22)
     path = tmp_path / "bad.safetensors"
@@ -236,8 +260,10 @@ def test_any_fsspec_filesystem_reads_as_a_disk(tmp_path: Path) -> None:
         assert figures(there, "memory://evalloss22", tmp_path) == figures(local, "", tmp_path)
 
 
-def test_a_missing_package_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_package_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ckpts, _, _ = tabular(tmp_path)
-    monkeypatch.setitem(__import__("sys").modules, "fsspec", None)  # not installed
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # not installed
     uri = "hf://datasets/someone/data/d.csv"
     _one_error_line(run("compare", ckpts[0], "--data", uri), uri, "pip install 'evalloss[hf]'")
