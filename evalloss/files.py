@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from . import remote
 from .errors import OptionError
 
 
@@ -92,7 +93,10 @@ def check_output(
 
 
 def stamp(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(size, modification time in ns) of a file: what tells that it changed (0, 0 if gone)."""
+    """(size, modification time in ns) of a file: what tells that it changed (0, 0 if gone).
+    An object in storage (a URI): (size, a number made from its ETag), `remote.stamp`."""
+    if remote.is_uri(path):
+        return remote.stamp(str(path))
     try:
         info = Path(path).stat()
     except OSError:

@@ -100,6 +100,10 @@ def compare(
 ) -> None:
     """Rank checkpoints by exact loss per item over the whole data set.
 
+    A CHECKPOINT is a safetensors file, a Hugging Face model folder, or a file in object
+    storage (s3://bucket/m.safetensors, gs://..., hf://...: its header is checked before
+    any tensor is fetched).
+
     Under torchrun (torchrun --nproc_per_node=K -m evalloss compare ...) each process reads
     and evaluates its share of the rows; rank 0 writes the same report as one process.
 

@@ -197,8 +197,8 @@ def data_options(f: F) -> F:
                 metavar="PATH",
                 help="CSV, TSV (.tsv/.tab or tab-separated), Parquet (.parquet/.pq), token ids "
                 "(.bin, .jsonl), tensors (.npz, .safetensors: --inputs-key, --targets-key), or "
-                "your own torch Dataset: path/to/file.py:Name or package.module:Name, a "
-                "factory called with no arguments.",
+                "your own Dataset: path/to/file.py:Name or package.module:Name, a factory "
+                "called with no arguments. CSV, Parquet, .bin also at s3://, gs://, hf:// URIs.",
             ),
             click.option(
                 "--model",

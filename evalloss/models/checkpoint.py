@@ -17,8 +17,9 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from evalloss import remote
 from evalloss.errors import CheckpointError, EvallossWarning, shown
 from evalloss.files import stamp
 
@@ -61,12 +62,38 @@ class Checkpoint:
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and validate the header of a safetensors file; refuse anything else by name."""
     path = os.fspath(path)
+    if remote.is_uri(path):
+        return _open_object(path)
     if os.path.isdir(path):  # noqa: PTH112 - False, not an error, for a name too long
         from .folder import open_folder
 
         return open_folder(path)
     opened = stamp(path)
     raw, data_size = _read_header(path)
+    return _checked(path, raw, data_size, opened)
+
+
+def _open_object(uri: str) -> Checkpoint:
+    """A checkpoint in object storage: its header fetched by a ranged read and validated by
+    the safetensors library before any tensor is downloaded (`staging`)."""
+    from .staging import stand_in
+
+    opened = stamp(uri)
+    if opened == (0, 0):
+        raise remote.failure(uri, FileNotFoundError(uri), CheckpointError)
+    try:  # unbuffered: exactly the length, then exactly the header, no tensor byte
+        with remote.open_native(uri, CheckpointError) as f:
+            raw, data_size = _header_of(f, opened[0], uri)
+    except OSError as exc:
+        raise remote.failure(uri, exc, CheckpointError) from exc
+    with stand_in(uri, opened, struct.pack("<Q", len(raw)) + raw) as local:
+        return _checked(uri, raw, data_size, opened, local)
+
+
+def _checked(
+    path: str, raw: bytes, data_size: int, opened: tuple[int, int], local: str | None = None
+) -> Checkpoint:
+    """The header parsed and validated (``local``: the file the library validates)."""
     header = _parse_header(raw, path)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
@@ -78,7 +105,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                 path=path,
                 key=key if key.isprintable() and len(key) <= 60 else shown(key),
             )
-    _validate(path, header, data_size)
+    _validate(local or path, header, data_size, path)
     shapes = {name: tuple(info["shape"]) for name, info in header.items()}
     return Checkpoint(path=path, metadata=metadata, shapes=shapes, opened=opened)
 
@@ -89,7 +116,15 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
-        tensors = load_file(checkpoint.path, device="cpu")
+        if remote.is_uri(checkpoint.path):
+            from .staging import staged
+
+            with staged(checkpoint.path, checkpoint.opened) as local:
+                tensors = load_file(local, device="cpu")
+        else:
+            tensors = load_file(checkpoint.path, device="cpu")
+    except CheckpointError:
+        raise
     except Exception as exc:  # SafetensorError, or a dtype this torch cannot hold, ...
         raise CheckpointError(
             f"cannot load its tensors ({_plain(exc)})", path=checkpoint.path
@@ -131,16 +166,7 @@ def _read_header(path: str) -> tuple[bytes, int]:
             # a FIFO or device would block or never end: refuse before opening it
             raise CheckpointError("not a regular file", path=path)
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(
-                    f"file is {len(head)} bytes, too short for safetensors; {_ONLY}", path=path
-                )
-            (length,) = struct.unpack("<Q", head)
-            if length > HEADER_CAP or 8 + length > size:
-                raise CheckpointError(_what_is_it(head, length, size), path=path)
-            raw = f.read(length)
+            return _header_of(f, os.fstat(f.fileno()).st_size, path)
     except IsADirectoryError as exc:
         raise CheckpointError("is a directory, not a checkpoint file", path=path) from exc
     except FileNotFoundError as exc:
@@ -149,7 +175,18 @@ def _read_header(path: str) -> tuple[bytes, int]:
         raise CheckpointError("permission denied", path=path) from exc
     except OSError as exc:
         raise CheckpointError(f"cannot read ({exc.strerror or exc})", path=path) from exc
-    return raw, size - 8 - length
+
+
+def _header_of(f: BinaryIO, size: int, path: str) -> tuple[bytes, int]:
+    """The raw JSON header of the ``size``-byte file ``f``, and the size of the data after it."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise CheckpointError(f"file is {len(head)} bytes, too short for safetensors; {_ONLY}",
+                              path=path)  # fmt: skip
+    (length,) = struct.unpack("<Q", head)
+    if length > HEADER_CAP or 8 + length > size:
+        raise CheckpointError(_what_is_it(head, length, size), path=path)
+    return f.read(length), size - 8 - length
 
 
 def _parse_header(raw: bytes, path: str) -> dict[str, Any]:
@@ -185,12 +222,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _validate(path: str, header: dict[str, Any], data_size: int) -> None:
-    """The safetensors library's own header validation; its errors said plainly."""
+def _validate(local: str, header: dict[str, Any], data_size: int, path: str) -> None:
+    """The safetensors library's own header validation of ``local`` (the file, or a stand-in
+    for an object); its errors said plainly, naming ``path``."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(local, framework="pt") as f:
             f.keys()
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
         why = _diagnose(header, data_size) or f"not a valid safetensors file ({_plain(exc)})"

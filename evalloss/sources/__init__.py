@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from evalloss import remote
 from evalloss.errors import DataError
 
 from . import csvfile, documents, factory, parquetfile, tensors, text, tokenstream
@@ -36,6 +37,8 @@ SPECS: tuple[ModuleType, ...] = (factory,)  # --data that names code, not a file
 def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     """Open ``path`` with the first source that accepts it: columns resolved, nothing read."""
     path = os.fspath(path)
+    if remote.is_uri(path):
+        return _open_object(path, options)
     for spec in SPECS:
         if spec.accepts(path, options):
             made: DataSource = spec.open_source(path, options)
@@ -49,5 +52,30 @@ def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     for source in SOURCES:
         if source.accepts(path, options):
             opened: DataSource = source.open_source(path, options)
+            return opened
+    raise AssertionError("the last source accepts every path")
+
+
+# the forms read from object storage by ranges; the others need a local file
+REMOTE: tuple[ModuleType, ...] = (tokenstream, parquetfile, csvfile)
+
+
+def _open_object(uri: str, options: Options) -> DataSource:
+    """An object in storage (``s3://``, ``gs://``, ``hf://``, ...): there, and of a form
+    read by ranges; never code."""
+    if any(spec.accepts(uri, options) for spec in SPECS):
+        raise DataError("code is never read from object storage: --data file.py:Name names "
+                        "a local file or an installed module", path=uri)  # fmt: skip
+    remote.size(uri)  # the object is there, else one line naming the URI
+    for source in SOURCES:
+        if source.accepts(uri, options):
+            if source not in REMOTE:
+                name = source.__name__.rsplit(".", 1)[-1]
+                raise DataError(
+                    f"{name} data is not read from object storage: copy it to a local disk "
+                    "(CSV, Parquet and .bin token streams are read in place)",
+                    path=uri,
+                )
+            opened: DataSource = source.open_source(uri, options)
             return opened
     raise AssertionError("the last source accepts every path")

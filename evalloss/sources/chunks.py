@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from evalloss import remote
+
 RANGE_BYTES = 16 << 20  # measured: 16 MiB ranges parse faster than 4, 8, 32 or 64 MiB here
 QUOTE = b'"'
 
@@ -65,16 +67,16 @@ class Digest:
 
 def header_end(path: str) -> int | None:
     """The byte offset just after the header line, or None if the header has a quoted newline."""
-    with open(path, "rb") as f:
+    with remote.open_binary(path) as f:
         line = f.readline()
     return None if line.count(QUOTE) % 2 else len(line)
 
 
 def shard_bounds(path: str, start: int, world: int) -> list[int]:
     """``world + 1`` offsets: shard r is ``[b[r], b[r+1])``, each bound at a line start."""
-    size = Path(path).stat().st_size
+    size = remote.size(path) if remote.is_uri(path) else Path(path).stat().st_size
     bounds = [start]
-    with open(path, "rb") as f:
+    with remote.open_binary(path) as f:
         for r in range(1, world):
             nominal = start + (size - start) * r // world
             if nominal <= bounds[-1]:
@@ -108,7 +110,7 @@ def ranges(path: str, start: int, end: int, digest: Digest | None = None) -> Ite
     ``digest``, when given, is updated with every byte read, in file order: with ``start == 0``
     and ``end`` the file size, it ends as the hash of the whole file.
     """
-    with open(path, "rb") as f:
+    with remote.open_binary(path, buffered=False) as f:
         f.seek(start)
         pos, tail = start, b""  # pos: the file offset after the bytes read so far
         while pos < end:
@@ -136,7 +138,7 @@ def ranges(path: str, start: int, end: int, digest: Digest | None = None) -> Ite
 def line_of(path: str, offset: int) -> int:
     """The 1-based line number at byte ``offset`` (a line start): 1 + newlines before it."""
     count, pos = 0, 0
-    with open(path, "rb") as f:
+    with remote.open_binary(path) as f:
         while pos < offset:
             piece = f.read(min(RANGE_BYTES, offset - pos))
             if not piece:
@@ -148,7 +150,7 @@ def line_of(path: str, offset: int) -> int:
 
 def has_quote(path: str, start: int, end: int) -> bool:
     """Whether bytes ``[start, end)`` hold a quote character."""
-    with open(path, "rb") as f:
+    with remote.open_binary(path, buffered=False) as f:
         f.seek(start)
         pos = start
         while pos < end:
@@ -161,14 +163,15 @@ def has_quote(path: str, start: int, end: int) -> bool:
     return False
 
 
-_HASHED: dict[tuple[str, int, int], str] = {}
+_HASHED = remote.SHA256  # objects hashed as they streamed by are in it too
 _AHEAD: dict[tuple[str, int, int], Future[str]] = {}
 _LOCK = threading.Lock()
 
 
 def sha256_of(path: str) -> str:
-    """The hex sha256 of the file, read in ranges; once per process while its size and
-    modification time stay (a cache key and the provenance ask for the same checkpoint).
+    """The hex sha256 of the file (or object), read in ranges; once per process while its
+    size and modification time (an object's ETag) stay (a cache key and the provenance ask for
+    the same checkpoint).
     A file `hash_ahead` is hashing is waited for, not read again."""
     known = _known(path)
     with _LOCK:
@@ -212,12 +215,19 @@ def _hash_all(todo: list[tuple[str, Future[str]]]) -> None:
 def _known(path: str) -> tuple[str, int, int]:
     from evalloss.files import stamp
 
-    return (os.path.realpath(path), *stamp(path))
+    return (path if remote.is_uri(path) else os.path.realpath(path), *stamp(path))
 
 
 def _hash(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with remote.open_binary(path, buffered=False) as f:
         while piece := f.read(RANGE_BYTES):
             digest.update(piece)
     return digest.hexdigest()
+
+
+def remember(path: str, opened: tuple[int, int], digest: hashlib._Hash) -> None:
+    """Keep the sha256 a reader computed while the bytes streamed by (an object in storage,
+    read once), for `sha256_of` while the object's stamp stays ``opened``."""
+    with _LOCK:
+        _HASHED[(path, *opened)] = digest.hexdigest()

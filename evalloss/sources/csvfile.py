@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from evalloss import remote
 from evalloss.errors import DataError, EvallossWarning
 
 from . import chunks, slicing, tabular
@@ -94,7 +95,9 @@ class CsvFile(Tabular):
         """This process's share of the rows, in blocks. ``exact``: without byte cuts (every
         process parses the whole file and keeps every ``world``-th block). With ``gather``,
         the processes agree on it first: exact if any one's byte share holds a quote."""
-        if world > 1 and gather is not None and not exact:
+        # an object in storage is not scanned first (each process would fetch its share
+        # twice): a quote in a process's share stops the run instead (`_csv_blocks`)
+        if world > 1 and gather is not None and not exact and not remote.is_uri(self.path):
             exact = any(gather(self.byte_cuts_unsafe(rank, world)))
             if exact and rank == 0:
                 warnings.warn(
@@ -125,7 +128,7 @@ class CsvFile(Tabular):
         hashed = "sha256" in self._state  # already (the result cache hashes before the pass)
         digest = chunks.Digest() if world == 1 and self.checksum and not hashed else None
         if digest is not None:
-            with open(self.path, "rb") as f:
+            with remote.open_binary(self.path) as f:
                 digest.update(f.read(start))
         try:
             yield from self._ranges(dtype, bounds, rank, world, digest)
@@ -140,9 +143,11 @@ class CsvFile(Tabular):
             if chunks.QUOTE in part.data:
                 if world > 1:
                     raise DataError(
-                        "quoted fields: byte-range shards are unsafe; read it exactly",
+                        "quoted fields: byte-range shards are unsafe; read it exactly"
+                        + (" (an object: in one process, or from a local disk)"
+                           if remote.is_uri(self.path) else ""),
                         path=self.path,
-                    )
+                    )  # fmt: skip
                 yield from self._stream_blocks(dtype, part.offset, row, 0, 1)
                 return  # the rest was read by pyarrow: hashed on demand
             if part.data.isspace():
@@ -200,7 +205,8 @@ class CsvFile(Tabular):
         from pyarrow import csv as pacsv
 
         try:
-            stream = pa.OSFile(self.path)
+            opened = remote.open_input if remote.is_uri(self.path) else pa.OSFile
+            stream = opened(self.path)
             stream.seek(offset)
             skip = 1 if self.header and offset == 0 else 0
             reader = pacsv.open_csv(stream, **self._options(dtype, skip, quoted=True))
@@ -251,7 +257,7 @@ class CsvFile(Tabular):
     def _records(self, offset: int = 0) -> Iterator[tuple[int, list[str]]]:
         """(1-based line, fields) of every data record from byte ``offset`` (a record start),
         skipping blank lines as pyarrow does."""
-        with open(self.path, "rb") as raw:
+        with remote.open_binary(self.path) as raw:
             raw.seek(offset)
             text = io.TextIOWrapper(
                 raw, encoding="utf-8-sig" if offset == 0 else "utf-8", newline=""

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 
+from evalloss import remote
 from evalloss.errors import DataError
 from evalloss.errors import shown as quoted
 
@@ -50,7 +51,7 @@ def read_header(path: str, has_header: bool) -> tuple[str, tuple[str, ...]]:
     """The delimiter and column names, from the first line only (read as bytes, so a bad byte
     further down is reported at its own line by the reader, not here)."""
     try:
-        with open(path, "rb") as f:
+        with remote.open_binary(path) as f:
             raw = f.readline(MAX_HEADER_BYTES + 1)
     except OSError as exc:
         raise DataError(f"cannot read ({exc.strerror or exc})", path=path) from exc
@@ -113,9 +114,9 @@ _MAGIC = {
 
 def _binary_kind(path: str) -> str | None:
     """What a data file that is not text looks like (compressed, Parquet, a checkpoint)."""
-    with open(path, "rb") as f:
+    with remote.open_binary(path) as f:
         head = f.read(9)
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, os.SEEK_END)
     for magic, kind in _MAGIC.items():
         if head.startswith(magic):
             return kind
@@ -148,7 +149,7 @@ def unreadable(path: str, delimiter: str) -> DataError | None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     sep = delimiter.encode()
     line, run = 1, 0
-    with open(path, "rb") as f:
+    with remote.open_binary(path) as f:
         if f.read(3) != codecs.BOM_UTF8:
             f.seek(0)
         while chunk := f.readline(1 << 20):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from evalloss import remote
 from evalloss.errors import DataError, OptionError
 
 from . import slicing, textlabels, windows
@@ -44,8 +45,9 @@ def accepts(path: str, options: Options) -> bool:
     import pyarrow.parquet as pq
 
     try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError, ValueError):
+        with remote.arrow_input(path) as where:
+            schema = pq.read_schema(where)
+    except (pa.ArrowException, OSError, ValueError, DataError):
         return False  # parquetfile says what is wrong with it
     return any(_token_list(t) for t in schema.types)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from evalloss import remote
 from evalloss.errors import DataError
 
 from . import slicing, tabular
@@ -40,7 +41,8 @@ def read_column(path: str, name: str) -> object:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path, columns=[name]).column(name)
+        with remote.arrow_input(path) as where:
+            return pq.read_table(where, columns=[name]).column(name)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"cannot read Parquet ({exc})", path=path, key=name) from exc
 
@@ -54,10 +56,9 @@ class ParquetFile(Tabular):
     ) -> Iterator[Block]:
         """Row groups ``[G r / K, G (r+1) / K)`` for process r of K, in blocks."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         try:
-            parquet = pq.ParquetFile(self.path, pre_buffer=False)  # pre-buffering: RSS grows
+            parquet = _open(self.path, self.opened)
             meta = parquet.metadata
             groups = meta.num_row_groups
             mine = list(range(groups * rank // world, groups * (rank + 1) // world))
@@ -73,6 +74,8 @@ class ParquetFile(Tabular):
                 yield self._to_block(batch, row, dtype)
                 row += batch.num_rows
         except (pa.ArrowException, OSError, ValueError) as exc:  # a corrupt file
+            if remote.is_uri(self.path) and isinstance(exc, OSError):  # the store's
+                raise remote.failure(self.path, exc) from exc
             raise DataError(f"cannot read Parquet ({exc})", path=self.path) from exc
         if world == 1 and row == 0:
             raise DataError("no data rows", path=self.path)
@@ -85,11 +88,31 @@ class ParquetFile(Tabular):
         )
 
 
+def _open(path: str, opened: tuple[int, int]) -> Any:
+    """The file opened for reading by row groups (an object: its footer as read at open)."""
+    import pyarrow.parquet as pq
+
+    if not remote.is_uri(path):
+        return pq.ParquetFile(path, pre_buffer=False)  # pre-buffering: RSS grows
+    footer = _FOOTERS.get((path, opened))
+    # pre-buffered: a row group's column chunks coalesced into few ranged GETs (each GET
+    # costs a round trip), for a row group's worth of memory
+    return pq.ParquetFile(remote.open_native(path), pre_buffer=True, metadata=footer)
+
+
+_FOOTERS: dict[tuple[str, tuple[int, int]], Any] = {}  # an object's footer, read once
+
+
 def _parquet_columns(path: str) -> tuple[str, ...]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
+        if remote.is_uri(path):  # one read of the footer, kept for the pass
+            with remote.arrow_input(path) as f:
+                meta = pq.ParquetFile(f).metadata
+            _FOOTERS[(path, remote.stamp(path))] = meta
+            return tuple(meta.schema.to_arrow_schema().names)
         return tuple(pq.read_schema(path).names)
     except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError
         raise DataError(f"not a readable Parquet file ({exc})", path=path) from exc

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from evalloss import remote
 from evalloss.errors import DataError, OptionError, shown
 
 from . import documents, textlabels
@@ -113,15 +114,16 @@ def _schema(path: str) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        if path.lower().endswith(documents.PARQUET_SUFFIXES):
-            return pq.read_schema(path)
-        return _table_reader(path, []).schema
+        with remote.arrow_input(path) as where:
+            if path.lower().endswith(documents.PARQUET_SUFFIXES):
+                return pq.read_schema(where)
+            return _table_reader(path, [], where=where).schema
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
 
 
 def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1,
-                  types: dict[str, str] | None = None) -> Any:  # fmt: skip
+                  types: dict[str, str] | None = None, where: Any = None) -> Any:  # fmt: skip
     """Record batches of ``columns`` (all if empty; the first is text; ``types``: the other
     columns' CSV types): this process's share of a Parquet file's row groups, or the whole of
     a JSON Lines or CSV file."""
@@ -139,7 +141,7 @@ def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1,
     )  # fmt: skip
     parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",",
                                newlines_in_values=True)  # fmt: skip
-    return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+    return pacsv.open_csv(where or path, read_options=pacsv.ReadOptions(block_size=1 << 24),
                           parse_options=parse, convert_options=convert)  # fmt: skip
 
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evalloss import remote
 from evalloss.errors import DataError, OptionError
 
-from . import windows
+from . import objectstream, windows
 from .base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def open_source(path: str, options: Options) -> TokenStream:
     import numpy as np
 
     itemsize = np.dtype(options.token_dtype).itemsize
-    size = Path(path).stat().st_size
+    size = remote.size(path) if remote.is_uri(path) else Path(path).stat().st_size
     if size % itemsize:
         raise DataError(
             f"{size} bytes is not a whole number of {options.token_dtype} tokens "
@@ -73,6 +74,9 @@ class TokenStream(OneFile):
         """Windows ``[W r / K, W (r+1) / K)`` for process r of K, ``rows`` per block."""
         import numpy as np
 
+        if remote.is_uri(self.path):
+            yield from objectstream.blocks(self, rank, world)
+            return
         tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
         n = len(tokens)
         total = windows.count(n, self.stride)
@@ -92,7 +96,8 @@ class TokenStream(OneFile):
         """Label ``position`` of window ``block.row + index``: the token it names, by offset."""
         import numpy as np
 
-        n = Path(self.path).stat().st_size // np.dtype(self.dtype).itemsize
+        size = self.opened[0] if remote.is_uri(self.path) else Path(self.path).stat().st_size
+        n = size // np.dtype(self.dtype).itemsize
         win = windows.window(n, block.row + index, self.context, self.stride)
         token = win.start + position + 1
         offset = token * np.dtype(self.dtype).itemsize
