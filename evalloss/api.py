@@ -19,7 +19,7 @@ from .models import warn_if_unused
 from .models.user import source_file
 from .observers import TOKENS, Pairing, Taps
 from .options import Options, PathLike
-from .plan import Plan, fitted_batch_size, light, resolve
+from .plan import Plan, fitted_batch_size, resolve
 from .ranking import build_report, unique_names
 from .report import ItemSample, Report
 from .slices import SliceSums
@@ -110,8 +110,6 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         plan, found, built, taps, batch_size, hits = _prepare(
             paths, settings, world, batch_size, outputs, progress, cached
         )
-        if threads is None and light(plan):
-            readahead.one_thread()
         token = plan.loss.unit == "token"
         pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
         sliced = _slice_sums(plan, len(paths), base)

@@ -203,23 +203,6 @@ def fitted_batch_size(plan: Plan, wanted: int | None) -> int:
     return size if limit is None else min(size, limit)
 
 
-LIGHT_MACS = 16384  # multiply-adds an item, all models together (docs/performance.md)
-
-
-def light(plan: Plan) -> bool:
-    """Whether the models are MLPs so light on the CPU (at most `LIGHT_MACS` multiply-adds an
-    item, all of them together) that torch's threads cost more than they give: each layer of
-    a batch is a fraction of a millisecond, and its threads meet at a barrier after each,
-    where a thread the OS has given another job's core is waited for (issue 23, measured).
-    Such a run computes on one thread, and parses the next block meanwhile on the others."""
-    from .models.activations import linear_macs
-
-    if plan.device.type != "cpu" or len(plan.source.item_shape or ()) != 1:
-        return False
-    macs = [linear_macs(c) for c in plan.checkpoints]
-    return all(m is not None for m in macs) and sum(m or 0 for m in macs) <= LIGHT_MACS
-
-
 CPU_BATCH_ELEMENTS = 2048 * 512  # measured: the 64-256-256-10 MLP's best batch, 2048 rows
 
 

@@ -109,14 +109,6 @@ def cores(local_processes: int = 1) -> int:
     return max(1, total // local_processes)
 
 
-def one_thread() -> None:
-    """torch on one thread for the rest of the run (`threads` restores it after); the
-    reader thread then parses ahead on the other cores (`read_ahead`)."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 @contextlib.contextmanager
 def threads(wanted: int | None, local_processes: int) -> Iterator[None]:
     """torch's intra-op threads for the run (restored after): ``threads``, or the cores this

@@ -157,24 +157,3 @@ def test_regression_loss_with_several_targets(write_csv, save) -> None:  # type:
     assert report.models[0].accuracy is None
     assert report.data.targets == ("t1", "t2")
     assert math.isfinite(report.models[0].loss_per_item or math.nan)
-
-
-def test_light_mlps_compute_on_one_thread_and_the_rest_on_every_core(write_csv, save) -> None:  # type: ignore[no-untyped-def]
-    from evalloss.readahead import cores
-
-    x, y = data_set(30)
-    data = xy_csv(write_csv, x, y)
-
-    def threads(*modules: torch.nn.Module, **options: object) -> int:
-        ckpts = [save(m, f"m{i}") for i, m in enumerate(modules)]
-        report = evalloss.compare(ckpts, data=data, loss="cross-entropy", **options)
-        assert report.provenance is not None
-        return report.provenance.threads
-
-    # 3*8 + 8*3 = 48 multiply-adds an item, three times: light
-    assert threads(nets.mlp(), nets.mlp(), nets.mlp()) == 1
-    assert threads(nets.mlp(), threads=2) == 2  # asked for: as asked
-    heavy = nets.mlp(hidden=3000)  # 3*3000 + 3000*3 = 18000 > LIGHT_MACS
-    assert threads(heavy) == cores()
-    assert threads(nets.mlp(hidden=1400), nets.mlp(hidden=1400)) == cores()  # 8400 each
-    assert threads(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Softmax(dim=1))) == cores()

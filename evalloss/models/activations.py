@@ -45,26 +45,6 @@ def per_item(checkpoint: Checkpoint, item_shape: Sequence[int]) -> int | None:
     return peak
 
 
-ELEMENTWISE = frozenset({
-    "ReLU", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid", "ELU", "LeakyReLU", "PReLU", "Softplus",
-    "Dropout", "Dropout1d", "Dropout2d", "LayerNorm", "BatchNorm1d",
-})  # fmt: skip
-
-
-def linear_macs(checkpoint: Checkpoint) -> int | None:
-    """The multiply-adds one item (a vector) costs in a spec of Linear layers between
-    element-wise ones (an MLP); None for any other spec, or without one."""
-    if KEY not in checkpoint.metadata:
-        return None
-    total = 0
-    for name, kwargs in parse(checkpoint.metadata[KEY], checkpoint.path):
-        if name == "Linear":
-            total += kwargs["in_features"] * kwargs["out_features"]
-        elif name not in ELEMENTWISE:
-            return None
-    return total
-
-
 def _output_shape(name: str, kw: dict[str, Any], shape: Shape) -> Shape:
     """The output shape of layer ``name(**kw)`` on an input of ``shape`` (batch first)."""
     if name == "Linear":
