@@ -89,6 +89,24 @@ def commands(data: Path, ckpts: list[str]) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def table(results: Path) -> None:
+    """The Markdown table of a results file: a row per cell (the last run of each)."""
+    rows = {}
+    for line in results.read_text().splitlines():
+        r = json.loads(line)
+        rows[(r["rows"], r["features"], r["models"], r["width"], r["format"])] = r
+    print("| rows | features | models x width | format | evalloss | limit | pyarrow | pandas "
+          "| / faster script | / limit | peak RSS MB (ev / limit / pa / pd) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (rows_, features, models, width, kind), r in sorted(rows.items()):
+        s = {k: r[k]["s"] for k in ("evalloss", "limit", "pyarrow", "pandas")}
+        best = min(s["pyarrow"], s["pandas"])
+        rss = " / ".join(f"{r[k]['rss_mb']:.0f}" for k in s)
+        print(f"| {rows_:,} | {features} | {models} x {width} | {kind} | {s['evalloss']:.2f} | "
+              f"{s['limit']:.2f} | {s['pyarrow']:.2f} | {s['pandas']:.2f} | "
+              f"{s['evalloss'] / best:.2f}x | {s['evalloss'] / s['limit']:.2f}x | {rss} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=ints, default=[100_000, 1_000_000, 3_000_000])
@@ -101,7 +119,11 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/evalloss-matrix"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/evalloss-matrix/results.jsonl"))
     parser.add_argument("--make-only", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--table", type=Path, help="print the Markdown table of a results file")
     args = parser.parse_args()
+    if args.table:
+        table(args.table)
+        return
     if args.make_only:
         make(args.folder, *args.make_only, args.width)
         return
