@@ -87,12 +87,18 @@ def test_cached_report_is_the_evaluated_one_for_every_loss_and_format(
     assert len(cache.entries(store)) == 3
 
 
-def test_token_loss_cached_with_paired_ratios(tmp_path: Path) -> None:
+def _documents(tmp_path: Path) -> Path:
+    """40 documents of 0 to 29 token ids, as JSON Lines."""
     data = tmp_path / "docs.jsonl"
     rng = torch.Generator().manual_seed(0)
     docs = [torch.randint(0, lm.VOCAB, (int(n),), generator=rng).tolist()
             for n in torch.randint(0, 30, (40,), generator=rng)]  # fmt: skip
     data.write_text("".join(json.dumps({"input_ids": d}) + "\n" for d in docs))
+    return data
+
+
+def test_token_loss_cached_with_paired_ratios(tmp_path: Path) -> None:
+    data = _documents(tmp_path)
     paths = []
     for seed in range(2):
         torch.manual_seed(seed)
@@ -459,11 +465,7 @@ def test_explain_reads_and_stores_entries_with_the_same_rows(
 
 
 def test_explain_of_a_token_loss_from_the_cache(tmp_path: Path) -> None:
-    data = tmp_path / "docs.jsonl"
-    rng = torch.Generator().manual_seed(0)
-    docs = [torch.randint(0, lm.VOCAB, (int(n),), generator=rng).tolist()
-            for n in torch.randint(0, 30, (40,), generator=rng)]  # fmt: skip
-    data.write_text("".join(json.dumps({"input_ids": d}) + "\n" for d in docs))
+    data = _documents(tmp_path)
     path = tmp_path / "lm.safetensors"
     evalloss.save(lm.Causal(), path, loss="causal-lm")
     options = {"data": data, "model": f"{lm.__file__}:Causal", "context": 8, "stride": 4,
