@@ -37,6 +37,8 @@ def _error(write_csv, ckpt: Path, text: str, *extra: str) -> str:  # type: ignor
         ("a,b,c,y\n1,2,3,0\n4,x,6,1\n", "DATA:3: b: not a number: 'x'"),
         ("a,b,c,y\n1,2,3,0\n4,,6,1\n", "DATA:3: b: empty value"),
         ("a,b,c,y\n1,2,3,0\n4,nan,6,1\n", "DATA:3: b: not a finite number: 'nan'"),
+        ("a,b,c,y\n1,2,3,0\n4,NA,6,1\n", "DATA:3: b: not a number: 'NA'"),  # no null spellings
+        ("a,b,c,y\n1,2,3,NULL\n", "DATA:2: y: not a number: 'NULL'"),
         ("a,b,c,y\n1,2,3,0\n4,5,inf,1\n", "DATA:3: c: not a finite number: 'inf'"),
         ("a,b,c,y\n1,2,3,0\n4,5,6,1\n7,8,9,1,5\n", "DATA:4: expected 4 fields, found 5"),
         ("a,b,c,y\n1,2,3,0\n4,5,6\n", "DATA:3: expected 4 fields, found 3"),

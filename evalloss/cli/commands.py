@@ -202,8 +202,8 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
-    """Start hashing what the run will hash before it reads (every checkpoint file; the data
-    with --cache, or where its source hashes it after the pass, i.e. not CSV), one process."""
+    """Start hashing what the run will hash (the data, every checkpoint file) on a thread
+    before torch is imported, one process: the hashes overlap with the import and the pass."""
     import os
     from pathlib import Path
 
@@ -212,11 +212,10 @@ def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
     under_launcher = os.environ.get("WORLD_SIZE", "1") != "1"  # checked later, by distributed
     if under_launcher or (options.get("no_hash") and not options.get("cache")):
         return
-    data = str(options.get("data") or "")
-    csv = data.lower().endswith((".csv", ".tsv")) and not options.get("text_column")
+    data = [str(options["data"])] if options.get("data") else []
     with contextlib.suppress(OSError):  # a bad path is for the run to name, not for this
         files = [str(f) for c in checkpoints if Path(c).is_dir() for f in Path(c).iterdir()]
-        hash_ahead([data] * (bool(options.get("cache")) or not csv) + files + list(checkpoints))
+        hash_ahead(data + files + list(checkpoints))
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:

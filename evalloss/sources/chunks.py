@@ -37,12 +37,15 @@ class Range:
 class Digest:
     """A sha256 fed on a thread of its own: ``update`` hands the bytes over (they must not
     change after) and returns at once, so the hashing overlaps with the parse of the same
-    bytes (hashlib releases the GIL); ``hexdigest`` waits for the rest."""
+    bytes (hashlib releases the GIL); ``hexdigest`` waits for the rest. It starts with the
+    file's first ``head`` bytes (the header line, which the parse does not read as a range)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str, head: int) -> None:
         import queue
 
         self._sha = hashlib.sha256()
+        with remote.open_binary(path) as f:
+            self._sha.update(f.read(head))
         self._todo: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._thread = threading.Thread(target=self._run, name="evalloss-sha256", daemon=True)
         self._thread.start()
@@ -184,6 +187,16 @@ def sha256_of(path: str) -> str:
     with _LOCK:
         _HASHED[known] = digest
     return digest
+
+
+def hashed_ahead(path: str) -> bool:
+    """Whether this local file's hash is known or on its way (`hash_ahead`): a reader then
+    need not hash the bytes it reads."""
+    if remote.is_uri(path) or not Path(path).is_file():
+        return False
+    known = _known(path)
+    with _LOCK:
+        return known in _HASHED or known in _AHEAD
 
 
 def hash_ahead(paths: Iterable[str]) -> None:

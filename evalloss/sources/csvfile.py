@@ -26,7 +26,15 @@ from evalloss.errors import DataError, EvallossWarning
 from . import chunks, slicing, tabular
 from .base import Block, Gather
 from .csvtext import TSV_SUFFIXES as TSV_SUFFIXES  # re-exported
-from .csvtext import breaks, cell_problem, read_header, shown, unclosed_quote, unreadable
+from .csvtext import (
+    breaks,
+    cell_problem,
+    read_column,
+    read_header,
+    shown,
+    unclosed_quote,
+    unreadable,
+)
 from .tabular import Tabular
 
 if TYPE_CHECKING:
@@ -51,29 +59,13 @@ def open_source(path: str, options: Options) -> CsvFile:
         sep = "tab" if delimiter == "\t" else "comma"
         hint = f": the file has one column, {shown(names[0])}; is it {sep}-separated?"
     columns = tabular.resolve(path, names, options.target, options.feature, hint, options.slice)
-    sliced = slicing.open_slicing(path, options.slice, options.slice_bins,
-                                  lambda name: read_column(path, names, name, delimiter, header))
+    sliced = slicing.open_slicing(
+        path,
+        options.slice,
+        options.slice_bins,
+        lambda name: read_column(path, names, name, delimiter, header),
+    )
     return CsvFile.of(path, columns, options, header=header, delimiter=delimiter, slicing=sliced)
-
-
-def read_column(
-    path: str, names: tuple[str, ...], name: str, delimiter: str, header: bool
-) -> object:
-    """One column of a CSV file, whole: the file is parsed, only that column kept (for the
-    quantile edges of ``--slice-bins``, before the pass)."""
-    import pyarrow as pa
-    from pyarrow import csv as pacsv
-
-    try:
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=int(header)),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(include_columns=[name]),
-        ).column(name)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the slice column ({str(exc).splitlines()[0]})",
-                        path=path, key=name) from exc  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,11 +117,9 @@ class CsvFile(Tabular):
             yield from self._stream_blocks(dtype, 0, 0, rank, world)
             return
         bounds = chunks.shard_bounds(self.path, start, world)
-        hashed = "sha256" in self._state  # already (the result cache hashes before the pass)
-        digest = chunks.Digest() if world == 1 and self.checksum and not hashed else None
-        if digest is not None:
-            with remote.open_binary(self.path) as f:
-                digest.update(f.read(start))
+        hashed = "sha256" in self._state or chunks.hashed_ahead(self.path)  # or on its way
+        own = world == 1 and self.checksum and not hashed
+        digest = chunks.Digest(self.path, start) if own else None
         try:
             yield from self._ranges(dtype, bounds, rank, world, digest)
         finally:
@@ -179,8 +169,13 @@ class CsvFile(Tabular):
                 newlines_in_values=quoted,
                 quote_char='"' if quoted else False,
             ),
+            # no null spellings: a cell that is not a number fails the parse and `_diagnose`
+            # names it (pyarrow's null check took 15% of the parse); a slice column may have gaps
             "convert_options": pacsv.ConvertOptions(
-                column_types=types, include_columns=self.read_columns, strings_can_be_null=True
+                column_types=types,
+                include_columns=self.read_columns,
+                null_values=None if self.slicing else [],
+                strings_can_be_null=bool(self.slicing),
             ),
         }
 

@@ -1,10 +1,12 @@
-"""CSV/TSV as text: the header line, and the exact diagnosis of text the fast reader refused.
+"""CSV/TSV as text: the header line, one column read whole, and the exact diagnosis of text
+the fast reader refused.
 
 `read_header` reads only the first line, as bytes (so a bad byte further down is reported at its
 own line, and an absurd first line is never read whole): delimiter, column names, and plain
 words for what is not a CSV at all (compressed, Parquet, a checkpoint, UTF-16, CR-only line
-ends). The rest runs only after pyarrow failed, to say where and why: `cell_problem` (a cell
-read as pyarrow reads numbers), `unclosed_quote`, `unreadable` (bad UTF-8, a huge field).
+ends). `read_column` parses one column whole, exactly (for quantile edges). The rest runs only
+after pyarrow failed, to say where and why: `cell_problem` (a cell read as pyarrow reads
+numbers), `unclosed_quote`, `unreadable` (bad UTF-8, a huge field).
 """
 
 from __future__ import annotations
@@ -40,6 +42,26 @@ def cell_problem(text: str) -> str | None:
     if number != number or number in (float("inf"), float("-inf")):
         return f"not a finite number: {shown(text)}"
     return None
+
+
+def read_column(
+    path: str, names: tuple[str, ...], name: str, delimiter: str, header: bool
+) -> object:
+    """One column of a CSV file, whole: the file is parsed, only that column kept (for the
+    quantile edges of ``--slice-bins``, before the pass)."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    try:
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=int(header)),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(include_columns=[name]),
+        ).column(name)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the slice column ({str(exc).splitlines()[0]})",
+                        path=path, key=name) from exc  # fmt: skip
 
 
 def shown(text: str, limit: int = 40) -> str:
