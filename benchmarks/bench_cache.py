@@ -10,7 +10,8 @@ interleaved, the median of ``--repeat``: the gate without a cache; the same gate
 baseline cached (a fresh copy of a cache that holds the baseline alone, copied inside the timed
 command); and the gate with an empty cache (both models evaluated, hashed and stored: the cost
 of a miss). Then the JSON reports of the uncached and cached-baseline gates are compared figure
-by figure.
+by figure, and the key's hashes are timed alone (sha256 of the data and both checkpoints on one
+thread) as a share of the miss. ``--cases lm`` runs one case.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def shell(*parts: str) -> list[str]:
 
 def case(name: str, command: list[str], folder: Path, repeat: int) -> dict[str, float]:
     """Time the three gates of one case; check the cached figures; return the ratios."""
-    base, cand = command[6], command[4]
+    base, cand, data = command[6], command[4], command[command.index("--data") + 1]
     seeded = folder / f"{name}-seeded"
     shutil.rmtree(seeded, ignore_errors=True)
     gate_at = command.index("--max-loss")
@@ -65,11 +66,32 @@ def case(name: str, command: list[str], folder: Path, repeat: int) -> dict[str, 
                             text=True)  # fmt: skip
     identical = plain == _figures(cached.stdout)
     walls = [r["seconds"] for r in results.values()]
-    ratios = {"cached / uncached": walls[1] / walls[0], "miss / uncached": walls[2] / walls[0]}
+    ratios = {"cached / uncached": walls[1] / walls[0], "miss / uncached": walls[2] / walls[0],
+              "key hashes / miss": hash_seconds([data, cand, base]) / walls[2]}  # fmt: skip
     for label, value in ratios.items():
-        print(f"{name}: {label}: {value:.2f}x", flush=True)
+        print(f"{name}: {label}: {value:.3f}x", flush=True)
     print(f"{name}: cached figures bit-identical to uncached: {identical}", flush=True)
     return ratios
+
+
+def hash_seconds(files: list[str]) -> float:
+    """What the key's hashes cost a miss at most: sha256 of the data and both checkpoints,
+    read and hashed on this (one) thread, median of 3 (a run does it on a thread of its own,
+    while torch imports, so its wall-time cost is less)."""
+    import hashlib
+    import statistics
+    import time
+
+    def once() -> float:
+        start = time.perf_counter()
+        for path in files:
+            digest = hashlib.sha256()
+            with open(path, "rb", buffering=0) as f:
+                while piece := f.read(16 << 20):
+                    digest.update(piece)
+        return time.perf_counter() - start
+
+    return statistics.median(once() for _ in range(3))
 
 
 def _figures(report: str) -> object:
@@ -87,7 +109,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--wide", type=int, default=1024, help="the model-bound MLP's width")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/evalloss-bench-cache"))
+    parser.add_argument("--cases", default="tabular,wide,lm", help="which of tabular,wide,lm")
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
     import torch
 
     import evalloss
@@ -96,8 +120,9 @@ def main() -> None:
     files = paths(args.folder, args.rows)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.rows} rows, {args.documents} documents", flush=True)  # fmt: skip
-    case("tabular", gate(files["ckpt1"], files["ckpt0"], files["parquet"]), args.folder,
-         args.repeat)  # fmt: skip
+    if "tabular" in cases:
+        case("tabular", gate(files["ckpt1"], files["ckpt0"], files["parquet"]), args.folder,
+             args.repeat)  # fmt: skip
     sys.path.insert(0, str(HERE))
     from _common import FEATURES, mlp
     from _lm import GPT
@@ -107,8 +132,11 @@ def main() -> None:
         if not path.exists():
             torch.manual_seed(i)
             evalloss.save(mlp(FEATURES, args.wide), path, loss="cross-entropy", target="label")
-    case(f"tabular-w{args.wide}", gate(wide[1], wide[0], files["parquet"]), args.folder,
-         args.repeat)  # fmt: skip
+    if "wide" in cases:
+        case(f"tabular-w{args.wide}", gate(wide[1], wide[0], files["parquet"]), args.folder,
+             args.repeat)  # fmt: skip
+    if "lm" not in cases:
+        return
 
     data, base, _ = make_lm(args.folder / "lm", args.documents)
     cand = base.with_name("gpt-candidate.safetensors")
@@ -116,7 +144,7 @@ def main() -> None:
         torch.manual_seed(1)
         evalloss.save(GPT(**KWARGS), cand, loss="causal-lm")
     model = ["--model", f"{HERE / '_lm.py'}:GPT", "--model-kwargs", json.dumps(KWARGS)]
-    case("lm", gate(cand, base, data, *model), args.folder, args.repeat)
+    case(f"lm-{args.documents}", gate(cand, base, data, *model), args.folder, args.repeat)
 
 
 if __name__ == "__main__":
