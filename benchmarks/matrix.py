@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -99,11 +100,12 @@ def table(results: Path) -> None:
           "| / faster script | / limit | peak RSS MB (ev / limit / pa / pd) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (rows_, features, models, width, kind), r in sorted(rows.items()):
-        s = {k: r[k]["s"] for k in ("evalloss", "limit", "pyarrow", "pandas")}
-        best = min(s["pyarrow"], s["pandas"])
-        rss = " / ".join(f"{r[k]['rss_mb']:.0f}" for k in s)
-        print(f"| {rows_:,} | {features} | {models} x {width} | {kind} | {s['evalloss']:.2f} | "
-              f"{s['limit']:.2f} | {s['pyarrow']:.2f} | {s['pandas']:.2f} | "
+        names = ("evalloss", "limit", "pyarrow", "pandas")
+        s = {k: r[k]["s"] if k in r else math.nan for k in names}  # a skipped command: nan
+        best = min(v for k, v in s.items() if k in ("pyarrow", "pandas") and k in r)
+        rss = " / ".join(f"{r[k]['rss_mb']:.0f}" if k in r else "-" for k in names)
+        times = " | ".join("-" if math.isnan(v) else f"{v:.2f}" for v in s.values())
+        print(f"| {rows_:,} | {features} | {models} x {width} | {kind} | {times} | "
               f"{s['evalloss'] / best:.2f}x | {s['evalloss'] / s['limit']:.2f}x | {rss} |")
 
 
