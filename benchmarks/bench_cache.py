@@ -75,20 +75,18 @@ def case(name: str, command: list[str], folder: Path, repeat: int) -> dict[str, 
 
 
 def hash_seconds(files: list[str]) -> float:
-    """What the key's hashes cost a miss at most: sha256 of the data and both checkpoints,
-    read and hashed on this (one) thread, median of 3 (a run does it on a thread of its own,
+    """What the key's hashes cost a miss at most: evalloss's own sha256 of the data and both
+    checkpoints, on this (one) thread, median of 3 (a run does it on a thread of its own,
     while torch imports, so its wall-time cost is less)."""
-    import hashlib
     import statistics
     import time
+
+    from evalloss.sources.chunks import _hash
 
     def once() -> float:
         start = time.perf_counter()
         for path in files:
-            digest = hashlib.sha256()
-            with open(path, "rb", buffering=0) as f:
-                while piece := f.read(16 << 20):
-                    digest.update(piece)
+            _hash(path)
         return time.perf_counter() - start
 
     return statistics.median(once() for _ in range(3))
