@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .accuracy import correct_items
-from .errors import LossError, ModelError
+from .errors import LossError, ModelError, first_line, out_of_memory
 from .exact import ExactSum
 from .losses import Loss
 from .losses import get as get_loss
@@ -45,7 +45,7 @@ class Accumulator:
     def __init__(self, module: nn.Module, loss: Loss, device: torch.device, label: str) -> None:
         self.module, self.loss, self.device, self.label = module, loss, device, label
         self.loss_sum = ExactSum()
-        self.element_sum = ExactSum()  # every counted element's loss (loss_per_element)
+        self._element_sum: ExactSum | None = None  # None: `loss_sum` (see `element_sum`)
         self.items = self.weight = self.nonfinite = self.correct = self.counted = 0
         self.lightest = self.heaviest = -1  # the smallest and largest item weight seen
         self.vocabulary = _vocabulary(module) if loss.unit == "token" else None
@@ -75,11 +75,11 @@ class Accumulator:
                 try:
                     outputs = self._forward(inputs)  # (n, ...)
                 except (Exception, SystemExit) as exc:  # sys.exit() in a forward, too
-                    if _out_of_memory(exc):
+                    if out_of_memory(exc):
                         raise
                     raise ModelError(
                         f"forward failed on {rows} with input of shape {_shape(inputs)}: "
-                        f"{type(exc).__name__}: {_first_line(exc)}",
+                        f"{type(exc).__name__}: {first_line(exc)}",
                         path=self.label,
                     ) from exc
                 scored = self.loss.logits(outputs)
@@ -101,14 +101,14 @@ class Accumulator:
                     exc.path = exc.path or self.label
                     raise
                 except RuntimeError as exc:
-                    if _out_of_memory(exc):
+                    if out_of_memory(exc):
                         raise
                     raise ModelError(
-                        f"{self.loss.name} failed on {rows}: {_first_line(exc)}", path=self.label
+                        f"{self.loss.name} failed on {rows}: {first_line(exc)}", path=self.label
                     ) from exc
                 hits = correct_items(self.loss, outputs, y)
         except Exception as exc:
-            if not _out_of_memory(exc):
+            if not out_of_memory(exc):
                 raise
             hint = (
                 f"use a smaller --batch-size, e.g. {max(1, n // 4)}"
@@ -139,21 +139,29 @@ class Accumulator:
 
         finite = torch.isfinite(losses)
         n_finite = int(finite.sum())
+        self._weighed(weights)
+        if self._element_sum is None and self.heaviest > 1 and self.loss.unit == "item":
+            self._element_sum = ExactSum.from_state(self.loss_sum.state())  # the same so far
         self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
-        if self.loss.unit == "item":  # token losses: loss_sum is the element sum already
+        if self._element_sum is not None and self.loss.unit == "item":  # token: loss_sum
             sums = sums.cpu()
-            self.element_sum.add(sums[finite].numpy() if n_finite < len(sums) else sums.numpy())
+            self._element_sum.add(sums[finite].numpy() if n_finite < len(sums) else sums.numpy())
         self.nonfinite += len(losses) - n_finite
         self.items += len(losses)
         self.weight += int(weights.sum())
         self.last_weights = weights.cpu()  # (n,) int64: the observers' item weights
-        self._weighed(weights)
 
     def _weighed(self, weights: torch.Tensor) -> None:
         if len(weights):
             low, high = int(weights.min()), int(weights.max())
             self.lightest = low if self.lightest < 0 else min(self.lightest, low)
             self.heaviest = max(self.heaviest, high)
+
+    @property
+    def element_sum(self) -> ExactSum:
+        """Every counted element's loss, summed: `loss_sum` while each item weighs 1 (its
+        value, a mean of one, is its element bit for bit), so the values are not summed twice."""
+        return self.loss_sum if self._element_sum is None else self._element_sum
 
     def state(self) -> dict[str, Any]:
         """Plain data for reduction across processes (see `merge_states`)."""
@@ -169,7 +177,7 @@ class Accumulator:
         """Become the exact merge of every process's `state` (this one's included): sums are
         merged exactly, counts added, ``seconds`` the slowest process's."""
         self.loss_sum = ExactSum.merged(s["loss_sum"] for s in states)
-        self.element_sum = ExactSum.merged(s["element_sum"] for s in states)
+        self._element_sum = ExactSum.merged(s["element_sum"] for s in states)
         seen = [s["weights"] for s in states if s["weights"][0] >= 0]
         self.lightest = min((w[0] for w in seen), default=-1)
         self.heaviest = max((w[1] for w in seen), default=-1)
@@ -244,22 +252,6 @@ def _shape(inputs: torch.Tensor | dict[str, torch.Tensor]) -> object:
     if isinstance(inputs, dict):
         return {k: tuple(v.shape) for k, v in inputs.items()}
     return tuple(inputs.shape)
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """An allocation failure: torch.OutOfMemoryError (CUDA), MPS/CPU allocator errors."""
-    import torch
-
-    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    text = str(exc).lower() if isinstance(exc, RuntimeError) else ""
-    return isinstance(exc, oom | MemoryError) or any(
-        phrase in text for phrase in ("out of memory", "can't allocate memory")
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 def evaluate(

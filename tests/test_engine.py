@@ -78,3 +78,29 @@ def test_bad_target_in_evaluate_names_batch_and_item() -> None:
         evalloss.LossError, match=r"batch 1, item 3: class label must be an integer in \[0, 3\)"
     ):
         evalloss.evaluate(nets.mlp(), [(torch.zeros(3, 3), y)], "cross-entropy")
+
+
+@pytest.mark.parametrize("heavy_first", [False, True])
+def test_element_sum_is_exact_when_item_weights_change_mid_pass(heavy_first: bool) -> None:
+    """Items of one counted element each, then of three (a 255-masked target): the sum over
+    elements is kept apart from the items' only from the first item that weighs more than 1,
+    and both figures still equal math.fsum of the float64 element losses."""
+    torch.manual_seed(0)
+    outputs = torch.randn(12, 4, 3)
+    targets = torch.randint(0, 4, (12, 3))
+    targets[:6, 1:] = 255  # the first six items count one element each
+    batches = [(outputs[i : i + 3], targets[i : i + 3]) for i in range(0, 12, 3)]
+    if heavy_first:
+        batches.reverse()
+    result = evalloss.evaluate(torch.nn.Identity(), batches, "cross-entropy", ignore_index=255)
+    elements = torch.nn.functional.cross_entropy(
+        outputs.double(), targets, reduction="none", ignore_index=255
+    )  # (12, 3); ignored elements give 0
+    counted = targets != 255
+    values = [e[c].tolist() for e, c in zip(elements, counted, strict=True)]
+    assert result.weight == int(counted.sum()) == 6 + 18
+    assert result.loss_per_element == pytest.approx(
+        math.fsum(v for item in values for v in item) / 24, rel=1e-6
+    )
+    assert result.loss_sum == pytest.approx(math.fsum(math.fsum(v) / len(v) for v in values),
+                                            rel=1e-6)  # fmt: skip

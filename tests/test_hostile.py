@@ -532,14 +532,14 @@ def test_prints_in_a_model_go_to_stderr_not_into_the_report(ckpt: Path, data: Pa
 
 
 def test_out_of_memory_is_recognised_in_every_form() -> None:
-    from evalloss.engine import _out_of_memory
+    from evalloss.errors import out_of_memory
 
-    assert _out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
-    assert _out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
-    assert _out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
-    assert _out_of_memory(MemoryError())
-    assert not _out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-    assert not _out_of_memory(ValueError("out of memory"))  # only allocator errors
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    assert out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert out_of_memory(MemoryError())
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not out_of_memory(ValueError("out of memory"))  # only allocator errors
 
 
 def _cross_entropy_sum(weight: torch.Tensor, bias: torch.Tensor, text: str) -> float:

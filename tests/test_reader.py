@@ -47,8 +47,10 @@ def _read(path: Path, rank: int = 0, world: int = 1, **kw: object) -> tuple[list
     ds = open_data(path, **kw)  # type: ignore[arg-type]
     xs, ys = [], []
     for block in ds.blocks(torch.float64, rank=rank, world=world):
-        assert block.inputs.is_contiguous() and block.inputs.dtype == torch.float64
-        xs += block.inputs.tolist()
+        batch = block.input_rows(0, len(block))
+        assert isinstance(batch, torch.Tensor)
+        assert batch.is_contiguous() and batch.dtype == torch.float64
+        xs += batch.tolist()
         ys += block.targets.tolist()
     return xs, ys
 

@@ -45,19 +45,21 @@ class Block:
         return len(self.targets)
 
     def input_rows(self, start: int, end: int) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The inputs of items ``start`` to ``end`` (a view, no copy)."""
+        """The inputs of items ``start`` to ``end``, contiguous: a view of a contiguous block,
+        else a copy of the batch (a tabular block holds its columns side by side: one batch
+        transposed while it is in the caches costs a third of the whole block at once)."""
         if isinstance(self.inputs, dict):
-            return {k: v[start:end] for k, v in self.inputs.items()}
-        return self.inputs[start:end]
+            return {k: v[start:end].contiguous() for k, v in self.inputs.items()}
+        return self.inputs[start:end].contiguous()
 
     def pinned(self) -> Block:
-        """The block in pinned memory, for non-blocking copies to a GPU."""
+        """The block contiguous in pinned memory, for non-blocking copies to a GPU."""
         inputs = self.inputs
         if isinstance(inputs, dict):
-            inputs = {k: v.pin_memory() for k, v in inputs.items()}
+            inputs = {k: v.contiguous().pin_memory() for k, v in inputs.items()}
         else:
-            inputs = inputs.pin_memory()
-        return replace(self, inputs=inputs, targets=self.targets.pin_memory())
+            inputs = inputs.contiguous().pin_memory()
+        return replace(self, inputs=inputs, targets=self.targets.contiguous().pin_memory())
 
 
 class DataSource(Protocol):
