@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import zlib
@@ -135,3 +136,34 @@ def test_accuracy_counts() -> None:
 def test_unknown_loss() -> None:
     with pytest.raises(LossError, match="unknown loss 'hinge'"):
         get("hinge")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ignore_index", [None, 3])
+def test_cross_entropy_per_item_is_the_criterion_bit_for_bit(
+    dtype: torch.dtype, ignore_index: int | None
+) -> None:
+    """Outputs (N, C) with few classes are scored as (1, C, N) on an AVX-512 CPU (3-4x
+    faster): every item's loss is still F.cross_entropy's on (N, C), bit for bit, whatever C,
+    N, scale or thread count, and a batch of one item gives the same bits too."""
+    loss = get("cross-entropy", ignore_index)
+    g = torch.Generator().manual_seed(1)
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for classes, n in itertools.product(range(2, 21), (3000, 3001, 16, 15, 1)):
+                scale = torch.logspace(-3, 3, n, dtype=dtype)[:, None]
+                outputs = torch.randn(n, classes, generator=g, dtype=dtype) * scale
+                targets = torch.randint(0, classes, (n,), generator=g)
+                if ignore_index is not None:
+                    targets[targets == ignore_index] = 0  # every item keeps its one element
+                want = torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
+                sums, weights = loss.per_item(outputs, targets[:, None].double())
+                assert torch.equal(sums, want.double()), (threads, classes)
+                assert torch.equal(weights, torch.ones(n, dtype=torch.int64))
+                one = [loss.per_item(outputs[i : i + 1], targets[i : i + 1, None].double())[0]
+                       for i in range(0, n, 97)]  # fmt: skip
+                assert torch.equal(torch.cat(one), want[::97].double()), (threads, classes)
+    finally:
+        torch.set_num_threads(previous)
