@@ -3,7 +3,7 @@
 Per-item loss, as the contract defines it: the criterion with ``reduction='none'``, then the
 mean over the item's non-batch elements, so ``loss_i`` equals the criterion's default
 ``'mean'`` on a batch of that one item. The mean is taken in float64. Every loss gives each
-item's (sum, weight); ``causal-lm`` (`CausalLM`, below) makes the token the unit.
+item's (sum, weight); ``causal-lm`` (`CausalLM`, in `causal.py`) makes the token the unit.
 """
 
 from __future__ import annotations
