@@ -253,6 +253,16 @@ def test_sha256_of_the_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert ds.sha256() == {str(quoted): hashlib.sha256(quoted.read_bytes()).hexdigest()}
 
 
+@pytest.mark.parametrize("size", [0, 1, 6, 7, 8, 50])
+def test_a_file_hashed_through_a_small_buffer_is_hashed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(chunks, "HASH_BYTES", 7)  # the buffer refilled, and cut short last
+    path = tmp_path / "d.bin"
+    path.write_bytes(bytes(range(size)))
+    assert chunks.sha256_of(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_quotes_make_byte_cuts_unsafe(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text('a,b,y\n1,2,0\n3,4,1\n5,"6",1\n')
