@@ -467,3 +467,26 @@ def test_the_hashing_thread_ends_with_the_pass_however_it_ends(tmp_path: Path) -
             break
         threading.Event().wait(0.01)
     assert hashing() == 0
+
+
+def test_parse_blocks_hold_about_2048_lines_of_the_range_within_1_to_4_mib() -> None:
+    mib = 1 << 20
+    assert chunks.parse_block(b"1.2345," * 8 + b"0\n") == mib  # 58-byte lines: 1 MiB
+    wide = (b"1.2345," * 256 + b"0\n") * 40  # 1794-byte lines: 2048 of them, as read off 64 KiB
+    assert chunks.parse_block(wide) == pytest.approx(1794 * 2048, rel=0.02)
+    assert chunks.parse_block(b"x" * (1 << 17)) == 4 * mib  # no line end seen: the most
+    assert chunks.parse_block(b"") == 4 * mib
+
+
+def test_a_wide_file_parses_the_same_in_any_parse_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "wide.csv"
+    rows = [[round(i * 0.37 + j * 1.1, 4) for j in range(300)] + [i % 3] for i in range(900)]
+    path.write_text("\n".join(",".join(map(str, r)) for r in [[f"f{j}" for j in range(300)]
+                                                              + ["y"], *rows]) + "\n")  # fmt: skip
+    want = _read(path)
+    for block in (1 << 16, 1 << 20):  # blocks of 30 lines, and the whole range in one
+        monkeypatch.setattr(chunks, "parse_block", lambda data, block=block: block)
+        assert _read(path) == want
+    assert want[0][5][:3] == pytest.approx([1.85, 2.95, 4.05]) and want[1][5] == [2.0]

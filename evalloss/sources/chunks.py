@@ -26,6 +26,7 @@ RANGE_BYTES = 16 << 20  # measured: 16 MiB ranges parse faster than 4, 8, 32 or 
 # a hashing thread's reads: 1.9 GB hashed in 2.0 s beside a busy main thread, 2.9 s in 16 MiB
 HASH_BYTES = 64 << 20
 QUOTE = b'"'
+BLOCK_LINES = 2048  # lines in one of pyarrow's parse blocks (`parse_block`)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,16 @@ def ranges(path: str, start: int, end: int, digest: Digest | None = None) -> Ite
             yield Range(offset, buf)
         if tail:
             yield Range(pos - len(tail), tail)
+
+
+def parse_block(data: bytes | bytearray) -> int:
+    """pyarrow's parse block for a range like ``data``: about `BLOCK_LINES` of its lines
+    (their length read off its first 64 KiB), from 1 to 4 MiB. Measured, parsing 192 MB in
+    memory: lines of 256 numbers (1.9 KB) 12% faster in 2-4 MiB blocks than in 1 MiB; of 32
+    (240 bytes) 3-5% slower in 2-4 MiB than in 1 MiB; of 8, the same."""
+    lines = data.count(b"\n", 0, 1 << 16)
+    line = min(len(data), 1 << 16) / lines if lines else 1 << 16
+    return int(min(4 << 20, max(1 << 20, line * BLOCK_LINES)))
 
 
 def line_of(path: str, offset: int) -> int:

@@ -150,7 +150,8 @@ class CsvFile(Tabular):
         if world == 1 and row == 0:
             raise DataError("no data rows", path=self.path)
 
-    def _options(self, dtype: torch.dtype, skip: int, quoted: bool) -> dict[str, Any]:
+    def _options(self, dtype: torch.dtype, skip: int, quoted: bool,
+                 block: int = BLOCK_BYTES) -> dict[str, Any]:  # fmt: skip
         import pyarrow as pa
         from pyarrow import csv as pacsv
 
@@ -161,7 +162,7 @@ class CsvFile(Tabular):
             types = dict.fromkeys(self.slicing.names, kind) | types
         return {
             "read_options": pacsv.ReadOptions(
-                column_names=list(self.columns), skip_rows=skip, block_size=BLOCK_BYTES
+                column_names=list(self.columns), skip_rows=skip, block_size=block
             ),
             # byte ranges hold no quote (checked): parsed without quoting, about 8% faster
             "parse_options": pacsv.ParseOptions(
@@ -186,7 +187,8 @@ class CsvFile(Tabular):
 
         try:
             return pacsv.read_csv(
-                pa.BufferReader(part.data), **self._options(dtype, 0, quoted=False)
+                pa.BufferReader(part.data),
+                **self._options(dtype, 0, quoted=False, block=chunks.parse_block(part.data)),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise self._diagnose(str(exc), part.offset) from exc
