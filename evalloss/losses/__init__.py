@@ -45,10 +45,11 @@ class Loss:
         return outputs if isinstance(outputs, torch.Tensor) else None
 
     def functional(self) -> Callable[..., torch.Tensor]:
+        """The criterion (cross-entropy: torch's, faster for few classes, `_cross_entropy`)."""
         import torch.nn.functional as F
 
         table: dict[str, Callable[..., torch.Tensor]] = {
-            "cross-entropy": F.cross_entropy, "nll": F.nll_loss,
+            "cross-entropy": _cross_entropy, "nll": F.nll_loss,
             "bce-logits": F.binary_cross_entropy_with_logits, "bce": F.binary_cross_entropy,
             "mse": F.mse_loss, "l1": F.l1_loss, "smooth-l1": F.smooth_l1_loss,
             "huber": F.huber_loss,
@@ -63,7 +64,7 @@ class Loss:
 
         outputs, targets = self.align(outputs, targets)
         n = len(outputs)
-        criterion = _cross_entropy if self.name == "cross-entropy" else self.functional()
+        criterion = self.functional()
         if self.ignore_index is not None:  # a class loss: ignored elements give 0
             elements = criterion(
                 outputs, targets, reduction="none", ignore_index=self.ignore_index
