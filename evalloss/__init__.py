@@ -9,9 +9,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from . import report as _report
-from ._version import __version__
-from .errors import (
+from evalloss import report as _report
+from evalloss._version import __version__
+from evalloss.errors import (
     CheckpointError,
     DataError,
     EvallossError,
@@ -43,30 +43,30 @@ __all__ = [
 
 _LAZY = {
     "compare": "api",
-    "evaluate": "engine",
+    "evaluate": "run.engine",
     "save": "models.save",
     "Report": "report",
     "Result": "report",
-    "explain": "explainer",
+    "explain": "explainer.table",
     "ExplainReport": "report",
 }
 
 if TYPE_CHECKING:
-    from .api import compare
-    from .engine import evaluate
-    from .explainer import explain
-    from .models.save import save
-    from .report import ExplainReport, Report, Result
+    from evalloss.api import compare
+    from evalloss.explainer.table import explain
+    from evalloss.models.save import save
+    from evalloss.report import ExplainReport, Report, Result
+    from evalloss.run.engine import evaluate
 
 
 def _html(report: Any) -> str:
-    from .render import html
+    from evalloss.render import html
 
     return html.render(report)
 
 
 def _explain_html(report: Any) -> str:
-    from .render import explain
+    from evalloss.render import explain
 
     return explain.render(report, "html")
 

@@ -1,6 +1,6 @@
 """``python -m evalloss`` (and ``torchrun -m evalloss``) run the CLI."""
 
-from .cli import main
+from evalloss.cli import main
 
 if __name__ == "__main__":
     main()

@@ -12,23 +12,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import distributed, gate, readahead, reuse, run, sequential, slicegate
-from .engine import Accumulator
-from .errors import DataError, EvallossError, OptionError
-from .models import warn_if_unused
-from .models.user import source_file
-from .observers import TOKENS, Pairing, Taps
-from .options import Options, PathLike
-from .plan import Plan, fitted_batch_size, resolve
-from .ranking import build_report, unique_names
-from .report import ItemSample, Report
-from .slices import SliceSums
-from .sources.slicing import check_bins
+from evalloss import gate
+from evalloss.cache import reuse
+from evalloss.errors import DataError, EvallossError, OptionError
+from evalloss.models import warn_if_unused
+from evalloss.models.user import source_file
+from evalloss.options import Options, PathLike
+from evalloss.render import plot as plotting
+from evalloss.report import ItemSample, Report
+from evalloss.run import distributed, onepass, readahead, sequential
+from evalloss.run.engine import Accumulator
+from evalloss.run.observers import TOKENS, Pairing, Plot, Taps
+from evalloss.run.plan import Plan, fitted_batch_size, resolve
+from evalloss.run.ranking import build_report, unique_names
+from evalloss.slices import gating
+from evalloss.slices.sums import SliceSums
+from evalloss.sources.slicing import check_bins
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from .options import RunKeywords
+    from evalloss.options import RunKeywords
 
 
 def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
@@ -120,17 +124,18 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
             else:
                 passes = reuse.evaluate(plan, found, built, hits, observers, batch_size, world)
             accumulators = passes.accumulators
-            run.reduce(world, [*accumulators, *(o for o in (pairing, sliced) if o)])
+            onepass.reduce(world, [*accumulators, *(o for o in (pairing, sliced) if o)])
             if accumulators[0].items == 0:
                 world.agree(DataError("no data rows", path=plan.source.path))
             if sliced is not None:
                 world.agree(_one_slice(sliced, plan.source.path))
             counted = None if passes.text_bytes is None else sum(world.gather(passes.text_bytes))
             report = build_report(plan, accumulators, batch_size, pairing, world, counted,
-                                  by_bytes=passes.by_bytes, slices=sliced)  # fmt: skip
+                                  by_bytes=passes.by_bytes,
+                                  slices=None if sliced is None else sliced.report())  # fmt: skip
             if rules is not None:
                 verdict = gate.evaluate(rules, report.models)
-                report = replace(report, gate=slicegate.extend(verdict, rules, report.models))
+                report = replace(report, gate=gating.extend(verdict, rules, report.models))
             taps.finish(report)
     if taps.sample is not None and sample:
         names = tuple(taps.names)
@@ -161,7 +166,7 @@ def _one_slice(sliced: SliceSums, path: str) -> DataError | None:
         if len(cells) == 1:
             column = next(c for c in sliced.slicing.columns if c.name == name)
             value = column.values[next(iter(cells))]
-            return DataError(f"all rows in one slice ({slicegate.shown_value(value)}): "
+            return DataError(f"all rows in one slice ({gating.shown_value(value)}): "
                              "nothing to compare", path=path, key=name)  # fmt: skip
     return None
 
@@ -200,7 +205,8 @@ def _prepare(
         taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
                     targets=TOKENS if token else plan.source.targets,
                     integer_targets=plan.loss.classes or token,
-                    per_item=per_item, plot=plot, progress=progress,
+                    per_item=per_item, progress=progress,
+                    plot=None if plot is None else Plot(plot, plotting.draw),
                     inputs=inputs_of(plan),
                     slicing=getattr(plan.source, "slicing", None))  # fmt: skip
         if sample:
@@ -217,7 +223,7 @@ def _evaluate(
     plan: Plan,
     found: list[list[int]],
     built: list[Accumulator] | None,
-    observers: Sequence[run.Observer],
+    observers: Sequence[onepass.Observer],
     batch_size: int,
     world: distributed.World,
 ) -> sequential.Passes:
@@ -226,7 +232,7 @@ def _evaluate(
     if built is None:
         return sequential.evaluate(plan, found, observers, batch_size, world)
     accumulators = built
-    run.one_pass(plan.source, plan.dtype, plan.device, accumulators, observers, batch_size,
+    onepass.one_pass(plan.source, plan.dtype, plan.device, accumulators, observers, batch_size,
                  world)  # fmt: skip
     counted = getattr(plan.source, "bytes_read", None)
     return sequential.Passes(accumulators, None if counted is None else counted(), False)

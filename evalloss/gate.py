@@ -22,8 +22,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import OptionError
-from .report import GateCheck, GateResult, ModelResult
+from evalloss.errors import OptionError
+from evalloss.report import GateCheck, GateResult, ModelResult
 
 MIN_IMPROVEMENT = "min-improvement"
 MAX_LOSS = "max-loss"

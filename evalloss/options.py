@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from .errors import ModelError, OptionError
+from evalloss.errors import ModelError, OptionError
 
 if TYPE_CHECKING:
     from typing import Required

@@ -67,6 +67,43 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class SliceResult:
+    """One model's exact figures on one slice (the items whose ``column`` is ``value``)."""
+
+    column: str
+    value: Any  # the column's value (None: missing); a binned column: the bin, "(a, b]"
+    items: int
+    weight: int
+    loss_sum: float | None
+    loss_per_item: float | None
+    accuracy: float | None
+    nonfinite_items: int
+    range: tuple[float, float] | None = None  # a bin's edges (--slice-bins)
+    loss_per_token: float | None = None  # token losses: loss_sum / weight
+    vs_baseline: Comparison | None = None
+    p_holm: float | None = None  # vs_baseline's p-value, Holm-adjusted over the column
+
+    @property
+    def figure(self) -> float | None:  # what the slice gate judges
+        return self.loss_per_token if self.loss_per_token is not None else self.loss_per_item
+
+
+@dataclass(frozen=True)
+class SliceColumn:  # a slice column and its quantile bin edges (--slice-bins), else None
+    column: str
+    edges: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SliceFigures:
+    """What a ``--slice`` run hands the report: its columns, and every model's figures on
+    them (in the run's model order)."""
+
+    columns: tuple[SliceColumn, ...]
+    models: tuple[tuple[SliceResult, ...], ...]
+
+
+@dataclass(frozen=True)
 class ModelResult:
     rank: int
     name: str
@@ -86,7 +123,7 @@ class ModelResult:
     per_byte: bool = field(default=False, repr=False)  # ranked by bits per byte
     weight: int | None = None  # items of different weights only: counted elements
     loss_per_element: float | None = None  # (sum of every counted element's loss) / weight
-    slices: tuple[Any, ...] = ()  # --slice: `slicefigures.SliceResult`s, per column and value
+    slices: tuple[SliceResult, ...] = ()  # --slice: per column and value
     # its figures read from the result cache (--cache), not evaluated: not in the JSON report,
     # which is the same cached or not
     cached: bool = field(default=False, compare=False)
@@ -166,7 +203,7 @@ class Report:
     provenance: Provenance | None = None
     unit: str = field(default="item", repr=False)  # "token" or "byte": what the report ranks
     by_element: bool = field(default=False, repr=False)  # weight, loss_per_element shown
-    slicing: tuple[Any, ...] = ()  # --slice columns, bin edges (`slicefigures.SliceColumn`)
+    slicing: tuple[SliceColumn, ...] = ()  # --slice columns, their bin edges
     # the per-item losses behind the HTML report's distributions (`compare(sample=True)`)
     sample: ItemSample | None = field(default=None, repr=False, compare=False)
 

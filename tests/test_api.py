@@ -79,10 +79,10 @@ def test_default_batch_size_holds_about_2048_rows_of_the_wide_mlp_on_the_cpu(wri
     assert default(nets.mlp()) == 32768
     assert default(nets.mlp(hidden=100)) == 4096  # Tanh: 100 + 100 -> 5242 -> 4096
     assert default(nets.mlp(hidden=256), nets.mlp(hidden=1000)) == 2048  # the widest; floor
-    assert evalloss.plan.default_batch_size(torch.device("cpu")) == 2048  # peak unknown
-    assert evalloss.plan.default_batch_size(torch.device("cpu"), 512) == 2048
-    assert evalloss.plan.default_batch_size(torch.device("cpu"), 48) == 16384
-    assert evalloss.plan.default_batch_size(torch.device("cuda"), 48) == 4096
+    assert evalloss.run.plan.default_batch_size(torch.device("cpu")) == 2048  # peak unknown
+    assert evalloss.run.plan.default_batch_size(torch.device("cpu"), 512) == 2048
+    assert evalloss.run.plan.default_batch_size(torch.device("cpu"), 48) == 16384
+    assert evalloss.run.plan.default_batch_size(torch.device("cuda"), 48) == 4096
 
 
 def test_k_models_read_the_data_once(write_csv, save, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,5 @@
 """The architecture stays as docs/architecture.md draws it: layers (import-linter, in .ci/run),
-modules of one concern (~300 lines), click in cli/ only, tabulate in render/ only, CLI options
+one concern per module (a module past 500 lines is two), click in cli/ only, tabulate in render/ only, CLI options
 that mirror the API's keywords and registries, and a new data source that is one module plus
 one registry line."""
 
@@ -15,8 +15,9 @@ import tomllib
 import torch
 
 import evalloss
-from evalloss import api, explainer, losses, render, sources
+from evalloss import api, losses, render, sources
 from evalloss.cli import cli
+from evalloss.explainer import table as explainer
 from evalloss.options import PRECISIONS, RunKeywords
 from evalloss.sources import tabular
 from evalloss.sources.tabular import Tabular
@@ -40,7 +41,9 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_one_concern_per_module(path: Path) -> None:
-    assert len(path.read_text(encoding="utf-8").splitlines()) <= 300
+    """Modules are split by concern, never by a line count; past 500 lines a module holds
+    two concerns (docs/architecture.md)."""
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 500
 
 
 def test_click_only_in_cli_and_tabulate_only_in_render() -> None:
@@ -54,7 +57,7 @@ def test_click_only_in_cli_and_tabulate_only_in_render() -> None:
 def test_every_module_is_in_a_layer() -> None:
     """A new top-level module must be placed in the layers contract, or it escapes it."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    (contract,) = config["tool"]["importlinter"]["contracts"]
+    contract = config["tool"]["importlinter"]["contracts"][0]
     layered = {m.strip() for layer in contract["layers"] for m in layer.split("|")}
     top = {
         f"evalloss.{p.relative_to(PACKAGE).parts[0].removesuffix('.py')}"
@@ -140,3 +143,40 @@ def test_a_new_data_source_is_one_module_and_one_registry_line(
     csv = evalloss.compare([ckpt], data=tmp_path / "d.csv", precision="float64")
     assert jsonl.models[0].loss_sum == csv.models[0].loss_sum
     assert jsonl.models[0].items == 20
+
+
+def test_no_import_loop_at_run_time() -> None:
+    """No module imports itself through others, type-checking imports aside (grimp, which
+    ships with import-linter): each module can be read knowing only what is below it."""
+    import grimp
+
+    graph = grimp.build_graph("evalloss", exclude_type_checking_imports=True)
+    modules = sorted(graph.modules)
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    loops: list[list[str]] = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            if imported not in order:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], order[imported])
+        if low[module] == order[module]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == module:
+                    break
+            if len(component) > 1:
+                loops.append(sorted(component))
+
+    for module in modules:
+        if module not in order:
+            visit(module)
+    assert loops == []

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 import evalloss
-from evalloss import cache, reuse, run
-from evalloss.plan import resolve
+from evalloss.cache import disk, reuse
 from evalloss.render import FORMATS, render
 from evalloss.report import Report
+from evalloss.run import onepass
+from evalloss.run.plan import resolve
 from tests import lm
 from tests.conftest import data_set
 from tests.conftest import run as cli
@@ -84,7 +85,7 @@ def test_cached_report_is_the_evaluated_one_for_every_loss_and_format(
     for fmt in FORMATS:
         assert render(_figures(again), fmt) == render(_figures(plain), fmt), fmt
     assert pq.read_table(tmp_path / "hit.parquet").equals(pq.read_table(tmp_path / "plain.parquet"))
-    assert len(cache.entries(store)) == 3
+    assert len(disk.entries(store)) == 3
 
 
 def _documents(tmp_path: Path) -> Path:
@@ -135,13 +136,13 @@ def test_one_at_a_time_stores_and_reads_entries(tmp_path: Path) -> None:
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many models each pass evaluates."""
     seen: list[int] = []
-    one_pass = run.one_pass
+    one_pass = onepass.one_pass
 
     def counted(source, dtype, device, accumulators, *rest):  # type: ignore[no-untyped-def]
         seen.append(len(accumulators))
         return one_pass(source, dtype, device, accumulators, *rest)
 
-    monkeypatch.setattr(run, "one_pass", counted)
+    monkeypatch.setattr(onepass, "one_pass", counted)
     return seen
 
 
@@ -219,15 +220,15 @@ def test_key_holds_device_torch_tokenizer_context_model_and_format(
     k64 = reuse.key(f64, 0, sha)
     monkeypatch.setattr(torch, "__version__", "2.0.0")
     assert reuse.key(f64, 0, sha) == k64  # float64 figures do not depend on torch's kernels
-    monkeypatch.setattr(cache, "FIGURE_FORMAT", cache.FIGURE_FORMAT + 1)
-    assert cache.name(reuse.key(f64, 0, sha)) != cache.name(k64)
+    monkeypatch.setattr(disk, "FIGURE_FORMAT", disk.FIGURE_FORMAT + 1)
+    assert disk.name(reuse.key(f64, 0, sha)) != disk.name(k64)
 
 
 def _one_entry(tmp_path: Path) -> tuple[dict[str, object], Path]:
     paths, data = _setup(tmp_path, "cross-entropy", rows=50)
     options = {"data": data, "cache": tmp_path / "cache"}
     evalloss.compare([paths[0]], **options)
-    (entry,) = cache.entries(tmp_path / "cache")
+    (entry,) = disk.entries(tmp_path / "cache")
     return {"checkpoints": [paths[0]], **options}, entry.path
 
 
@@ -246,10 +247,10 @@ def test_a_damaged_entry_is_one_warning_then_rewritten(tmp_path: Path, damage: s
         )
         pq.write_table(table, path)
     elif damage == "other key":
-        meta = json.loads(pq.read_schema(path).metadata[cache.META])
+        meta = json.loads(pq.read_schema(path).metadata[disk.META])
         meta["key"]["loss"] = "nll"
         table = pq.read_table(path)
-        pq.write_table(table.replace_schema_metadata({cache.META: json.dumps(meta)}), path)
+        pq.write_table(table.replace_schema_metadata({disk.META: json.dumps(meta)}), path)
     else:
         path.write_bytes(b"PAR1 not parquet")
     args = [*options.pop("checkpoints"), "--data", options["data"], "--cache", options["cache"]]  # type: ignore[misc]
@@ -279,24 +280,24 @@ def test_two_processes_writing_one_entry_never_leave_half_of_it(tmp_path: Path) 
     key = {"format": 1, "test": "concurrency"}
     values = np.arange(200_000, dtype=np.float64) / 7
     script = (
-        "import sys, numpy as np; from evalloss import cache\n"
-        f"e = cache.Entry(np.arange(200_000, dtype=np.float64) / 7, np.ones(200_000, np.int64),"
+        "import sys, numpy as np; from evalloss.cache import disk\n"
+        f"e = disk.Entry(np.arange(200_000, dtype=np.float64) / 7, np.ones(200_000, np.int64),"
         " {'items': 200000}, None)\n"
-        f"for _ in range(15): cache.store(sys.argv[1], {key!r}, e)\n"
+        f"for _ in range(15): disk.store(sys.argv[1], {key!r}, e)\n"
     )
     writers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)]) for _ in range(2)]
     seen = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a half-written entry would be a warning
         while any(w.poll() is None for w in writers):
-            entry = cache.load(tmp_path, key)
+            entry = disk.load(tmp_path, key)
             if entry is not None:
                 seen += 1
                 assert np.array_equal(entry.values, values)
     assert [w.wait() for w in writers] == [0, 0]
-    final = cache.load(tmp_path, key)
+    final = disk.load(tmp_path, key)
     assert final is not None and np.array_equal(final.values, values)
-    assert [p.name for p in tmp_path.iterdir()] == [cache.name(key)]  # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == [disk.name(key)]  # no temp file left
 
 
 def test_least_recently_used_entries_are_evicted(tmp_path: Path) -> None:
@@ -304,23 +305,23 @@ def test_least_recently_used_entries_are_evicted(tmp_path: Path) -> None:
 
     import numpy as np
 
-    entry = cache.Entry(np.zeros(1000), np.ones(1000, np.int64), {"items": 1000})
+    entry = disk.Entry(np.zeros(1000), np.ones(1000, np.int64), {"items": 1000})
     for n in range(3):
-        cache.store(tmp_path, {"n": n}, entry)
-        os.utime(tmp_path / cache.name({"n": n}), (1000 + n, 1000 + n))
-    size = cache.entries(tmp_path)[0].size
-    assert cache.load(tmp_path, {"n": 0}) is not None  # used now: the most recent
-    cache.store(tmp_path, {"n": 3}, entry, max_size=int(2.5 * size))
-    left = {p.path.name for p in cache.entries(tmp_path)}
-    assert left == {cache.name({"n": 0}), cache.name({"n": 3})}
+        disk.store(tmp_path, {"n": n}, entry)
+        os.utime(tmp_path / disk.name({"n": n}), (1000 + n, 1000 + n))
+    size = disk.entries(tmp_path)[0].size
+    assert disk.load(tmp_path, {"n": 0}) is not None  # used now: the most recent
+    disk.store(tmp_path, {"n": 3}, entry, max_size=int(2.5 * size))
+    left = {p.path.name for p in disk.entries(tmp_path)}
+    assert left == {disk.name({"n": 0}), disk.name({"n": 3})}
 
 
 def test_sizes_parse() -> None:
-    assert cache.parse_size("500M") == 500 << 20
-    assert cache.parse_size("2G") == 2 << 30
-    assert cache.parse_size(1234) == 1234
+    assert disk.parse_size("500M") == 500 << 20
+    assert disk.parse_size("2G") == 2 << 30
+    assert disk.parse_size(1234) == 1234
     with pytest.raises(evalloss.OptionError):
-        cache.parse_size("lots")
+        disk.parse_size("lots")
 
 
 def test_cache_list_clear_and_the_environment(
@@ -335,7 +336,7 @@ def test_cache_list_clear_and_the_environment(
     assert "cross-entropy float32 cpu" in listed.stdout
     assert "read from the cache" in cli("compare", paths[0], "--data", data).stderr
     cleared = cli("cache", "clear")
-    assert cleared.stdout == "removed 2 entries\n" and cache.entries(store) == []
+    assert cleared.stdout == "removed 2 entries\n" and disk.entries(store) == []
     monkeypatch.delenv("EVALLOSS_CACHE")
     missing = cli("cache", "list")
     assert missing.exit_code == 2 and "--cache: give the folder" in missing.stderr
@@ -348,8 +349,8 @@ def test_cache_from_the_project_config(tmp_path: Path, monkeypatch: pytest.Monke
     (tmp_path / "pyproject.toml").write_text('[tool.evalloss]\ncache = "results"\n')
     monkeypatch.chdir(tmp_path)
     assert cli("compare", paths[0], "--data", data).exit_code == 0
-    assert len(cache.entries(tmp_path / "results")) == 1
-    assert cli("cache", "list").stdout.startswith(cache.entries(tmp_path / "results")[0].path.name[:16])
+    assert len(disk.entries(tmp_path / "results")) == 1
+    assert cli("cache", "list").stdout.startswith(disk.entries(tmp_path / "results")[0].path.name[:16])
 
 
 def test_the_cache_is_refused_under_torchrun(

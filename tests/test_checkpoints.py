@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import evalloss
-from evalloss.models.checkpoint import HEADER_CAP, open_checkpoint
+from evalloss.models import open_checkpoint
+from evalloss.models.checkpoint import HEADER_CAP
 from tests.conftest import run
 
 ROWS = [[1.0, 2.0, 0], [0.5, -1.0, 2], [0.0, 0.25, 1]]

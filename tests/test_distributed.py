@@ -20,9 +20,9 @@ import pytest
 import torch
 
 import evalloss
-from evalloss import distributed
-from evalloss.engine import Accumulator
 from evalloss.losses import get as get_loss
+from evalloss.run import distributed
+from evalloss.run.engine import Accumulator
 from tests import nets
 from tests.conftest import NETS, data_set
 

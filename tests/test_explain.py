@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import explainer
+from evalloss.explainer import table as explainer
 from evalloss.render import explain as render_explain
 from evalloss.render.explain import EXPLAIN_NOTE
 from evalloss.sources import chunks
-from evalloss.stats import BatchGrouping, relative_error
+from evalloss.stats.paired import BatchGrouping, relative_error
 from tests import nets
 from tests.conftest import net, run
 from tests.oracles import assert_same_text

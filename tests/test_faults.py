@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import evalloss
-from evalloss import distributed, run
-from evalloss.models.checkpoint import load_tensors, open_checkpoint
+from evalloss.models import open_checkpoint
+from evalloss.models.checkpoint import load_tensors
 from evalloss.options import Options
+from evalloss.run import distributed, onepass
 from evalloss.sources import open_data
 from tests.conftest import run as cli
 
@@ -73,7 +74,7 @@ class _World(distributed.World):
 def test_processes_that_read_different_files_are_refused(tmp_path: Path) -> None:
     source = open_data(_data(tmp_path), Options.of(data=tmp_path / "d.csv"))
     size, mtime = source.stamp()
-    assert run._changed(source, _World((size, mtime))) is None
-    error = run._changed(source, _World((size + 7, mtime)))
+    assert onepass._changed(source, _World((size, mtime))) is None
+    error = onepass._changed(source, _World((size + 7, mtime)))
     assert error is not None and "different files" in str(error)
     assert f"rank 0: {size} bytes, rank 1: {size + 7} bytes" in str(error)

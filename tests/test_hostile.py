@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import evalloss
-from evalloss import files as output
+from evalloss.io import files as output
 from tests import faulty
 from tests.conftest import run
 
@@ -242,7 +242,7 @@ def test_a_folder_that_refuses_new_files_is_refused(
     ckpt: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whoever runs the tests (root too): the probe file's creation decides, not a guess."""
-    from evalloss import files as output
+    from evalloss.io import files as output
 
     real = output.tempfile.mkstemp
 

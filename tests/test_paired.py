@@ -22,7 +22,7 @@ from scipy import stats
 
 import evalloss
 from evalloss.report import Comparison
-from evalloss.stats import PairedSum, _squares
+from evalloss.stats.paired import PairedSum, _squares
 from tests import nets, oracles
 from tests.conftest import data_set, seeded_mlps, xy_csv
 
@@ -232,6 +232,6 @@ def test_nonfinite_baseline_gives_null_comparisons(write_csv, save) -> None:  # 
 
 def test_the_t_interval_does_not_import_scipy_stats() -> None:
     """scipy.stats takes about a second to import: start-up every gated run would pay."""
-    code = ("import sys; from evalloss.stats import t_interval; t_interval(1.0, 0.5, 10);"
+    code = ("import sys; from evalloss.stats.paired import t_interval; t_interval(1.0, 0.5, 10);"
             "assert 'scipy.stats' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import observers, peritem
+from evalloss.run import export, observers
 from tests import nets, oracles
 from tests.conftest import NETS, data_set, run
 
@@ -80,14 +80,14 @@ def test_export_streams_in_bounded_chunks(write_csv, save, tmp_path, monkeypatch
     args = {"data": path, "loss": "cross-entropy", "batch_size": 3}
     evalloss.compare(ckpts, per_item=tmp_path / "whole.parquet", **args)
     biggest = []
-    original = peritem.Export._flush
+    original = export.Export._flush
 
     def spy(self):  # type: ignore[no-untyped-def]
         biggest.append(self._buffered)
         original(self)
 
-    monkeypatch.setattr(peritem, "FLUSH_ROWS", 10)
-    monkeypatch.setattr(peritem.Export, "_flush", spy)
+    monkeypatch.setattr(export, "FLUSH_ROWS", 10)
+    monkeypatch.setattr(export.Export, "_flush", spy)
     evalloss.compare(ckpts, per_item=tmp_path / "chunked.parquet", **args)
     assert max(biggest) <= 10 + 3  # never more than one flush size plus one batch held
     chunked = pq.ParquetFile(tmp_path / "chunked.parquet")
@@ -142,7 +142,7 @@ def test_per_item_and_plot_are_refused_under_torchrun(
 
 
 def test_model_names_that_clash_with_columns_get_a_prefix() -> None:
-    assert peritem.columns(["row", "y", "bs10"], ["y"]) == [
+    assert export.columns(["row", "y", "bs10"], ["y"]) == [
         "row",
         "y",
         "loss:row",
@@ -240,7 +240,7 @@ def test_a_failing_disk_is_an_exit_2_error_and_leaves_nothing(
     def full(self, table):  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peritem, "FLUSH_ROWS", 8)
+    monkeypatch.setattr(export, "FLUSH_ROWS", 8)
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
     result = run(
         "compare", *ckpts, "--data", path, "--loss", "cross-entropy",

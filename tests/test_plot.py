@@ -47,13 +47,13 @@ def test_plot_with_a_baseline_draws_the_paired_panels(tmp_path: Path) -> None:
         for m in report.models
     )
     paired = dataclasses.replace(report, models=models, has_baseline=True)
-    plot.draw(paired, names, values, 600, tmp_path / "paired.png")
-    plot.draw(report, names, values, 600, tmp_path / "plain.png")
+    (tmp_path / "paired.png").write_bytes(plot.draw(paired, names, values, 600, "png"))
+    (tmp_path / "plain.png").write_bytes(plot.draw(report, names, values, 600, "png"))
     from matplotlib.image import imread
 
     wide, plain = imread(tmp_path / "paired.png"), imread(tmp_path / "plain.png")
     assert wide.shape[1] > plain.shape[1]  # two columns of panels
-    plot.draw(paired, names, values, 6000, tmp_path / "paired.svg")
+    (tmp_path / "paired.svg").write_bytes(plot.draw(paired, names, values, 6000, "svg"))
     assert "a sample of 600 of 6,000 items" in (tmp_path / "paired.svg").read_text()
 
 
@@ -91,5 +91,5 @@ def test_plot_bins_follow_the_data() -> None:
 @pytest.mark.parametrize("values", [np.empty((0, 2)), np.full((5, 2), np.nan)])
 def test_plot_survives_no_finite_values(tmp_path: Path, values) -> None:  # type: ignore[no-untyped-def]
     report = evalloss.compare(CKPTS[:2], data=EXAMPLE / "train.csv")
-    plot.draw(report, ["bs10", "bs50"], values, len(values), tmp_path / "x.png")
+    (tmp_path / "x.png").write_bytes(plot.draw(report, ["bs10", "bs50"], values, len(values), "png"))
     assert (tmp_path / "x.png").read_bytes().startswith(PNG)

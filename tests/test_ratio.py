@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalloss.ratio import PairedRatio
-from evalloss.stats import PairedSum
+from evalloss.stats.paired import PairedSum
+from evalloss.stats.ratio import PairedRatio
 from tests.conftest import run
 from tests.test_causal import LM, _ckpt, _docs, _jsonl
 

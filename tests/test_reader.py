@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss import readahead as evaluation
 from evalloss import sources
 from evalloss.errors import DataError
 from evalloss.options import Options
+from evalloss.run import readahead as evaluation
 from evalloss.sources import chunks
 from evalloss.sources.csvfile import CsvFile
 from tests import nets
@@ -280,7 +280,7 @@ def test_quotes_make_byte_cuts_unsafe(tmp_path: Path) -> None:
 
 
 def test_read_ahead_thread_gives_every_block_and_raises_reader_errors() -> None:
-    from evalloss.readahead import prefetch
+    from evalloss.run.readahead import prefetch
 
     assert list(prefetch(iter(range(50)))) == list(range(50))
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import evalloss
-from evalloss import remote
+from evalloss.io import remote
 from evalloss.sources import objectstream
 from tests import lm, nets
 from tests.conftest import data_set, run

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import evalloss
-from evalloss import remote
+from evalloss.io import remote
 from tests import lm
 from tests.s3server import S3Server
 from tests.test_distributed import DRIVER, _same, _torchrun

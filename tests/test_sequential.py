@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import evalloss
-from evalloss import sequential
+from evalloss.run import sequential
 from tests import hf
 from tests.conftest import run
 

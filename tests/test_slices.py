@@ -20,7 +20,7 @@ from scipy import stats
 import evalloss
 from evalloss import render
 from evalloss.render import junit
-from evalloss.slices import holm
+from evalloss.slices.sums import holm
 from tests import nets
 from tests.conftest import run
 

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evalloss.exact import ExactSum
+from evalloss.stats.exact import ExactSum
 
 finite = st.floats(min_value=-1e100, max_value=1e100, allow_nan=False, allow_infinity=False)
 

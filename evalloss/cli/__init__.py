@@ -11,11 +11,10 @@ import json
 import click
 
 from evalloss._version import __version__
-
-from .cachecmd import cache_command
-from .commands import compare, explain
-from .config import default_map, settings
-from .exits import EvallossGroup, warnings_as_lines
+from evalloss.cli.cachecmd import cache_command
+from evalloss.cli.commands import compare, explain
+from evalloss.cli.config import default_map, settings
+from evalloss.cli.exits import EvallossGroup, warnings_as_lines
 
 __all__ = ["cli", "main"]
 

@@ -15,12 +15,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class SizeType(click.ParamType):  # type: ignore[type-arg, unused-ignore]
-    """A size in bytes: ``1000000``, ``500M``, ``2G`` (`cache.parse_size`)."""
+    """A size in bytes: ``1000000``, ``500M``, ``2G`` (`disk.parse_size`)."""
 
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from evalloss.cache import parse_size
+        from evalloss.cache.disk import parse_size
 
         try:
             return parse_size(value)
@@ -60,7 +60,7 @@ def cache_command(action: str, folder: str | None) -> None:
     """ACTION: list the result cache's entries (name, size, last use, loss, precision,
     device, the first checkpoint file's and the data's sha256), or clear: remove them all.
     See docs/cache.md."""
-    from evalloss import cache
+    from evalloss.cache import disk
 
     if folder is None:
         defaults = click.get_current_context().find_root().default_map or {}
@@ -69,9 +69,9 @@ def cache_command(action: str, folder: str | None) -> None:
         raise OptionError("give the folder: --cache DIR, EVALLOSS_CACHE, or cache in "
                           "[tool.evalloss]", key="--cache")  # fmt: skip
     if action == "clear":
-        click.echo(f"removed {cache.clear(folder)} entries")
+        click.echo(f"removed {disk.clear(folder)} entries")
         return
-    found = cache.entries(folder, keys=True)
+    found = disk.entries(folder, keys=True)
     for e in found:
         used = dt.datetime.fromtimestamp(e.used, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{e.path.name[:16]}  {e.size:>10}  {used}  {_summary(e.key)}")

@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from . import github, tracking
-from .cachecmd import cache_options
-from .exits import GateFailed, error_line
-from .options import data_options, gate_options
-from .progress import progress_bar
+from evalloss.cli import github, tracking
+from evalloss.cli.cachecmd import cache_options
+from evalloss.cli.exits import GateFailed, error_line
+from evalloss.cli.options import data_options, gate_options
+from evalloss.cli.progress import progress_bar
 
 
 @click.command()
@@ -111,7 +111,9 @@ def compare(
     when the gate fails: the winner is the best-ranked model that is not the baseline.
     """
     _hash_ahead(checkpoints, options)  # before torch is imported: the hashes overlap with it
-    from evalloss import api, distributed, files, render
+    from evalloss import api, render
+    from evalloss.io import files
+    from evalloss.run import distributed
 
     extra = {"--per-item": options.get("per_item"), "--plot": options.get("plot"),
              "--junit-xml": junit_xml}  # fmt: skip
@@ -179,7 +181,8 @@ def explain(
     """
     if options.get("cache"):  # the cache key's hashes, while torch imports
         _hash_ahead([checkpoint], options)
-    from evalloss import explainer, files
+    from evalloss import explainer
+    from evalloss.io import files
     from evalloss.render import explain as render_explain
 
     files.check_output(output, _inputs([checkpoint], options))

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-from evalloss import distributed
+from evalloss.run import distributed
 
 
 def _stderr_is_tty() -> bool:

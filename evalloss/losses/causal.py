@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import LossError
-
-from . import Loss
+from evalloss.losses.loss import Loss
 
 if TYPE_CHECKING:
     import torch

@@ -10,6 +10,7 @@ line in `BUILDERS`. `save` writes files they read.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import EvallossWarning
-
-from . import hf, layers, user
-from .checkpoint import Checkpoint, open_checkpoint
+from evalloss.io import remote
+from evalloss.models import hf, layers, user
+from evalloss.models.checkpoint import Checkpoint, open_file
+from evalloss.models.folder import open_folder
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +40,15 @@ class Wanted:
     loss: str
     device: torch.device
     dtype: torch.dtype
+
+
+def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """A checkpoint by its headers alone: a Hugging Face model folder (`folder`), else a
+    safetensors file or object (`checkpoint`); anything else refused by name."""
+    path = os.fspath(path)
+    if not remote.is_uri(path) and os.path.isdir(path):  # noqa: PTH112 - False for a long name
+        return open_folder(path)
+    return open_file(path)
 
 
 def builder_for(checkpoint: Checkpoint) -> ModuleType:

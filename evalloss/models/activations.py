@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalloss.errors import ModelError
-
-from .checkpoint import Checkpoint
-from .layers import KEY, parse
+from evalloss.models.checkpoint import Checkpoint
+from evalloss.models.layers import KEY, parse
 
 ACTIVATION_BYTES = 2 << 30  # one batch's activations, at most (2 GiB)
 Shape = tuple[int, ...]

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from evalloss import remote
 from evalloss.errors import CheckpointError, EvallossWarning, shown
-from evalloss.files import stamp
+from evalloss.io import remote
+from evalloss.io.files import stamp
 
 if TYPE_CHECKING:
     import torch
@@ -59,15 +59,11 @@ class Checkpoint:
         return self.files or (self.path,)
 
 
-def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read and validate the header of a safetensors file; refuse anything else by name."""
-    path = os.fspath(path)
+def open_file(path: str) -> Checkpoint:
+    """Read and validate the header of a safetensors file (or object in storage); refuse
+    anything else by name."""
     if remote.is_uri(path):
         return _open_object(path)
-    if os.path.isdir(path):  # noqa: PTH112 - False, not an error, for a name too long
-        from .folder import open_folder
-
-        return open_folder(path)
     opened = stamp(path)
     raw, data_size = _read_header(path)
     return _checked(path, raw, data_size, opened)
@@ -76,7 +72,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 def _open_object(uri: str) -> Checkpoint:
     """A checkpoint in object storage: its header fetched by a ranged read and validated by
     the safetensors library before any tensor is downloaded (`staging`)."""
-    from .staging import stand_in
+    from evalloss.models.staging import stand_in
 
     opened = stamp(uri)
     if opened == (0, 0):
@@ -117,7 +113,7 @@ def load_tensors(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
 
     try:
         if remote.is_uri(checkpoint.path):
-            from .staging import staged
+            from evalloss.models.staging import staged
 
             with staged(checkpoint.path, checkpoint.opened) as local:
                 tensors = load_file(local, device="cpu")

@@ -7,7 +7,7 @@ read: a config with ``auto_map`` (remote code) or ``quantization_config``, a ``m
 transformers does not know, weights only in pickle form, shards missing, unlisted or
 overlapping, and a tokenizer that only exists as code or SentencePiece (no ``tokenizer.json``
 while ``tokenizer_config.json`` has an ``auto_map``). Every shard's header goes through the same
-checks as a checkpoint file (`checkpoint.open_checkpoint`).
+checks as a checkpoint file (`checkpoint.open_file`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from evalloss.errors import CheckpointError, shown
-from evalloss.files import stamp
-
-from .checkpoint import Checkpoint, open_checkpoint
+from evalloss.io.files import stamp
+from evalloss.models.checkpoint import Checkpoint, open_file
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -41,7 +40,7 @@ def open_folder(path: str) -> Checkpoint:
     shards, index = _shards(folder)
     shapes: dict[str, tuple[int, ...]] = {}
     for shard in shards:
-        for name, shape in open_checkpoint(shard).shapes.items():
+        for name, shape in open_file(shard).shapes.items():
             if name in shapes:
                 raise CheckpointError(f"tensor {shown(name)} is in two shards", path=shard)
             shapes[name] = shape

@@ -17,14 +17,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import CheckpointError, shown
-
-from .checkpoint import Checkpoint
-from .folder import known_types, stamp_of, token_classifier
+from evalloss.models.checkpoint import Checkpoint
+from evalloss.models.folder import known_types, stamp_of, token_classifier
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from . import Wanted
+    from evalloss.models import Wanted
 
 MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
             "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING",

@@ -14,10 +14,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import CheckpointError, ModelError, shown
-
-from .allowlist import ALLOWED, REQUIRED, classes, parameters
-from .checkpoint import Checkpoint, load_tensors
-from .loading import check_fit, load_into
+from evalloss.models.allowlist import ALLOWED, REQUIRED, classes, parameters
+from evalloss.models.checkpoint import Checkpoint, load_tensors
+from evalloss.models.loading import check_fit, load_into
 
 if TYPE_CHECKING:
     from torch import nn

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from evalloss.errors import CheckpointError
-
-from .checkpoint import Checkpoint, load_tensors
+from evalloss.models.checkpoint import Checkpoint, load_tensors
 
 if TYPE_CHECKING:
     import torch

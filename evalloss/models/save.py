@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evalloss.errors import LossError, OptionError
-from evalloss.files import atomic
+from evalloss.io.files import atomic
 
 if TYPE_CHECKING:
     import torch
@@ -38,8 +38,7 @@ def save(
     from safetensors.torch import save as to_bytes
 
     from evalloss.losses import NAMES
-
-    from .layers import describe
+    from evalloss.models.layers import describe
 
     if loss is not None and loss not in NAMES:
         raise LossError(f"unknown loss {loss!r}; choose one of {', '.join(NAMES)}", key="loss")

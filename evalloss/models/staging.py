@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from evalloss import remote
 from evalloss.errors import CheckpointError
+from evalloss.io import remote
 
 PIECE = 16 << 20  # bytes per ranged read while staging
 _HEADERS: dict[tuple[str, tuple[int, int]], bytes] = {}  # the header validated at open

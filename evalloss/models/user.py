@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from evalloss import usercode
 from evalloss.errors import ModelError
-
-from .checkpoint import Checkpoint
-from .loading import load_strict
+from evalloss.io import usercode
+from evalloss.models.checkpoint import Checkpoint
+from evalloss.models.loading import load_strict
 
 if TYPE_CHECKING:
     from torch import nn

@@ -31,7 +31,7 @@ def render(report: Report, fmt: str) -> str:
     """The whole report as one string in format ``fmt``. In the text formats every name that
     came from a file (paths, model names, columns) has its control characters escaped
     (`errors.one_line`): a file name cannot split a line or repaint the terminal."""
-    from .cells import displayable
+    from evalloss.render.cells import displayable
 
     module = import_module(f".{FORMATS[fmt]}", __name__)
     text: str = module.render(displayable(report) if fmt in TEXT_FORMATS else report)

@@ -6,9 +6,8 @@ import csv
 import io
 from typing import Any
 
+from evalloss.render.cells import raw
 from evalloss.report import Report
-
-from .cells import raw
 
 
 def render(report: Report) -> str:

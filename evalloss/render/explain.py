@@ -10,13 +10,12 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from evalloss.render.cells import cell, displayable_explain, md, pipe_table, raw, to_json
+from evalloss.render.html import page
+from evalloss.render.svg import escape
+from evalloss.render.table import WIDTH
 from evalloss.report import ExplainReport
-from evalloss.stats import relative_error
-
-from .cells import cell, displayable_explain, md, pipe_table, raw, to_json
-from .html import page
-from .svg import escape
-from .table import WIDTH
+from evalloss.stats.paired import relative_error
 
 _EXPLAIN_COLUMNS = (
     "batch_size",

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evalloss.render.cells import cell, columns, unit, verdict, vs_cells
+from evalloss.render.svg import Histogram, Interval, escape, histograms, intervals
 from evalloss.report import ModelResult, Report
-
-from .cells import cell, columns, unit, verdict, vs_cells
-from .svg import Histogram, Interval, escape, histograms, intervals
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,7 +151,7 @@ def _intervals(report: Report) -> str:
     baseline = next((m for m in report.models if m.is_baseline), None)
     if baseline is None:
         return ""
-    from .plot import p_text
+    from evalloss.render.plot import p_text
 
     colours, item = _colours(report), _item(report)
     rows = []
@@ -188,7 +187,7 @@ def _distributions(report: Report) -> str:
         )
     import numpy as np
 
-    from .plot import bin_edges
+    from evalloss.render.plot import bin_edges
 
     values: npt.NDArray[np.float64] = np.asarray(sample.values, dtype=np.float64)
     finite = values[np.isfinite(values).all(axis=1)]
@@ -214,7 +213,7 @@ def _panel(
 ) -> Histogram:
     import numpy as np
 
-    from .plot import off_axis
+    from evalloss.render.plot import off_axis
 
     counts, _ = np.histogram(column, bins=edges)
     percents = (100.0 * counts / max(len(column), 1)).tolist()
@@ -231,7 +230,7 @@ def _item(report: Report) -> str:
 def _slices(report: Report) -> str:
     """One table per slice column, worst regression first (`slicetable`); every slice value
     HTML-escaped."""
-    from .slicetable import tables
+    from evalloss.render.slicetable import tables
 
     sections = []
     for sliced in tables(report):
@@ -285,7 +284,7 @@ def _bytes(report: Report) -> str:
 
 def _colours(report: Report) -> dict[str, str]:
     """`--plot`'s colours; the baseline a mid grey that shows on a light and a dark page."""
-    from .plot import colours
+    from evalloss.render.plot import colours
 
     chosen = {name: str(c) for name, c in colours(report).items()}
     chosen.update({m.name: "#8c959f" for m in report.models if m.is_baseline})

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from evalloss.render.cells import to_json
 from evalloss.report import Report
-
-from .cells import to_json
 
 
 def render(report: Report) -> str:

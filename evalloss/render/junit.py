@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from xml.etree import ElementTree
 
+from evalloss.render.cells import displayable, verdict
 from evalloss.report import Report
-
-from .cells import displayable, verdict
 
 
 def render(report: Report) -> str:

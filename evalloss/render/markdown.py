@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from html import escape
 
+from evalloss.render.cells import (
+    cell,
+    columns,
+    marked,
+    md,
+    notes,
+    pipe_table,
+    unit,
+    verdict,
+    vs_cells,
+)
+from evalloss.render.slicetable import tables
 from evalloss.report import Report
-
-from .cells import cell, columns, marked, md, notes, pipe_table, unit, verdict, vs_cells
-from .slicetable import tables
 
 
 def render(report: Report) -> str:

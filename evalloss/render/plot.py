@@ -2,23 +2,18 @@
 distribution of paired differences with the exact mean and its 95% CI marked.
 
 Needs the optional extra (``pip install 'evalloss[plot]'``: matplotlib). Drawn with the Agg
-canvas on a `Figure` object (no pyplot, no global state, no display needed), written
-atomically. The histograms come from `peritem.Sample` (up to 200,000 items, the same items
-for every model, so differences stay paired); the means, CIs and p-values printed on the
-figure are the report's exact figures over all items.
+canvas on a `Figure` object (no pyplot, no global state, no display needed), returned as the
+file's bytes (the caller writes them: `run.observers.Taps`). The histograms come from
+`run.observers.Sample` (up to 200,000 items, the same items for every model, so differences
+stay paired); the means, CIs and p-values printed on the figure are the report's exact
+figures over all items.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from evalloss.distributed import single_process_only
-from evalloss.errors import OptionError
-from evalloss.files import atomic, check_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,19 +21,6 @@ if TYPE_CHECKING:
 
     from evalloss.report import ModelResult, Report
 
-SUFFIXES = (".png", ".svg", ".pdf")
-INSTALL = "pip install 'evalloss[plot]'"
-
-
-def check(path: str | os.PathLike[str], inputs: Sequence[str] = ()) -> None:
-    """Fail before the pass, not after it: matplotlib installed, a known suffix, a folder,
-    not one of the ``inputs``."""
-    if Path(path).suffix.lower() not in SUFFIXES:
-        raise OptionError(f"must end in {', '.join(SUFFIXES)}", path=Path(path), key="--plot")
-    check_output(path, inputs, option="--plot")
-    if importlib.util.find_spec("matplotlib") is None:
-        raise OptionError(f"needs matplotlib, which is not installed: {INSTALL}", key="--plot")
-    single_process_only("--plot")
 
 
 def draw(
@@ -46,18 +28,17 @@ def draw(
     names: Sequence[str],
     values: npt.NDArray[np.float64],
     seen: int,
-    path: str | os.PathLike[str],
-    inputs: Sequence[str] = (),
-) -> None:
-    """Draw ``values`` (kept items, one column per name in ``names``) into ``path`` (never
-    over one of ``inputs``)."""
+    fmt: str = "png",
+) -> bytes:
+    """``values`` (kept items, one column per name in ``names``) drawn as a ``fmt`` file
+    (``png``, ``svg`` or ``pdf``)."""
     from matplotlib.figure import Figure
 
     order = [names.index(m.name) for m in report.models]  # rank order
     baseline = next((m for m in report.models if m.is_baseline), None)
     rivals = [m for m in report.models if baseline is not None and not m.is_baseline]
     paired = baseline is not None and bool(rivals)
-    from . import sliceplot
+    from evalloss.render import sliceplot
 
     sliced = paired and sliceplot.wanted(report)
     fig = Figure(figsize=(19 if sliced else 13 if paired else 8, 5.2), layout="constrained")
@@ -83,7 +64,7 @@ def draw(
         f"({sampled})",
         fontsize=12,
     )
-    _save(fig, Path(path), inputs)
+    return _saved(fig, fmt)
 
 
 def _per(report: Report) -> str:
@@ -244,13 +225,13 @@ def p_text(value: float) -> str:
     return "< 1e-15" if value < 1e-15 else f"= {value:.2g}"
 
 
-def _save(fig: Any, path: Path, inputs: Sequence[str]) -> None:
-    """Write the figure atomically: complete or not at all."""
+def _saved(fig: Any, fmt: str) -> bytes:
+    """The figure as the bytes of a ``fmt`` file."""
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    try:
-        with atomic(path, inputs) as tmp:
-            fig.savefig(tmp, dpi=120, format=path.suffix.lower().lstrip("."))
-    except OSError as exc:
-        raise OptionError(f"cannot write ({exc})", path=path, key="--plot") from exc
+    out = io.BytesIO()
+    fig.savefig(out, dpi=120, format=fmt)
+    return out.getvalue()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from evalloss.render.slicetable import value
 from evalloss.report import Report
-
-from .slicetable import value
 
 MAX_SLICES = 30  # slices drawn; more are counted in the title
 

@@ -12,10 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from evalloss.errors import one_line
-from evalloss.report import ModelResult, Report
-from evalloss.slicefigures import SliceResult
-
-from .cells import cell
+from evalloss.render.cells import cell
+from evalloss.report import ModelResult, Report, SliceResult
 
 HEADERS = ("slice", "model", "items", "loss/{unit}", "accuracy")
 VS_HEADERS = ("delta", "95% CI", "p (Holm)", "wins")

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
+from evalloss.render.cells import BASELINE, cell, columns, notes, unit, verdict, vs_cells
+from evalloss.render.names import shorten
+from evalloss.render.slicetable import tables
 from evalloss.report import Report
-
-from .cells import BASELINE, cell, columns, notes, unit, verdict, vs_cells
-from .names import shorten
-from .slicetable import tables
 
 WIDTH = 80  # the table format fits a classic terminal
 _MIN_NAME = 12  # a model name is never shortened below this

@@ -17,11 +17,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from evalloss import remote
 from evalloss.errors import DataError
-
-from . import csvfile, documents, factory, parquetfile, tensors, text, tokenstream
-from .base import Block, DataSource
+from evalloss.io import remote
+from evalloss.sources import csvfile, documents, factory, parquetfile, tensors, text, tokenstream
+from evalloss.sources.base import Block, DataSource
 
 if TYPE_CHECKING:
     from evalloss.options import Options

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from evalloss.errors import DataError
 
-from evalloss.files import stamp
+from evalloss.io.files import stamp
 
 Gather = Callable[[Any], list[Any]]  # every process's value, in rank order (`World.gather`)
 
@@ -132,7 +132,7 @@ class OneFile:
         return stamp(self.path)
 
     def sha256(self) -> dict[str, str]:
-        from .chunks import sha256_of
+        from evalloss.sources.chunks import sha256_of
 
         return {self.path: sha256_of(self.path)}
 

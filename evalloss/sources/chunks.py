@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from evalloss import remote
+from evalloss.io import remote
 
 RANGE_BYTES = 16 << 20  # measured: 16 MiB ranges parse faster than 4, 8, 32 or 64 MiB here
 # a hashing thread's reads: 1.9 GB hashed in 2.0 s beside a busy main thread, 2.9 s in 16 MiB
@@ -239,7 +239,7 @@ def _hash_all(todo: list[tuple[str, Future[str]]]) -> None:
 
 
 def _known(path: str) -> tuple[str, int, int]:
-    from evalloss.files import stamp
+    from evalloss.io.files import stamp
 
     return (path if remote.is_uri(path) else os.path.realpath(path), *stamp(path))
 

@@ -20,13 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalloss import remote
 from evalloss.errors import DataError, EvallossWarning
-
-from . import chunks, slicing, tabular
-from .base import Block, Gather
-from .csvtext import TSV_SUFFIXES as TSV_SUFFIXES  # re-exported
-from .csvtext import (
+from evalloss.io import remote
+from evalloss.sources import chunks, slicing, tabular
+from evalloss.sources.base import Block, Gather
+from evalloss.sources.csvtext import TSV_SUFFIXES as TSV_SUFFIXES  # re-exported
+from evalloss.sources.csvtext import (
     breaks,
     cell_problem,
     read_column,
@@ -35,7 +34,7 @@ from .csvtext import (
     unclosed_quote,
     unreadable,
 )
-from .tabular import Tabular
+from evalloss.sources.tabular import Tabular
 
 if TYPE_CHECKING:
     import torch

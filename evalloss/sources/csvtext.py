@@ -17,9 +17,9 @@ import os
 import re
 from collections.abc import Sequence
 
-from evalloss import remote
 from evalloss.errors import DataError
 from evalloss.errors import shown as quoted
+from evalloss.io import remote
 
 TSV_SUFFIXES = (".tsv", ".tab")
 MAX_HEADER_BYTES = 64 << 20  # a longer first line is not a header (and is not read whole)

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalloss import remote
 from evalloss.errors import DataError, OptionError
-
-from . import slicing, textlabels, windows
-from .base import Block, Gather, OneFile
+from evalloss.io import remote
+from evalloss.sources import slicing, textlabels, windows
+from evalloss.sources.base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
     import numpy as np

@@ -20,11 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalloss import usercode
 from evalloss.errors import DataError, EvallossError, OptionError
-
-from .base import Block, Gather
-from .tensors import as_inputs, as_targets, first_nonfinite, located
+from evalloss.io import usercode
+from evalloss.sources.base import Block, Gather
+from evalloss.sources.tensors import as_inputs, as_targets, first_nonfinite, located
 
 if TYPE_CHECKING:
     import torch
@@ -107,7 +106,7 @@ class DatasetSource:
 
     def sha256(self) -> dict[str, str]:
         """The factory's source file's sha256 (the data it reads is not hashed)."""
-        from .chunks import sha256_of
+        from evalloss.sources.chunks import sha256_of
 
         code = usercode.source_file(self.path)
         return {} if code is None else {code: sha256_of(code)}

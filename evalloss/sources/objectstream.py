@@ -13,13 +13,12 @@ import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from evalloss import remote
-
-from . import chunks, windows
-from .base import Block
+from evalloss.io import remote
+from evalloss.sources import chunks, windows
+from evalloss.sources.base import Block
 
 if TYPE_CHECKING:
-    from .tokenstream import TokenStream
+    from evalloss.sources.tokenstream import TokenStream
 
 SPAN_BYTES = chunks.RANGE_BYTES
 

@@ -6,12 +6,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalloss import remote
 from evalloss.errors import DataError
-
-from . import slicing, tabular
-from .base import Block, Gather
-from .tabular import Tabular
+from evalloss.io import remote
+from evalloss.sources import slicing, tabular
+from evalloss.sources.base import Block, Gather
+from evalloss.sources.tabular import Tabular
 
 if TYPE_CHECKING:
     import torch

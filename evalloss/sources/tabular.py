@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, OptionError, shown
-
-from . import chunks
-from .base import Block, OneFile
-from .slicing import Slicing, check_names
+from evalloss.sources import chunks
+from evalloss.sources.base import Block, OneFile
+from evalloss.sources.slicing import Slicing, check_names
 
 if TYPE_CHECKING:
     from typing import Self

@@ -20,10 +20,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError
-
-from . import arrays
-from .arrays import Array
-from .base import Block, Gather, OneFile
+from evalloss.sources import arrays
+from evalloss.sources.arrays import Array
+from evalloss.sources.base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
     import torch

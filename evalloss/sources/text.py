@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalloss import remote
 from evalloss.errors import DataError, OptionError, shown
-
-from . import documents, textlabels
-from .base import Block, Gather
+from evalloss.io import remote
+from evalloss.sources import documents, textlabels
+from evalloss.sources.base import Block, Gather
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError
-
-from .base import Block
+from evalloss.sources.base import Block
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from .documents import Documents
+    from evalloss.sources.documents import Documents
 
 
 IGNORE = -100  # a token label that is not scored

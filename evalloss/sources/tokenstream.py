@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evalloss import remote
 from evalloss.errors import DataError, OptionError
-
-from . import objectstream, windows
-from .base import Block, Gather, OneFile
+from evalloss.io import remote
+from evalloss.sources import objectstream, windows
+from evalloss.sources.base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
     import torch

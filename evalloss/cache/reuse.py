@@ -5,7 +5,7 @@ stored; then every model's items are replayed to the observers as one pass would
 The key of a model's entry (`key`) holds everything its figures depend on: the sha256 of
 every file it is built from (a model folder's too), of the data and of its tokenizer, the
 user's model code and keyword arguments, the loss, targets, features, the sequence options,
-the precision, the device type, `cache.FIGURE_FORMAT`, and torch's major.minor where the run
+the precision, the device type, `disk.FIGURE_FORMAT`, and torch's major.minor where the run
 is not float64 (kernels change between releases). Batch size, threads, format and progress
 cannot change a figure and are not in it. The data is hashed before the pass (a model is
 skipped before anything is read); with every model cached, no row is read at all.
@@ -20,19 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cache, distributed, run
-from .engine import Accumulator
-from .errors import CheckpointError, EvallossWarning, OptionError
-from .sequential import Passes, Recorder, record, replay
-from .sources.chunks import sha256_of
-from .usercode import source_file
+from evalloss.cache import disk
+from evalloss.errors import CheckpointError, EvallossWarning, OptionError
+from evalloss.io.usercode import source_file
+from evalloss.run import distributed, onepass
+from evalloss.run.engine import Accumulator
+from evalloss.run.sequential import Passes, Recorder, record, replay
+from evalloss.sources.chunks import sha256_of
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from .options import PathLike
-    from .plan import Plan
+    from evalloss.options import PathLike
+    from evalloss.run.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Lookup:
     folder: PathLike
     max_size: int | None
     keys: list[dict[str, Any]]
-    hits: dict[int, cache.Entry]
+    hits: dict[int, disk.Entry]
 
 
 def settings(
@@ -54,7 +55,7 @@ def settings(
             raise OptionError("needs --cache", key="--cache-max-size")
         return None
     distributed.single_process_only("--cache", CACHE_WHY)
-    return folder, None if max_size is None else cache.parse_size(max_size)
+    return folder, None if max_size is None else disk.parse_size(max_size)
 
 
 CACHE_WHY = "an entry holds every item of the data; run in one process to use the cache"
@@ -65,7 +66,7 @@ def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool)
     this run (text whose models' tokenizers differ: one warning). ``ordered``: the pass reads
     sequence data in file order (not packed by length: float32 figures may differ in their
     last bits, and the items come in another order)."""
-    from .sources import factory
+    from evalloss.sources import factory
 
     text = hasattr(plan.source, "bytes_read")
     why = None
@@ -83,7 +84,7 @@ def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool)
     keys = [key(plan, i, data, ordered=ordered) for i in range(len(plan.checkpoints))]
     hits = {}
     for i, k in enumerate(keys):
-        entry = cache.load(folder, k)
+        entry = disk.load(folder, k)
         # per-slice accuracy needs each item's correct elements: an entry stored without
         # them (by a run without --slice) is evaluated again, and rewritten with them
         if entry is not None and not (sliced(plan) and plan.loss.has_accuracy
@@ -107,7 +108,7 @@ def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> di
     tokenizer = plan.tokenizers[index] if plan.tokenizers else None
     model_file = source_file(options.model)
     found = {
-        "format": cache.FIGURE_FORMAT,
+        "format": disk.FIGURE_FORMAT,
         "checkpoint": files,
         "data": data,
         "loss": plan.loss.name,
@@ -135,7 +136,7 @@ def evaluate(
     found: list[list[int]],
     built: list[Accumulator] | None,
     cached: Lookup,
-    observers: Sequence[run.Observer],
+    observers: Sequence[onepass.Observer],
     batch_size: int,
     world: distributed.World,
 ) -> Passes:
@@ -148,7 +149,7 @@ def evaluate(
     source, targets = None, plan.loss.unit != "token"  # tabular: the targets recorded too
     if built is not None:
         recorder, source = Recorder(targets=targets), plan.source
-        run.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
+        onepass.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
         for i, acc in zip(found[0], built, strict=True):
             accumulators[i] = acc
         fresh.append((found[0], recorder))
@@ -193,12 +194,12 @@ def _store(cached: Lookup, fresh: list[tuple[list[int], Recorder]],
             assert acc is not None
             state = {**acc.state(), "seconds": 0.0}
             correct = np.concatenate([c[column] for c, _ in hits]) if hits else None
-            entry = cache.Entry(np.ascontiguousarray(values[:, column]), weights, state,
+            entry = disk.Entry(np.ascontiguousarray(values[:, column]), weights, state,
                                 text_bytes, targets, correct, counted)  # fmt: skip
-            cache.store(cached.folder, cached.keys[i], entry, cached.max_size)
+            disk.store(cached.folder, cached.keys[i], entry, cached.max_size)
 
 
-def _restored(plan: Plan, index: int, entry: cache.Entry) -> Accumulator:
+def _restored(plan: Plan, index: int, entry: disk.Entry) -> Accumulator:
     """A cached model's accumulator: its exact sums and counts as the pass left them."""
     from torch import nn
 
@@ -218,7 +219,7 @@ def _targets(recorder: Recorder) -> npt.NDArray[np.float64] | None:
     return np.concatenate(recorder.targets) if recorder.targets else None
 
 
-def _recorded(entry: cache.Entry, groups: dict[str, npt.NDArray[np.int64]] | None) -> Recorder:
+def _recorded(entry: disk.Entry, groups: dict[str, npt.NDArray[np.int64]] | None) -> Recorder:
     """A cached model's items as a pass would have recorded them; where the run is sliced,
     with their keys (``groups``: the slice codes, where no pass records them)."""
     recorder = Recorder()
@@ -227,7 +228,7 @@ def _recorded(entry: cache.Entry, groups: dict[str, npt.NDArray[np.int64]] | Non
     recorder.weights.append(entry.weights)
     if groups is not None:
         correct = None if entry.correct is None else (entry.correct,)
-        recorder.keys.append(run.ItemKeys(groups, correct, entry.counted))
+        recorder.keys.append(onepass.ItemKeys(groups, correct, entry.counted))
     return recorder
 
 

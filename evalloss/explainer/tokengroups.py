@@ -21,14 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .exact import ExactSum
-from .report import ExplainRow
-from .stats import relative_error
+from evalloss.report import ExplainRow
+from evalloss.stats.exact import ExactSum
+from evalloss.stats.paired import relative_error
 
 if TYPE_CHECKING:
     import torch
 
-    from .report import Result
+    from evalloss.report import Result
 
 
 class TokenGrouping:

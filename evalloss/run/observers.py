@@ -11,23 +11,30 @@ holds the export, the sample and the progress callback.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .peritem import Export, check_path
-from .ratio import PairedRatio
-from .stats import PairedSum
+from evalloss.errors import OptionError
+from evalloss.io.files import atomic, check_output
+from evalloss.run.distributed import single_process_only
+from evalloss.run.export import Export, check_path
+from evalloss.stats.paired import PairedSum
+from evalloss.stats.ratio import PairedRatio
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import torch
 
-    from .report import Comparison, Report, Result
-    from .run import ItemKeys
-    from .sources.slicing import Slicing
+    from evalloss.report import Comparison, Report, Result
+    from evalloss.run.onepass import ItemKeys
+    from evalloss.sources.slicing import Slicing
 
+PLOT_FORMATS = ("png", "svg", "pdf")  # --plot's suffixes (what `render.plot.draw` draws)
 SAMPLE_ITEMS = 200_000  # items kept for the plot
 TOKENS = ("tokens",)  # the per-item export's target column for token losses
 
@@ -129,6 +136,46 @@ def _hash(rows: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return z ^ (z >> np.uint64(31))
 
 
+Draw = Callable[["Report", Sequence[str], "npt.NDArray[np.float64]", int, str], bytes]
+
+
+@dataclass(frozen=True)
+class Plot:
+    """``--plot``: the file, and the function that draws a report and its sample as the
+    bytes of such a file (`render.plot.draw`: the pass knows no renderer)."""
+
+    path: str | os.PathLike[str]
+    draw: Draw
+
+    def check(self, inputs: Sequence[str]) -> None:
+        """Fail before the pass, not after it: a known suffix, a folder, not one of the
+        ``inputs``, matplotlib installed, one process."""
+        if self.format not in PLOT_FORMATS:
+            raise OptionError(f"must end in {', '.join('.' + f for f in PLOT_FORMATS)}",
+                              path=Path(self.path), key="--plot")  # fmt: skip
+        check_output(self.path, inputs, option="--plot")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise OptionError("needs matplotlib, which is not installed: "
+                              "pip install 'evalloss[plot]'", key="--plot")  # fmt: skip
+        single_process_only("--plot")
+
+    @property
+    def format(self) -> str:
+        return Path(self.path).suffix.lower().lstrip(".")
+
+    def write(self, report: Report, names: Sequence[str], sample: Sample,
+              inputs: Sequence[str]) -> None:  # fmt: skip
+        """Draw the report and its sample, and write the file atomically (never over one of
+        ``inputs``)."""
+        data = self.draw(report, names, sample.values(), sample.seen, self.format)
+        try:
+            with atomic(self.path, inputs) as tmp:
+                tmp.write_bytes(data)
+        except OSError as exc:
+            raise OptionError(f"cannot write ({exc})", path=Path(self.path),
+                              key="--plot") from exc  # fmt: skip
+
+
 class Taps:
     """What watches the pass besides the models' sums: export, plot sample, progress.
 
@@ -143,7 +190,7 @@ class Taps:
         targets: Sequence[str],
         integer_targets: bool,
         per_item: str | os.PathLike[str] | None = None,
-        plot: str | os.PathLike[str] | None = None,
+        plot: Plot | None = None,
         progress: Callable[[int], None] | None = None,
         inputs: Sequence[str] = (),
         slicing: Slicing | None = None,
@@ -155,9 +202,7 @@ class Taps:
         if per_item is not None:
             check_path(per_item, inputs)
         if plot is not None:
-            from .render import plot as plotting
-
-            plotting.check(plot, inputs)
+            plot.check(inputs)
         self.export: Export | None = None
         self.sample = Sample(len(names)) if plot is not None else None
 
@@ -216,10 +261,6 @@ class Taps:
     def finish(self, report: Report) -> None:
         """Draw the plot, then put the export in place (last: a failed plot drops it)."""
         if self.plot is not None and self.sample is not None:
-            from .render import plot as plotting
-
-            plotting.draw(
-                report, self.names, self.sample.values(), self.sample.seen, self.plot, self.inputs
-            )
+            self.plot.write(report, self.names, self.sample, self.inputs)
         if self.export is not None:
             self.export.commit()

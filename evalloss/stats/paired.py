@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from .exact import ExactSum
+from evalloss.stats.exact import ExactSum
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from .report import Comparison
+    from evalloss.report import Comparison
 
 
 class BatchGrouping:
@@ -220,7 +220,7 @@ class PairedSum:
 
     def comparison(self, baseline_loss_per_item: float | None) -> Comparison:
         """The paired statistics, given the baseline's loss per item (for ``relative``)."""
-        from .report import Comparison
+        from evalloss.report import Comparison
 
         n = self.n
         if self.nonfinite or n == 0 or self.sum_d.overflowed:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import EvallossError
+from evalloss.errors import EvallossError
 
 SPEC = re.compile(r"(?P<target>.+):(?P<name>[A-Za-z_]\w*)")
 MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

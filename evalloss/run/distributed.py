@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import errors
-from .errors import EvallossError
+from evalloss import errors
+from evalloss.errors import EvallossError
 
 DEFAULT_TIMEOUT_S = 1800.0
 MAX_TIMEOUT_S = 1e9  # about 30 years; larger ones overflow a timedelta

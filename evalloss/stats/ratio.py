@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from .exact import ExactSum
-from .stats import t_interval
+from evalloss.stats.exact import ExactSum
+from evalloss.stats.paired import t_interval
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from .report import Comparison
+    from evalloss.report import Comparison
 
 _HUGE = 2.0**500  # beyond this a product could overflow: no interval
 _SPLITTER = 134217729.0  # 2**27 + 1, Veltkamp's constant for float64
@@ -105,7 +105,7 @@ class PairedRatio:
 
     def comparison(self, baseline_per_token: float | None) -> Comparison:
         """The statistics, given the baseline's loss per token (for ``relative``)."""
-        from .report import Comparison
+        from evalloss.report import Comparison
 
         n = self.n
         if self.nonfinite or n == 0 or self.sum_t == 0 or self.sum_d.overflowed:

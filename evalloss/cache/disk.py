@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EvallossWarning, OptionError, shown
-from .files import atomic
+from evalloss.errors import EvallossWarning, OptionError, shown
+from evalloss.io.files import atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 FIGURE_FORMAT = 1  # bump when what an entry's figures mean changes: every old entry misses
 SUFFIX = ".parquet"
-META = b"evalloss.cache"
+META = b"evalloss.cache.disk"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 

@@ -14,15 +14,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._version import __version__
-from .errors import CheckpointError
-from .report import Provenance
-from .sources.chunks import sha256_of
+from evalloss._version import __version__
+from evalloss.errors import CheckpointError
+from evalloss.report import Provenance
+from evalloss.sources.chunks import sha256_of
 
 if TYPE_CHECKING:
     import torch
 
-    from .sources import DataSource
+    from evalloss.sources import DataSource
 
 
 def collect(

@@ -15,11 +15,11 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import distributed
-from .engine import Accumulator, BadTarget
-from .errors import DataError, EvallossError
-from .readahead import prefetch, read_ahead
-from .sources import Block, DataSource
+from evalloss.errors import DataError, EvallossError
+from evalloss.run import distributed
+from evalloss.run.engine import Accumulator, BadTarget
+from evalloss.run.readahead import prefetch, read_ahead
+from evalloss.sources import Block, DataSource
 
 if TYPE_CHECKING:
     import numpy as np

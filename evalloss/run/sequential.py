@@ -18,20 +18,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from . import run
-from .engine import Accumulator
-from .errors import DataError, EvallossWarning
-from .sources import Block, open_data
+from evalloss.errors import DataError, EvallossWarning
+from evalloss.run import onepass
+from evalloss.run.engine import Accumulator
+from evalloss.sources import Block, open_data
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import torch
 
-    from . import distributed
-    from .plan import Plan
-    from .sources import DataSource
-    from .sources.base import Gather
+    from evalloss.run import distributed
+    from evalloss.run.plan import Plan
+    from evalloss.sources import DataSource
+    from evalloss.sources.base import Gather
 
 KEEP_BYTES = 1 << 30  # tokenized blocks kept between passes
 MAX_TARGETS = 64  # more target elements per item are not recorded (masks: weights shown)
@@ -95,11 +95,11 @@ class Recorder:
         self.rows: list[int] = []
         self.values: list[npt.NDArray[np.float64]] = []
         self.weights: list[npt.NDArray[np.int64]] = []
-        self.keys: list[run.ItemKeys] = []
+        self.keys: list[onepass.ItemKeys] = []
         self.targets: list[npt.NDArray[np.float64]] | None = [] if targets else None
 
     def batch(self, row: int, targets: Any, losses: Sequence[torch.Tensor],
-              weights: torch.Tensor, keys: run.ItemKeys | None = None) -> None:  # fmt: skip
+              weights: torch.Tensor, keys: onepass.ItemKeys | None = None) -> None:  # fmt: skip
         import numpy as np
 
         self.rows.append(row)
@@ -128,7 +128,7 @@ class Passes:
 def evaluate(
     plan: Plan,
     found: list[list[int]],
-    observers: Sequence[run.Observer],
+    observers: Sequence[onepass.Observer],
     batch_size: int,
     world: distributed.World,
 ) -> Passes:
@@ -173,7 +173,7 @@ def record(
         built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
                              plan.checkpoints[i].path) for i in group]  # fmt: skip
         recorder = Recorder(targets=targets)
-        run.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
+        onepass.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
         for i, acc in zip(group, built, strict=True):
             acc.module = None  # type: ignore[assignment]  # its weights go; its sums stay
             accumulators[i] = acc
@@ -181,7 +181,7 @@ def record(
     return accumulators, recorders, sources
 
 
-def replay(recorders: Recorded, weights: list[Any], observers: Sequence[run.Observer],
+def replay(recorders: Recorded, weights: list[Any], observers: Sequence[onepass.Observer],
            models: int, path: str,
            targets: npt.NDArray[np.float64] | None = None) -> None:  # fmt: skip
     """The recorded items, every model's values side by side (and their ``targets``, where
@@ -216,7 +216,7 @@ def replay(recorders: Recorded, weights: list[Any], observers: Sequence[run.Obse
                                None if keys is None else keys.rows(start, end))  # fmt: skip
 
 
-def _keys(recorders: Recorded, models: int) -> run.ItemKeys | None:
+def _keys(recorders: Recorded, models: int) -> onepass.ItemKeys | None:
     """The recorded items' keys, every model's correct elements side by side."""
     import numpy as np
 
@@ -225,13 +225,13 @@ def _keys(recorders: Recorded, models: int) -> run.ItemKeys | None:
         return None
     groups = {k: np.concatenate([r.groups[k] for r in first]) for k in first[0].groups}
     if any(r.correct is None for _, rec in recorders for r in rec.keys):
-        return run.ItemKeys(groups)
+        return onepass.ItemKeys(groups)
     correct: list[Any] = [None] * models
     for group, recorder in recorders:
         for j, m in enumerate(group):
             correct[m] = np.concatenate([r.correct[j] for r in recorder.keys if r.correct])
     counted = np.concatenate([r.counted for r in first if r.counted is not None])
-    return run.ItemKeys(groups, tuple(correct), counted)
+    return onepass.ItemKeys(groups, tuple(correct), counted)
 
 
 class _Kept:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import OptionError
+from evalloss.errors import OptionError
 
 if TYPE_CHECKING:
     import torch

@@ -10,16 +10,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import distributed
-from .errors import CheckpointError, LossError, OptionError, shown
-from .losses import NAMES as LOSS_NAMES
-from .losses import Loss
-from .losses import get as get_loss
-from .models import Checkpoint, Wanted, build, open_checkpoint
-from .models.folder import token_classifier
-from .options import Options, PathLike
-from .sources import DataSource, open_data
-from .sources.textlabels import IGNORE
+from evalloss.errors import CheckpointError, LossError, OptionError, shown
+from evalloss.losses import NAMES as LOSS_NAMES
+from evalloss.losses import Loss
+from evalloss.losses import get as get_loss
+from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
+from evalloss.models.folder import token_classifier
+from evalloss.options import Options, PathLike
+from evalloss.run import distributed
+from evalloss.sources import DataSource, open_data
+from evalloss.sources.textlabels import IGNORE
 
 if TYPE_CHECKING:
     import torch
@@ -190,7 +190,7 @@ def fitted_batch_size(plan: Plan, wanted: int | None) -> int:
     """``wanted`` (else the default for the device and the models), cut so that no layers
     spec's activations for one batch pass `models.activations.ACTIVATION_BYTES` (the figure
     does not depend on it)."""
-    from .models.activations import batch_limit, per_item
+    from evalloss.models.activations import batch_limit, per_item
 
     size = wanted
     if size is None:

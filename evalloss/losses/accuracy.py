@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from .losses import Loss
+    from evalloss.losses import Loss
 
 
 def correct_items(

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .distributed import single_process_only
-from .errors import OptionError
-from .files import Atomic, check_output
+from evalloss.errors import OptionError
+from evalloss.io.files import Atomic, check_output
+from evalloss.run.distributed import single_process_only
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import torch
 
-    from .sources.slicing import Slicing
+    from evalloss.sources.slicing import Slicing
 
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}

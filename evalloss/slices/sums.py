@@ -16,15 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .report import _finite
-from .slicecells import Cell, ColumnSums
-from .slicefigures import SliceResult
+from evalloss.report import SliceColumn, SliceFigures, SliceResult, _finite
+from evalloss.slices.cells import Cell, ColumnSums
 
 if TYPE_CHECKING:
     import torch
 
-    from .run import ItemKeys
-    from .sources.slicing import Slicing
+    from evalloss.run.onepass import ItemKeys
+    from evalloss.sources.slicing import Slicing
 
 FLUSH_ITEMS = 1 << 16  # items gathered before they are grouped by slice
 
@@ -125,6 +124,13 @@ class SliceSums:
                      for c in codes]  # fmt: skip
             out += holm_adjusted(found)
         return tuple(out)
+
+    def report(self) -> SliceFigures:
+        """The columns and every model's figures on them, as the report states them."""
+        base_figures = {} if self.base is None else self.figures(self.base)
+        columns = tuple(SliceColumn(c.name, c.edges) for c in self.slicing.columns)
+        models = tuple(self.results(m, base_figures) for m in range(self.models))
+        return SliceFigures(columns, models)
 
     def figures(self, model: int) -> dict[tuple[str, int], float | None]:
         """Model ``model``'s figure on every (column, code): per token or per item."""

@@ -11,17 +11,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .provenance import collect as collect_provenance
-from .report import Comparison, DataInfo, ModelResult, Report, Result
-from .slicefigures import SliceColumn
+from evalloss._version import __version__
+from evalloss.report import (
+    Comparison,
+    DataInfo,
+    ModelResult,
+    Report,
+    Result,
+    SliceFigures,
+)
+from evalloss.run.provenance import collect as collect_provenance
 
 if TYPE_CHECKING:
-    from . import distributed
-    from .engine import Accumulator
-    from .observers import Pairing
-    from .plan import Plan
-    from .slices import SliceSums
+    from evalloss.run import distributed
+    from evalloss.run.engine import Accumulator
+    from evalloss.run.observers import Pairing
+    from evalloss.run.plan import Plan
 
 
 def build_report(  # noqa: PLR0913 - the pass's reduced states
@@ -33,11 +38,12 @@ def build_report(  # noqa: PLR0913 - the pass's reduced states
     text_bytes: int | None = None,
     *,
     by_bytes: bool = False,
-    slices: SliceSums | None = None,
+    slices: SliceFigures | None = None,
 ) -> Report:
     """The report of a finished (and reduced) pass; ``text_bytes``: the UTF-8 bytes of text
     data (bits per byte); ``by_bytes``: the models' tokenizers differ, so bits per byte
-    ranks and the paired statistics are per byte (the pairing saw bytes as weights)."""
+    ranks and the paired statistics are per byte (the pairing saw bytes as weights);
+    ``slices``: the run's slice columns and each model's figures on them (``--slice``)."""
     results = [a.result() for a in accumulators]
     vs = _comparisons(pairing, results, text_bytes if by_bytes else None)
     token = plan.loss.unit == "token"
@@ -48,7 +54,6 @@ def build_report(  # noqa: PLR0913 - the pass's reduced states
     names = unique_names([c.path for c in plan.checkpoints])
     base = None if pairing is None else pairing.base
     by_element = not token and any(r.weights_differ for r in results)
-    base_figures = {} if slices is None or base is None else slices.figures(base)
     models = tuple(
         ModelResult(
             rank=rank,
@@ -65,7 +70,7 @@ def build_report(  # noqa: PLR0913 - the pass's reduced states
             **(_token_figures(results[i], text_bytes) if token else {}),
             per_byte=by_bytes,
             **(_element_figures(results[i]) if by_element else {}),
-            slices=() if slices is None else slices.results(i, base_figures),
+            slices=() if slices is None else slices.models[i],
             cached=accumulators[i].cached,
         )
         for rank, i in enumerate(order, start=1)
@@ -82,7 +87,7 @@ def build_report(  # noqa: PLR0913 - the pass's reduced states
         has_baseline=base is not None,
         unit="byte" if by_bytes else plan.loss.unit,
         by_element=by_element,
-        slicing=_slicing(slices),
+        slicing=() if slices is None else slices.columns,
         provenance=collect_provenance(
             checkpoints=[f for c in plan.checkpoints for f in c.paths],
             folders={c.path: c.files for c in plan.checkpoints if c.files},
@@ -91,13 +96,6 @@ def build_report(  # noqa: PLR0913 - the pass's reduced states
             hashed=plan.source.checksum and (world is None or world.rank == 0),
         ),
     )
-
-
-def _slicing(slices: SliceSums | None) -> tuple[SliceColumn, ...]:
-    """The slice columns and their bin edges, as the report states them."""
-    if slices is None:
-        return ()
-    return tuple(SliceColumn(c.name, c.edges) for c in slices.slicing.columns)
 
 
 def _comparisons(

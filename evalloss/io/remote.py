@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .errors import DataError, EvallossError, shown
+from evalloss.errors import DataError, EvallossError, shown
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs

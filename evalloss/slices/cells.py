@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .exact import ExactSum
-from .groupsum import GroupedSum
-from .ratio import PairedRatio, products
-from .stats import PairedSum
+from evalloss.stats.exact import ExactSum
+from evalloss.stats.groupsum import GroupedSum
+from evalloss.stats.paired import PairedSum
+from evalloss.stats.ratio import PairedRatio, products
 
 if TYPE_CHECKING:
     import numpy as np

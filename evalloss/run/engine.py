@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .accuracy import correct_items
-from .errors import LossError, ModelError, first_line, out_of_memory
-from .exact import ExactSum
-from .losses import Loss
-from .losses import get as get_loss
-from .report import Result
+from evalloss.errors import LossError, ModelError, first_line, out_of_memory
+from evalloss.losses import Loss
+from evalloss.losses import get as get_loss
+from evalloss.losses.accuracy import correct_items
+from evalloss.report import Result
+from evalloss.stats.exact import ExactSum
 
 if TYPE_CHECKING:
     import torch

@@ -14,24 +14,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import distributed, reuse, run
-from ._version import __version__
-from .engine import Accumulator
-from .errors import OptionError, shown
-from .models import warn_if_unused
-from .options import Options, PathLike
-from .plan import fitted_batch_size, resolve
-from .ranking import data_info
-from .report import ExplainReport, ExplainRow
-from .stats import BatchGrouping, relative_error
-from .tokengroups import TokenRegrouping
+from evalloss._version import __version__
+from evalloss.cache import reuse
+from evalloss.errors import OptionError, shown
+from evalloss.explainer.tokengroups import TokenRegrouping
+from evalloss.models import warn_if_unused
+from evalloss.options import Options, PathLike
+from evalloss.report import ExplainReport, ExplainRow
+from evalloss.run import distributed, onepass
+from evalloss.run.engine import Accumulator
+from evalloss.run.plan import fitted_batch_size, resolve
+from evalloss.run.ranking import data_info
+from evalloss.stats.paired import BatchGrouping, relative_error
 
 if TYPE_CHECKING:
     from typing import Unpack
 
     import torch
 
-    from .options import RunKeywords
+    from evalloss.options import RunKeywords
 
 DEFAULT_BATCH_SIZES = (1, 10, 32, 64, 256)
 MAX_BATCH_SIZE = 2**62  # a batch count, not memory: any size that fits an int64
@@ -75,7 +76,7 @@ def explain(
         Accumulator(plan.build(ckpt), plan.loss, plan.device, ckpt.path)]  # fmt: skip
     batch, world = fitted_batch_size(plan, None), distributed.World()
     if hits is None:
-        run.one_pass(plan.source, plan.dtype, plan.device, built, [regroup], batch, world)
+        onepass.one_pass(plan.source, plan.dtype, plan.device, built, [regroup], batch, world)
         (acc,) = built
     else:
         found = [[0]] if built else []
@@ -105,7 +106,7 @@ def explain(
 
 
 class _Regrouping:
-    """Feeds the one model's item losses to every grouping (an `run.Observer`), until an item
+    """Feeds the one model's item losses to every grouping (an `onepass.Observer`), until an item
     that is not finite makes every figure undefined."""
 
     def __init__(

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .errors import one_line
-from .gate import Rules, find_winner, numbers
-from .report import GateCheck, GateResult, ModelResult
-from .slicefigures import SliceResult
+from evalloss.errors import one_line
+from evalloss.gate import Rules, find_winner, numbers
+from evalloss.report import GateCheck, GateResult, ModelResult, SliceResult
 
 MAX_SLICE_REGRESSION = "max-slice-regression"
 ALPHA = 0.05  # significance after Holm's adjustment

@@ -19,8 +19,8 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from . import remote
-from .errors import OptionError
+from evalloss.errors import OptionError
+from evalloss.io import remote
 
 
 def check_outputs(
