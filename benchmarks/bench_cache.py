@@ -81,7 +81,7 @@ def hash_seconds(files: list[str]) -> float:
     import statistics
     import time
 
-    from evalloss.sources.chunks import _hash
+    from evalloss.io.hashing import _hash
 
     def once() -> float:
         start = time.perf_counter()

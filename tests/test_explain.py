@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 import evalloss
 from evalloss.explainer import table as explainer
+from evalloss.explainer.grouping import BatchGrouping
 from evalloss.render import explain as render_explain
 from evalloss.render.explain import EXPLAIN_NOTE
 from evalloss.sources import chunks
-from evalloss.stats.paired import BatchGrouping, relative_error
+from evalloss.stats.paired import relative_error
 from tests import nets
 from tests.conftest import net, run
 from tests.oracles import assert_same_text

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import evalloss
 from evalloss import sources
 from evalloss.errors import DataError
+from evalloss.io import hashing
 from evalloss.options import Options
 from evalloss.run import readahead as evaluation
 from evalloss.sources import chunks
@@ -257,10 +258,10 @@ def test_sha256_of_the_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_a_file_hashed_through_a_small_buffer_is_hashed_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    monkeypatch.setattr(chunks, "HASH_BYTES", 7)  # the buffer refilled, and cut short last
+    monkeypatch.setattr(hashing, "HASH_BYTES", 7)  # the buffer refilled, and cut short last
     path = tmp_path / "d.bin"
     path.write_bytes(bytes(range(size)))
-    assert chunks.sha256_of(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert hashing.sha256_of(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_quotes_make_byte_cuts_unsafe(tmp_path: Path) -> None:
@@ -359,20 +360,20 @@ def test_hash_ahead_hands_its_hashes_to_sha256_of(tmp_path: Path) -> None:
     for i in range(3):
         files.append(tmp_path / f"f{i}.bin")
         files[-1].write_bytes(bytes(range(256)) * (1000 + i))
-    chunks.hash_ahead([str(f) for f in files] + [str(tmp_path / "missing"), str(tmp_path)])
+    hashing.hash_ahead([str(f) for f in files] + [str(tmp_path / "missing"), str(tmp_path)])
     for f in files:  # asked by another spelling of the same path: the same entry
         relative = str(f.parent / ".." / f.parent.name / f.name)
-        assert chunks.sha256_of(relative) == hashlib.sha256(f.read_bytes()).hexdigest()
-        assert chunks._AHEAD[chunks._known(str(f))].done()
+        assert hashing.sha256_of(relative) == hashlib.sha256(f.read_bytes()).hexdigest()
+        assert hashing._AHEAD[hashing._known(str(f))].done()
 
 
 def test_a_file_changed_after_hash_ahead_is_hashed_again(tmp_path: Path) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"old" * 1000)
-    chunks.hash_ahead([str(path)])
-    chunks.sha256_of(str(path))
+    hashing.hash_ahead([str(path)])
+    hashing.sha256_of(str(path))
     path.write_bytes(b"new bytes" * 1000)  # another size: another stamp
-    assert chunks.sha256_of(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert hashing.sha256_of(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_a_failed_hash_ahead_raises_where_the_hash_is_asked_for(
@@ -380,13 +381,13 @@ def test_a_failed_hash_ahead_raises_where_the_hash_is_asked_for(
 ) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"x" * 100)
-    real = chunks._hash
-    monkeypatch.setattr(chunks, "_hash", lambda p: (_ for _ in ()).throw(PermissionError(13, "no")))
-    chunks.hash_ahead([str(path)])
+    real = hashing._hash
+    monkeypatch.setattr(hashing, "_hash", lambda p: (_ for _ in ()).throw(PermissionError(13, "no")))
+    hashing.hash_ahead([str(path)])
     with pytest.raises(PermissionError):
-        chunks.sha256_of(str(path))  # the thread's error, raised again here by hashing anew
-    monkeypatch.setattr(chunks, "_hash", real)
-    assert chunks.sha256_of(str(path)) == hashlib.sha256(b"x" * 100).hexdigest()
+        hashing.sha256_of(str(path))  # the thread's error, raised again here by hashing anew
+    monkeypatch.setattr(hashing, "_hash", real)
+    assert hashing.sha256_of(str(path)) == hashlib.sha256(b"x" * 100).hexdigest()
 
 
 @pytest.mark.parametrize(("cache", "no_hash", "ahead"), [
@@ -400,7 +401,7 @@ def test_compare_hashes_ahead_what_the_run_will_hash(
     from evalloss.cli import commands
 
     asked: list[str] = []
-    monkeypatch.setattr(chunks, "hash_ahead", lambda paths: asked.extend(paths))
+    monkeypatch.setattr(hashing, "hash_ahead", lambda paths: asked.extend(paths))
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
@@ -435,7 +436,7 @@ def test_a_run_hashes_every_input_byte_once(
         def hexdigest(self) -> str:
             return self._sha.hexdigest()
 
-    monkeypatch.setattr(chunks, "hashlib", types.SimpleNamespace(sha256=Counting))
+    monkeypatch.setattr(hashing, "hashlib", types.SimpleNamespace(sha256=Counting))
     csv_path = tmp_path / "d.csv"
     csv_path.write_text(_text(500))
     data = csv_path

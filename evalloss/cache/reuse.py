@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.cache import disk
 from evalloss.errors import CheckpointError, EvallossWarning, OptionError
+from evalloss.io.hashing import sha256_of
 from evalloss.io.usercode import source_file
 from evalloss.run import distributed, onepass
 from evalloss.run.engine import Accumulator
 from evalloss.run.sequential import Passes, Recorder, record, replay
-from evalloss.sources.chunks import sha256_of
 
 if TYPE_CHECKING:
     import numpy as np

@@ -210,7 +210,7 @@ def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
     import os
     from pathlib import Path
 
-    from evalloss.sources.chunks import hash_ahead
+    from evalloss.io.hashing import hash_ahead
 
     under_launcher = os.environ.get("WORLD_SIZE", "1") != "1"  # checked later, by distributed
     if under_launcher or (options.get("no_hash") and not options.get("cache")):

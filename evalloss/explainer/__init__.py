@@ -1,6 +1,6 @@
-"""`explain`: the seed article's table for the user's own model and data: what a training log
-(`table`), a language model's evaluation loop (`tokengroups`) or transformers' Trainer prints at
-each batch size, against the exact figure."""
+"""`explain`: the seed article's table for the user's own model and data (`table`): what a
+training log (`grouping`), a language model's evaluation loop or transformers' Trainer
+(`tokengroups`) prints at each batch size, against the exact figure."""
 
 from evalloss.explainer.table import explain
 

@@ -1,7 +1,7 @@
 """`explain`: the seed article's table for the user's own model and data.
 
 One pass over the data computes every item's loss; for each batch size to show, the same item
-losses are grouped into consecutive batches (`stats.BatchGrouping`) and the training-log
+losses are grouped into consecutive batches (`grouping.BatchGrouping`) and the training-log
 recipes are replayed on them: the sum of batch averages, that sum times the batch size, and
 that sum over the number of batches, each against the exact loss sum and loss per item. The
 forward batch size is only a throughput knob: the rows do not depend on it.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from evalloss._version import __version__
 from evalloss.cache import reuse
 from evalloss.errors import OptionError, shown
+from evalloss.explainer.grouping import BatchGrouping
 from evalloss.explainer.tokengroups import TokenRegrouping
 from evalloss.models import warn_if_unused
 from evalloss.options import Options, PathLike
@@ -25,7 +26,7 @@ from evalloss.run import distributed, onepass
 from evalloss.run.engine import Accumulator
 from evalloss.run.plan import fitted_batch_size, resolve
 from evalloss.run.ranking import data_info
-from evalloss.stats.paired import BatchGrouping, relative_error
+from evalloss.stats.paired import relative_error
 
 if TYPE_CHECKING:
     from typing import Unpack

@@ -44,9 +44,6 @@ _FILESYSTEMS: dict[tuple[str, ...], Any] = {}  # by scheme, bucket and the setti
 _SETTINGS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
              "AWS_PROFILE", "AWS_ACCESS_KEY_ID")  # fmt: skip
 _LAST: dict[str, tuple[int, int]] = {}  # every URI's stamp when evalloss last looked
-# (path, *stamp) -> hex sha256, of files hashed once per process and of objects hashed as
-# they streamed by (`sources.chunks.sha256_of` reads it; a staged checkpoint fills it)
-SHA256: dict[tuple[str, int, int], str] = {}
 
 
 def is_uri(path: object) -> bool:

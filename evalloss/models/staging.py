@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from evalloss.errors import CheckpointError
-from evalloss.io import remote
+from evalloss.io import hashing, remote
 
 PIECE = 16 << 20  # bytes per ranged read while staging
 _HEADERS: dict[tuple[str, tuple[int, int]], bytes] = {}  # the header validated at open
@@ -43,7 +43,7 @@ def stand_in(uri: str, opened: tuple[int, int], head: bytes) -> Iterator[str]:
 
 @contextlib.contextmanager
 def staged(uri: str, opened: tuple[int, int]) -> Iterator[str]:
-    """The object's bytes in a private temp file, hashed on the way (`remote.SHA256`)."""
+    """The object's bytes in a private temp file, hashed on the way (`hashing.remember`)."""
     folder = tempfile.mkdtemp(prefix="evalloss-checkpoint-")  # mode 0700
     try:
         local = Path(folder) / "model.safetensors"
@@ -70,4 +70,4 @@ def _download(uri: str, opened: tuple[int, int], local: Path) -> None:
                               f"({exc.strerror or exc})", path=uri) from exc  # fmt: skip
     if not same or written != opened[0]:  # not the header validated, or not the object
         raise remote.changed(uri, CheckpointError)
-    remote.SHA256[(uri, *opened)] = digest.hexdigest()
+    hashing.remember(uri, opened, digest)

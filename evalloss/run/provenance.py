@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from evalloss._version import __version__
 from evalloss.errors import CheckpointError
+from evalloss.io.hashing import sha256_of
 from evalloss.report import Provenance
-from evalloss.sources.chunks import sha256_of
 
 if TYPE_CHECKING:
     import torch

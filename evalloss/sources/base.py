@@ -132,7 +132,7 @@ class OneFile:
         return stamp(self.path)
 
     def sha256(self) -> dict[str, str]:
-        from evalloss.sources.chunks import sha256_of
+        from evalloss.io.hashing import sha256_of
 
         return {self.path: sha256_of(self.path)}
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, EvallossWarning
-from evalloss.io import remote
+from evalloss.io import hashing, remote
 from evalloss.sources import chunks, slicing, tabular
 from evalloss.sources.base import Block, Gather
 from evalloss.sources.csvtext import TSV_SUFFIXES as TSV_SUFFIXES  # re-exported
@@ -116,9 +116,9 @@ class CsvFile(Tabular):
             yield from self._stream_blocks(dtype, 0, 0, rank, world)
             return
         bounds = chunks.shard_bounds(self.path, start, world)
-        hashed = "sha256" in self._state or chunks.hashed_ahead(self.path)  # or on its way
+        hashed = "sha256" in self._state or hashing.hashed_ahead(self.path)  # or on its way
         own = world == 1 and self.checksum and not hashed
-        digest = chunks.Digest(self.path, start) if own else None
+        digest = hashing.Digest(self.path, start) if own else None
         try:
             yield from self._ranges(dtype, bounds, rank, world, digest)
         finally:
@@ -126,7 +126,7 @@ class CsvFile(Tabular):
                 digest.close()
 
     def _ranges(self, dtype: torch.dtype, bounds: list[int], rank: int, world: int,
-                digest: chunks.Digest | None) -> Iterator[Block]:  # fmt: skip
+                digest: hashing.Digest | None) -> Iterator[Block]:  # fmt: skip
         row = 0
         for part in chunks.ranges(self.path, bounds[rank], bounds[rank + 1], digest):
             if chunks.QUOTE in part.data:

@@ -106,7 +106,7 @@ class DatasetSource:
 
     def sha256(self) -> dict[str, str]:
         """The factory's source file's sha256 (the data it reads is not hashed)."""
-        from evalloss.sources.chunks import sha256_of
+        from evalloss.io.hashing import sha256_of
 
         code = usercode.source_file(self.path)
         return {} if code is None else {code: sha256_of(code)}

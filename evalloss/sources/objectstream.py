@@ -3,7 +3,7 @@
 Where a local stream is memory-mapped, an object is read in spans of about `SPAN_BYTES`
 (one ranged GET each), from the first token this process's windows need to the last, and each
 block's windows are cut from the span that holds them. A single process that reads the whole
-stream front to back hashes the bytes as they arrive (`chunks.remember`), so the provenance
+stream front to back hashes the bytes as they arrive (`io.hashing.remember`), so the provenance
 costs no second download.
 """
 
@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from evalloss.io import remote
+from evalloss.io import hashing, remote
 from evalloss.sources import chunks, windows
 from evalloss.sources.base import Block
 
@@ -49,7 +49,7 @@ def blocks(stream: TokenStream, rank: int, world: int) -> Iterator[Block]:
             ids, labels = windows.padded(rows)
             yield Block(w0, ids, labels, locator=w0)
     if digest is not None and span.hashed == n * itemsize == stream.opened[0]:
-        chunks.remember(stream.path, stream.opened, digest)
+        hashing.remember(stream.path, stream.opened, digest)
 
 
 class _Span:

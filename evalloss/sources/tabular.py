@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, OptionError, shown
-from evalloss.sources import chunks
+from evalloss.io import hashing
 from evalloss.sources.base import Block, OneFile
 from evalloss.sources.slicing import Slicing, check_names
 
@@ -108,7 +108,7 @@ class Tabular(OneFile):
     def sha256(self) -> dict[str, str]:
         """The data file's hex sha256: kept from a front-to-back pass, else read now."""
         if "sha256" not in self._state:
-            self._state["sha256"] = chunks.sha256_of(self.path)
+            self._state["sha256"] = hashing.sha256_of(self.path)
         return {self.path: self._state["sha256"]}
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
