@@ -121,9 +121,9 @@ def compare(
     track = mlflow or mlflow_experiment is not None
     if track:
         tracking.check()
-    distributed.reporter = lambda exc: error_line(str(exc))
     main = distributed.is_main()
-    with progress_bar(no_progress or not main) as progress, _prints_to_stderr():
+    with (progress_bar(no_progress or not main) as progress, _prints_to_stderr(),
+          distributed.reporting(lambda exc: error_line(str(exc)))):  # fmt: skip
         report = api.compare(checkpoints, progress=progress, sample=fmt == "html", **options)
     if not main:  # under torchrun, rank 0 alone writes the report
         if report.gate is not None and not report.gate.passed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -30,8 +31,22 @@ from evalloss.errors import EvallossError
 DEFAULT_TIMEOUT_S = 1800.0
 MAX_TIMEOUT_S = 1e9  # about 30 years; larger ones overflow a timedelta
 
-# The CLI sets this to its one-line error printer: rank 0 calls it on an agreed error.
-reporter: Callable[[EvallossError], None] | None = None
+# Who prints an agreed error on rank 0 before any process leaves (`reporting`: the CLI's
+# one-line printer, for the calls inside its ``with``); unset, the error is only raised.
+_REPORTER: contextvars.ContextVar[Callable[[EvallossError], None] | None] = (
+    contextvars.ContextVar("evalloss_reporter", default=None))
+
+
+@contextlib.contextmanager
+def reporting(reporter: Callable[[EvallossError], None]) -> Iterator[None]:
+    """``with reporting(print_line):`` rank 0 hands every error the processes agree on to
+    ``reporter`` before any of them exits (torchrun stops the others as soon as one exits,
+    which could cut rank 0's own report short); the error is raised quietly after."""
+    token = _REPORTER.set(reporter)
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
 
 
 def env_world() -> tuple[int, int, int]:
@@ -178,9 +193,8 @@ class World:
         """Raise, on every process, the error of the lowest rank that has one (if any).
 
         Rank 0 raises it loud; the others quietly (``quiet = True``: the CLI prints nothing,
-        but still exits with its code), so the user sees one line. With a `reporter` set (the
-        CLI's), rank 0 reports it before any process leaves: torchrun stops the others as soon
-        as one exits, which could cut rank 0 short.
+        but still exits with its code), so the user sees one line. Inside `reporting` (the
+        CLI's), rank 0 reports it before any process leaves.
         """
         if self.size == 1:
             if error is not None:
@@ -191,6 +205,7 @@ class World:
         if first is None:
             return
         agreed = error if error is not None and _payload(error) == first else _rebuild(first)
+        reporter = _REPORTER.get()
         if self.rank != 0 or reporter is not None:
             if self.rank == 0 and reporter is not None:
                 reporter(agreed)
