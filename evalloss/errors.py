@@ -92,20 +92,3 @@ class PeerError(EvallossError):
 
 class EvallossWarning(UserWarning):
     """Something the user should know that does not stop the run (e.g. NaN weights)."""
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """An allocation failure: torch.OutOfMemoryError (CUDA), MPS/CPU allocator errors."""
-    import torch
-
-    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    text = str(exc).lower() if isinstance(exc, RuntimeError) else ""
-    return isinstance(exc, oom | MemoryError) or any(
-        phrase in text for phrase in ("out of memory", "can't allocate memory")
-    )
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, for a one-line error."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "(no message)"

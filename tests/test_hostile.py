@@ -532,7 +532,7 @@ def test_prints_in_a_model_go_to_stderr_not_into_the_report(ckpt: Path, data: Pa
 
 
 def test_out_of_memory_is_recognised_in_every_form() -> None:
-    from evalloss.errors import out_of_memory
+    from evalloss.run.engine import out_of_memory
 
     assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
     assert out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from evalloss.errors import LossError, ModelError, first_line, out_of_memory
+from evalloss.errors import LossError, ModelError
 from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
 from evalloss.losses.accuracy import correct_items
@@ -289,3 +289,20 @@ def evaluate(
                 f"batch {number + 1}, item {bad.row + 1}: {bad.why}", key="targets"
             ) from None
     return acc.result()
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: torch.OutOfMemoryError (CUDA), MPS/CPU allocator errors."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    text = str(exc).lower() if isinstance(exc, RuntimeError) else ""
+    return isinstance(exc, oom | MemoryError) or any(
+        phrase in text for phrase in ("out of memory", "can't allocate memory")
+    )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
