@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 FIGURE_FORMAT = 1  # bump when what an entry's figures mean changes: every old entry misses
 SUFFIX = ".parquet"
-META = b"evalloss.cache.disk"
+META = b"evalloss.cache"  # the footer's key (unchanged since v2: older entries still read)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
