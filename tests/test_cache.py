@@ -5,6 +5,7 @@ rewritten; two processes writing one entry never leave half of it; eviction, lis
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -489,3 +490,37 @@ def test_explain_cache_on_the_command_line(tmp_path: Path) -> None:
     assert first.exit_code == 0 and second.exit_code == 0, second.stderr
     assert json.loads(first.stdout) == json.loads(second.stdout)
     assert cli(*args, "--cache-max-size", "1M").exit_code == 2  # needs --cache
+
+
+@pytest.mark.parametrize("kind", ["symlink to a checkpoint", "dangling symlink", "fifo", "folder"])
+def test_an_entry_that_is_not_a_regular_file_is_never_followed_or_written_through(
+    tmp_path: Path, kind: str
+) -> None:
+    """The cache folder is an input: an entry's name holding a link or a special file is one
+    warning, the model evaluated and not cached, the link and what it points at untouched,
+    and `cache list` neither opens nor lists it (a FIFO would block the reader for ever)."""
+    options, path = _one_entry(tmp_path)
+    checkpoint = Path(options["checkpoints"][0])  # type: ignore[index]
+    before = checkpoint.read_bytes()
+    path.unlink()
+    if kind == "symlink to a checkpoint":
+        path.symlink_to(checkpoint)
+    elif kind == "dangling symlink":
+        path.symlink_to(tmp_path / "nowhere.parquet")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    args = [checkpoint, "--data", options["data"], "--cache", options["cache"]]
+    result = cli("compare", *args)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("evalloss: warning: cache entry") and "never followed" in line
+    assert checkpoint.read_bytes() == before
+    assert not (tmp_path / "nowhere.parquet").exists()
+    assert path.is_symlink() == kind.endswith("symlink") or kind.startswith("symlink")
+    listed = cli("cache", "list", "--cache", options["cache"])
+    assert listed.exit_code == 0 and path.name[:16] not in listed.stdout
+    assert disk.entries(options["cache"]) == []  # type: ignore[arg-type]

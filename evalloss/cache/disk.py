@@ -7,8 +7,11 @@ depends on (built by `reuse.key`), stored again inside the entry with a checksum
 an entry that cannot be read, is truncated, fails its checksum or holds another key is one
 warning line, ignored and rewritten. Entries are written through `files.atomic` (temp file,
 fsync, rename), so a concurrent run sees a whole entry or none. A cache folder that cannot be
-written is one warning; the run goes on. `evict` keeps the folder under ``--cache-max-size``,
-dropping the least recently used entries first (a hit touches its entry's mtime).
+written is one warning; the run goes on. The folder is an input like any other: a name in it
+that is a symlink or not a regular file (a FIFO, a device, a folder) is never opened, followed
+or written through (one warning; the model is evaluated and not cached). `evict` keeps the
+folder under ``--cache-max-size``, dropping the least recently used entries first (a hit
+touches its entry's mtime).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -75,7 +79,11 @@ def load(folder: str | os.PathLike[str], key: dict[str, Any]) -> Entry | None:
     import pyarrow.parquet as pq
 
     path = Path(folder) / name(key)
-    if not path.is_file():
+    kind = _kind(path)
+    if kind is None:
+        return None
+    if kind != "file":
+        _not_an_entry(path, kind)
         return None
     try:
         table = pq.ParquetFile(path).read()  # (read_table imports pandas: a second)
@@ -123,9 +131,13 @@ def store(folder: str | os.PathLike[str], key: dict[str, Any], entry: Entry,
             columns[column] = _arrow(hits, pa.int64())
     table = pa.table(columns)
     table = table.replace_schema_metadata({META: json.dumps(meta).encode()})
+    path = Path(folder) / name(key)
+    kind = _kind(path)
+    if kind not in (None, "file"):  # never written through, nor replaced (`load` warned)
+        return
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        with atomic(Path(folder) / name(key)) as tmp:
+        with atomic(path) as tmp:
             # measured: level 1, and a dictionary for the weights and targets only (the values
             # rarely repeat), write 1M items in a fifth of the default's time, and smaller
             pq.write_table(table, tmp, compression="zstd", compression_level=1,
@@ -168,8 +180,10 @@ def entries(folder: str | os.PathLike[str], *, keys: bool = False) -> list[Liste
         return []
     for path in paths:
         try:
-            st = path.stat()
+            st = path.lstat()
         except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):  # a link or a special file: never opened
             continue
         found.append(Listed(path, st.st_size, st.st_mtime, _key_of(path) if keys else None))
     return found
@@ -251,6 +265,24 @@ def _checksum(key: dict[str, Any], entry: Entry) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def _kind(path: Path) -> str | None:
+    """What is at ``path``, links not followed: None (nothing), ``"file"`` (a regular
+    file), ``"symlink"``, or ``"special file"`` (a FIFO, socket, device or folder)."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:  # nothing there, or a folder that cannot be searched (writing says so)
+        return None
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file" if stat.S_ISREG(mode) else "special file"
+
+
+def _not_an_entry(path: Path, kind: str) -> None:
+    warnings.warn(f"cache entry {shown(str(path))} is a {kind}, not a file evalloss wrote: "
+                  "left alone (never followed or written through); the model is evaluated "
+                  "and not cached", EvallossWarning, stacklevel=3)  # fmt: skip
 
 
 def _touch(path: Path) -> None:
