@@ -65,7 +65,12 @@ def test_config_says_what_is_in_force_and_where_from(
         ('batch-size = "big"\n', ":2: batch-size: 'big' is not a valid integer"),
         ('[compare]\nno-hash = "yes"\n', ":3: no-hash: expected true or false, got 'yes'"),
         ('target = ["a", "b"]\nformat = ["json"]\n', ":3: format: expected one value, not a list"),
-        ('format = "json\n', ": --config: cannot read it as TOML (Illegal character"),
+        ('format = "json\n', ":2: --config: cannot read it as TOML (Illegal character"),
+        ('batch-size = true\n', ":2: batch-size: expected an integer, got true"),
+        ('batch-size = 2.5\n', ":2: batch-size: expected an integer, got 2.5"),
+        ('max-loss = false\n', ":2: max-loss: expected a value as the command line takes it, got false"),
+        ('[compare]\nthreads = true\n', ":3: threads: expected an integer, got true"),
+        ('x = 1\n\n[compare\n', ":4: --config: cannot read it as TOML (Expected ']'"),
     ],
 )  # fmt: skip
 def test_a_bad_config_is_one_line_naming_file_key_and_line(
@@ -77,3 +82,39 @@ def test_a_bad_config_is_one_line_naming_file_key_and_line(
     assert result.exit_code == 2 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"evalloss: error: {config}{message}"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b'[tool.evalloss]\nmax-loss = 0.1\nformat = "json\n', ":3: cannot read it as TOML (Illegal character"),
+        (b'[tool.evalloss]\n# caf\xe9\nmax-loss = 0.1\n', ":2: not UTF-8 text (byte 0xe9): TOML is UTF-8"),
+    ],
+)  # fmt: skip
+def test_a_pyproject_that_names_evalloss_and_cannot_be_read_is_an_error_not_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: bytes, message: str
+) -> None:
+    """A typo in the project's file must not drop the gate it declares: exit 2, one line
+    naming the file and the line, never a run that goes on without the file's defaults (and
+    so exits 0 where the gate would fail)."""
+    (tmp_path / "pyproject.toml").write_bytes(text)
+    monkeypatch.chdir(tmp_path)
+    result = run("compare", CKPT, "--data", EXAMPLE / "train.csv")
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert result.stderr.splitlines() == [result.stderr.rstrip("\n")]
+    assert result.stderr.startswith(f"evalloss: error: {tmp_path / 'pyproject.toml'}{message}")
+
+
+def test_a_broken_pyproject_of_another_tool_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One that does not name evalloss cannot hold its defaults: the search goes on up."""
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.evalloss]\ndata = "{EXAMPLE / "train.csv"}"\nformat = "csv"\n'
+    )
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "pyproject.toml").write_text('[tool.black\nline-length = 1\n')
+    monkeypatch.chdir(tmp_path / "pkg")
+    result = run("compare", CKPT)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("rank,")

@@ -42,16 +42,29 @@ class Setting:
 
 
 def find(start: Path) -> Path | None:
-    """The first ``pyproject.toml`` with a ``[tool.evalloss]`` table, from ``start`` up."""
+    """The first ``pyproject.toml`` with a ``[tool.evalloss]`` table, from ``start`` up. One
+    that cannot be read or parsed but names evalloss is an error, never passed over: the
+    defaults it holds (a gate among them) would silently not apply."""
     for folder in (start, *start.parents):
         candidate = folder / "pyproject.toml"
-        if (
-            candidate.is_file()
-            and "tool" in (table := _read(candidate, quiet=True))
-            and ("evalloss" in table["tool"])
-        ):
+        if not candidate.is_file():
+            continue
+        try:
+            table = _read(candidate, key=None)
+        except OptionError:
+            if _mentions_evalloss(candidate):
+                raise
+            continue
+        if "evalloss" in table.get("tool", {}):
             return candidate
     return None
+
+
+def _mentions_evalloss(path: Path) -> bool:
+    try:
+        return b"evalloss" in path.read_bytes()
+    except OSError:
+        return True  # it may: say why it cannot be read
 
 
 def settings(commands: Mapping[str, click.Command], config: str | None) -> list[Setting]:
@@ -60,7 +73,7 @@ def settings(commands: Mapping[str, click.Command], config: str | None) -> list[
     path = Path(config) if config else find(Path.cwd())
     found: list[Setting] = []
     if path is not None:
-        table = _read(path)
+        table = _read(path, key="--config" if config else None)
         if not config:
             table = table.get("tool", {}).get("evalloss", {})
         found += _from_file(table, commands, path)
@@ -110,10 +123,15 @@ def _one(cmd: click.Command, command: str, key: str, value: Any, path: Path) -> 
 
 
 def _check(param: click.Option, value: Any, key: str, path: Path | None, line: int | None) -> Any:
-    """The value as the option's type takes it; a wrong one is an `OptionError`."""
+    """The value as the option's type takes it; a wrong one is an `OptionError`. A TOML value
+    is taken as the command line would take its text, never coerced: a boolean or a fraction
+    is no integer (``batch-size = true`` is not 1), a boolean no number."""
     if not param.multiple and isinstance(value, list):
         raise OptionError("expected one value, not a list", path=path, line=line, key=key)
     try:
+        if path is not None and not param.is_flag:
+            for v in value if isinstance(value, list) else [value]:
+                _typed(param, v)
         if param.is_flag:
             if isinstance(value, str) and path is None:  # from the environment
                 return click.BOOL.convert(value, param, None)
@@ -127,6 +145,27 @@ def _check(param: click.Option, value: Any, key: str, path: Path | None, line: i
     except click.BadParameter as exc:
         raise OptionError(exc.message, path=path, line=line, key=key) from None
     return tuple(converted) if param.multiple else converted[0]
+
+
+def _typed(param: click.Option, value: Any) -> None:
+    """Refuse what click's number types would coerce from a TOML value: ``True`` to 1, 2.5
+    to 2 for an integer option; a boolean for a number; a table anywhere."""
+    kind = param.type
+    integer = isinstance(kind, click.types.IntParamType)
+    number = integer or isinstance(kind, click.types.FloatParamType)
+    if isinstance(value, bool) and (number or not isinstance(kind, click.types.BoolParamType)):
+        raise click.BadParameter(f"expected {_what(param)}, got {str(value).lower()}")
+    if integer and isinstance(value, float):
+        raise click.BadParameter(f"expected an integer, got {value!r}")
+
+
+def _what(param: click.Option) -> str:
+    kind = param.type
+    if isinstance(kind, click.types.IntParamType):
+        return "an integer"
+    if isinstance(kind, click.types.FloatParamType):
+        return "a number"
+    return "a value as the command line takes it"
 
 
 def _options(cmd: click.Command) -> dict[str, click.Option]:
@@ -157,12 +196,24 @@ def _unknown(path: Path, key: str, commands: Mapping[str, click.Command]) -> Opt
     return OptionError(f"unknown option; known: {', '.join(known)}", path=path, line=line, key=key)
 
 
-def _read(path: Path, *, quiet: bool = False) -> dict[str, Any]:
+def _read(path: Path, *, key: str | None) -> dict[str, Any]:
+    """The file as TOML; one that cannot be read, is not UTF-8 or is not TOML is one
+    `OptionError` naming the file and, where the parser says, the line."""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        if quiet:
-            return {}
-        why = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise OptionError(f"cannot read it as TOML ({why})", path=path, key="--config") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise OptionError(f"cannot read it ({exc.strerror or type(exc).__name__})",
+                          path=path, key=key) from exc  # fmt: skip
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise OptionError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x}): TOML is UTF-8",
+                          path=path, line=line, key=key) from exc  # fmt: skip
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\s*\(at line (\d+), column \d+\)$", str(exc))
+        why = str(exc)[: found.start()] if found else str(exc)
+        raise OptionError(f"cannot read it as TOML ({why})", path=path,
+                          line=int(found[1]) if found else None, key=key) from exc  # fmt: skip
