@@ -118,3 +118,14 @@ def test_a_broken_pyproject_of_another_tool_is_passed_over(
     result = run("compare", CKPT)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("rank,")
+
+
+def test_a_config_that_is_a_fifo_is_refused_unopened(tmp_path: Path) -> None:
+    """Reading a FIFO blocks until a writer comes: it is refused before it is opened."""
+    import os
+
+    config = tmp_path / "evalloss.toml"
+    os.mkfifo(config)
+    result = run("--config", config, "compare", CKPT, "--data", EXAMPLE / "train.csv")
+    assert result.exit_code == 2
+    assert result.stderr == f"evalloss: error: {config}: --config: not a regular file\n"

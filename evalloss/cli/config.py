@@ -198,8 +198,11 @@ def _unknown(path: Path, key: str, commands: Mapping[str, click.Command]) -> Opt
 
 def _read(path: Path, *, key: str | None) -> dict[str, Any]:
     """The file as TOML; one that cannot be read, is not UTF-8 or is not TOML is one
-    `OptionError` naming the file and, where the parser says, the line."""
+    `OptionError` naming the file and, where the parser says, the line. A FIFO or a device is
+    refused unopened (reading one could block for ever)."""
     try:
+        if path.exists() and not path.is_file():
+            raise OptionError("not a regular file", path=path, key=key)
         raw = path.read_bytes()
     except OSError as exc:
         raise OptionError(f"cannot read it ({exc.strerror or type(exc).__name__})",
