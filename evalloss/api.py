@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +20,10 @@ from evalloss.models.user import source_file
 from evalloss.options import Options, PathLike
 from evalloss.render import plot as plotting
 from evalloss.report import ItemSample, Report
-from evalloss.run import distributed, onepass, readahead, sequential
-from evalloss.run.engine import Accumulator
+from evalloss.run import distributed, onepass, readahead
 from evalloss.run.observers import TOKENS, Pairing, Plot, Taps
-from evalloss.run.plan import Plan, fitted_batch_size, resolve
+from evalloss.run.plan import Mode, Plan, resolve
+from evalloss.run.prepared import Prepared, prepare
 from evalloss.run.ranking import build_report, unique_names
 from evalloss.slices import gating
 from evalloss.slices.sums import SliceSums
@@ -85,14 +85,13 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     every process returns the same report, reduced exactly, with ``world_size`` set.
     """
     _check_positive(batch_size, "--batch-size")
-    settings = Options.of(checksum=not no_hash, **options)
     columns = (slice,) if isinstance(slice, str) else tuple(slice)
-    settings = replace(settings, slice=columns, slice_bins=check_bins(slice_bins, columns))
+    sample = sample and distributed.env_world()[1] == 1
+    settings = replace(Options.of(checksum=not no_hash, **options), slice=columns,
+                       slice_bins=check_bins(slice_bins, columns),
+                       ordered=per_item is not None or plot is not None or sample)  # fmt: skip
     if max_slice_regression is not None and not columns:
         raise OptionError("needs --slice (the columns to judge)", key="--max-slice-regression")
-    sample = sample and distributed.env_world()[1] == 1
-    if per_item is not None or plot is not None or sample:  # in file order: rows are item ids
-        settings = replace(settings, ordered=True)
     rules = gate.rules(
         baseline=baseline is not None,
         min_improvement=min_improvement,
@@ -102,7 +101,9 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         min_slice_items=min_slice_items,
     )
     paths, base = _with_baseline(checkpoints, baseline)
-    cached = reuse.settings(cache, cache_max_size)
+    asked = _Asked(per_item=per_item, plot=plot, sample=sample, progress=progress,
+                   batch_size=batch_size, one_at_a_time=one_at_a_time,
+                   cache=reuse.settings(cache, cache_max_size))  # fmt: skip
     if rules is not None and len(paths) == 1 and base == 0:
         raise OptionError("the baseline is the only checkpoint: nothing to gate", key="--baseline")
     for option, value in (("--per-item", per_item), ("--plot", plot)):
@@ -110,37 +111,103 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
             distributed.single_process_only(option)
     world = distributed.World.from_env()
     with world, readahead.threads(threads, world.local_size):
-        outputs = (per_item, plot, sample, one_at_a_time)
-        plan, found, built, taps, batch_size, hits = _prepare(
-            paths, settings, world, batch_size, outputs, progress, cached
-        )
-        token = plan.loss.unit == "token"
-        pairing = Pairing(len(paths), base, tokens=token) if base is not None else None
-        sliced = _slice_sums(plan, len(paths), base)
-        with taps:
-            observers = [o for o in (pairing, sliced, taps) if o is not None]
-            if hits is None:
-                passes = _evaluate(plan, found, built, observers, batch_size, world)
-            else:
-                passes = reuse.evaluate(plan, found, built, hits, observers, batch_size, world)
-            accumulators = passes.accumulators
-            onepass.reduce(world, [*accumulators, *(o for o in (pairing, sliced) if o)])
-            if accumulators[0].items == 0:
-                world.agree(DataError("no data rows", path=plan.source.path))
-            if sliced is not None:
-                world.agree(_one_slice(sliced, plan.source.path))
-            counted = None if passes.text_bytes is None else sum(world.gather(passes.text_bytes))
-            report = build_report(plan, accumulators, batch_size, pairing, world, counted,
-                                  by_bytes=passes.by_bytes,
-                                  slices=None if sliced is None else sliced.report())  # fmt: skip
-            if rules is not None:
-                verdict = gate.evaluate(rules, report.models)
-                report = replace(report, gate=gating.extend(verdict, rules, report.models))
-            taps.finish(report)
-    if taps.sample is not None and sample:
-        names = tuple(taps.names)
-        kept = ItemSample(names, taps.sample.values(), taps.sample.seen)
+        ready = _prepare(paths, settings, asked, world)
+        report = _report(ready, base, rules, world)
+    if ready.taps.sample is not None and sample:
+        kept = ItemSample(tuple(ready.taps.names), ready.taps.sample.values(),
+                          ready.taps.sample.seen)  # fmt: skip
         report = replace(report, sample=kept)
+    return report
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What `compare` is asked beside the options: its outputs (checked by `Taps`), the
+    batch size, the run's mode and the cache."""
+
+    per_item: PathLike | None
+    plot: PathLike | None
+    sample: bool  # keep a sample of the items' losses (one process only)
+    progress: Callable[[int], None] | None
+    batch_size: int | None  # None: the default (`run.plan.fitted_batch_size`)
+    one_at_a_time: bool
+    cache: tuple[PathLike, int | None] | None  # its folder and most bytes (`reuse.settings`)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A run prepared on every process: the models ready to evaluate (`Prepared`, or
+    `reuse.Cached` with ``--cache``) and what taps the pass (`Taps`)."""
+
+    run: Prepared
+    taps: Taps
+
+
+def _prepare(
+    paths: Sequence[PathLike], options: Options, asked: _Asked, world: distributed.World
+) -> _Ready:
+    """Resolve the plan, look the models up in the cache, build every model left (where they
+    run in one pass) and check the outputs, the same on every process: they agree on the
+    first error before any data is read."""
+    error, ready = None, None
+    try:
+        plan = resolve(paths, options, batch_size=asked.batch_size,
+                       one_at_a_time=asked.one_at_a_time)  # fmt: skip
+        if world.rank == 0:  # one warning line under torchrun
+            warn_if_unused(options.model, plan.checkpoints)
+        found = None
+        if asked.cache is not None:  # group by group, sequence data is read in file order
+            ordered = plan.options.ordered or plan.mode is Mode.BY_GROUP
+            found = reuse.lookup(plan, *asked.cache, ordered=ordered)
+        run = prepare(plan) if found is None else reuse.prepare(plan, found)
+        ready = _Ready(run, _taps(plan, asked))
+    except EvallossError as exc:
+        error = exc
+    world.agree(error)
+    assert ready is not None
+    return ready
+
+
+def _taps(plan: Plan, asked: _Asked) -> Taps:
+    """What watches the pass besides the models' sums, checked before any data is read."""
+    token = plan.loss.unit == "token"
+    taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
+                targets=TOKENS if token else plan.source.targets,
+                integer_targets=plan.loss.classes or token,
+                per_item=asked.per_item, progress=asked.progress,
+                plot=None if asked.plot is None else Plot(asked.plot, plotting.draw),
+                inputs=inputs_of(plan), slicing=plan.source.slicing)  # fmt: skip
+    if asked.sample:
+        taps.keep_sample()
+    return taps
+
+
+def _report(
+    ready: _Ready, base: int | None, rules: gate.Rules | None, world: distributed.World
+) -> Report:
+    """Every model over the data, the states reduced across processes, the report ranked and
+    gated; then the taps finished (the export put in place, the plot drawn)."""
+    plan, taps = ready.run.plan, ready.taps
+    models = len(plan.checkpoints)
+    token = plan.loss.unit == "token"
+    pairing = Pairing(models, base, tokens=token) if base is not None else None
+    sliced = _slice_sums(plan, models, base)
+    with taps:
+        passes = ready.run.evaluate([o for o in (pairing, sliced, taps) if o is not None], world)
+        accumulators = passes.accumulators
+        onepass.reduce(world, [*accumulators, *(o for o in (pairing, sliced) if o)])
+        if accumulators[0].items == 0:
+            world.agree(DataError("no data rows", path=plan.source.path))
+        if sliced is not None:
+            world.agree(_one_slice(sliced, plan.source.path))
+        counted = None if passes.text_bytes is None else sum(world.gather(passes.text_bytes))
+        report = build_report(plan, accumulators, pairing, world, counted,
+                              by_bytes=passes.by_bytes,
+                              slices=None if sliced is None else sliced.report())  # fmt: skip
+        if rules is not None:
+            verdict = gate.evaluate(rules, report.models)
+            report = replace(report, gate=gating.extend(verdict, rules, report.models))
+        taps.finish(report)
     return report
 
 
@@ -148,11 +215,11 @@ def _slice_sums(plan: Plan, models: int, base: int | None) -> SliceSums | None:
     """The per-slice sums of a ``--slice`` run (None without it)."""
     if not plan.options.slice:
         return None
-    slicing = getattr(plan.source, "slicing", None)
+    slicing = plan.source.slicing
     if slicing is None:
         raise OptionError("this data has no columns to slice by: use CSV, Parquet, or "
                           "documents or text in JSON Lines, Parquet or CSV", key="--slice")
-    if hasattr(plan.source, "bytes_read") and len(set(plan.tokenizers)) > 1:
+    if plan.source.bytes_read() is not None and len(set(plan.tokenizers)) > 1:
         raise OptionError("the models' tokenizers differ, so there is no per-token figure "
                           "to slice; slice models of one tokenizer at a time", key="--slice")
     return SliceSums(slicing, models, base, tokens=plan.loss.unit == "token",
@@ -169,73 +236,6 @@ def _one_slice(sliced: SliceSums, path: str) -> DataError | None:
             return DataError(f"all rows in one slice ({gating.shown_value(value)}): "
                              "nothing to compare", path=path, key=name)  # fmt: skip
     return None
-
-
-def _prepare(
-    paths: Sequence[PathLike],
-    options: Options,
-    world: distributed.World,
-    batch_size: int | None,
-    outputs: tuple[PathLike | None, PathLike | None, bool, bool],
-    progress: Callable[[int], None] | None,
-    cached: tuple[PathLike, int | None] | None,
-) -> tuple[Plan, list[list[int]], list[Accumulator] | None, Taps, int, reuse.Lookup | None]:
-    """Resolve the plan, look the models up in the cache (``cached``: its folder and most
-    bytes), build every model left (where they run in one pass) and check the outputs, the
-    same on every process: they agree on the first error before any data is read.
-    ``outputs``: per-item export, plot, whether to keep a sample, one at a time."""
-    per_item, plot, sample, one_at_a_time = outputs
-    error, prepared = None, None
-    try:
-        plan = resolve(paths, options)
-        if world.rank == 0:  # one warning line under torchrun
-            warn_if_unused(options.model, plan.checkpoints)
-        found = sequential.groups(plan, one_at_a_time)
-        single = len(found) == 1  # one pass for all (else `sequential`: in file order)
-        hits = None
-        if cached is not None:
-            hits = reuse.lookup(plan, *cached, ordered=plan.options.ordered or not single)
-        if hits is not None:  # cached models: no pass, no weights
-            found = [g for g in ([i for i in g if i not in hits.hits] for g in found) if g]
-        built = None
-        if single and found:  # one pass for all: every model built now
-            built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
-                                 plan.checkpoints[i].path) for i in found[0]]  # fmt: skip
-        token = plan.loss.unit == "token"
-        taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
-                    targets=TOKENS if token else plan.source.targets,
-                    integer_targets=plan.loss.classes or token,
-                    per_item=per_item, progress=progress,
-                    plot=None if plot is None else Plot(plot, plotting.draw),
-                    inputs=inputs_of(plan),
-                    slicing=getattr(plan.source, "slicing", None))  # fmt: skip
-        if sample:
-            taps.keep_sample()
-        prepared = plan, found, built, taps, fitted_batch_size(plan, batch_size), hits
-    except EvallossError as exc:
-        error = exc
-    world.agree(error)
-    assert prepared is not None
-    return prepared
-
-
-def _evaluate(
-    plan: Plan,
-    found: list[list[int]],
-    built: list[Accumulator] | None,
-    observers: Sequence[onepass.Observer],
-    batch_size: int,
-    world: distributed.World,
-) -> sequential.Passes:
-    """Every model over the data: in one pass (the models ``built``) or group by group
-    (`sequential`)."""
-    if built is None:
-        return sequential.evaluate(plan, found, observers, batch_size, world)
-    accumulators = built
-    onepass.one_pass(plan.source, plan.dtype, plan.device, accumulators, observers, batch_size,
-                 world)  # fmt: skip
-    counted = getattr(plan.source, "bytes_read", None)
-    return sequential.Passes(accumulators, None if counted is None else counted(), False)
 
 
 def inputs_of(plan: Plan) -> list[str]:

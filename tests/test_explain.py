@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evalloss
-from evalloss.explainer import table as explainer
 from evalloss.explainer.grouping import BatchGrouping
 from evalloss.render import explain as render_explain
 from evalloss.render.explain import EXPLAIN_NOTE
+from evalloss.run import plan as run_plan
 from evalloss.sources import chunks
 from evalloss.stats.paired import relative_error
 from tests import nets
@@ -191,7 +191,7 @@ def test_rows_do_not_depend_on_the_forward_batch_size(article, save, monkeypatch
     path, ckpt = article([rnd.uniform(0, 5) for _ in range(203)]), _zero(save)
     options = {"batch_sizes": [1, 3, 10, 64, 250], "model": net("Zero"), "precision": "float64"}
     first = evalloss.explain(ckpt, data=path, **options)
-    monkeypatch.setattr(explainer, "fitted_batch_size", lambda plan, wanted: 7)
+    monkeypatch.setattr(run_plan, "fitted_batch_size", lambda plan, wanted: 7)
     second = evalloss.explain(ckpt, data=path, **options)
     assert first == second
     monkeypatch.setattr(chunks, "RANGE_BYTES", 300)  # the file is read in many blocks

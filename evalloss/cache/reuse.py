@@ -24,16 +24,19 @@ from evalloss.cache import disk
 from evalloss.errors import CheckpointError, EvallossWarning, OptionError
 from evalloss.io.hashing import sha256_of
 from evalloss.io.usercode import source_file
-from evalloss.run import distributed, onepass
+from evalloss.run import distributed, onepass, prepared
+from evalloss.run.batch import ItemKeys
 from evalloss.run.engine import Accumulator
-from evalloss.run.sequential import Passes, Recorder, record, replay
+from evalloss.run.sequential import Passes, Recorded, Recorder, record, replay
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
     from evalloss.options import PathLike
+    from evalloss.run.batch import Observer
     from evalloss.run.plan import Plan
+    from evalloss.sources import DataSource
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool)
     last bits, and the items come in another order)."""
     from evalloss.sources import factory
 
-    text = hasattr(plan.source, "bytes_read")
+    text = plan.source.bytes_read() is not None
     why = None
     if text and len({t for t in plan.tokenizers if t is not None}) > 1:
         why = "where the models' tokenizers differ (the items are weighted by bytes)"
@@ -94,7 +97,7 @@ def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool)
 
 
 def sliced(plan: Plan) -> bool:
-    return getattr(plan.source, "slicing", None) is not None
+    return plan.source.slicing is not None
 
 
 def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> dict[str, Any]:
@@ -131,48 +134,61 @@ def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> di
     return normal
 
 
-def evaluate(
-    plan: Plan,
-    found: list[list[int]],
-    built: list[Accumulator] | None,
-    cached: Lookup,
-    observers: Sequence[onepass.Observer],
-    batch_size: int,
-    world: distributed.World,
-) -> Passes:
-    """The models missing from the cache in one pass (``built``, the models of ``found[0]``)
-    or group by group (``found``), recorded and stored; the cached ones read; then every
-    model's items to the observers, as one pass would show them."""
-    models = len(plan.checkpoints)
-    accumulators: list[Accumulator | None] = [None] * models
-    fresh: list[tuple[list[int], Recorder]] = []
-    source, targets = None, plan.loss.unit != "token"  # tabular: the targets recorded too
-    if built is not None:
-        recorder, source = Recorder(targets=targets), plan.source
-        onepass.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
-        for i, acc in zip(found[0], built, strict=True):
-            accumulators[i] = acc
-        fresh.append((found[0], recorder))
-    elif found:
-        accumulators, fresh, sources = record(plan, found, batch_size, world, targets=targets)
-        source = next(iter(sources.values()))
-    counted = getattr(source, "bytes_read", None)
-    text_bytes = None if counted is None else int(counted())
-    groups = None  # sliced: the items' slice codes, from the pass's recorder (first) or,
-    if sliced(plan):  # where no model ran, from the data alone
-        groups = {} if fresh else _slice_codes(plan, batch_size, world)
-    recorders = list(fresh)
-    for i, entry in cached.hits.items():
-        accumulators[i] = _restored(plan, i, entry)
-        recorders.append(([i], _recorded(entry, groups)))
-        if text_bytes is None:
-            text_bytes = entry.text_bytes
-    _store(cached, fresh, accumulators, text_bytes)
-    done = [a for a in accumulators if a is not None]
-    assert len(done) == models
-    shown = _targets(fresh[0][1]) if fresh else next(iter(cached.hits.values())).targets
-    replay(recorders, recorders[0][1].weights, observers, models, plan.options.data, shown)
-    return Passes(done, text_bytes, by_bytes=False)
+def prepare(plan: Plan, cached: Lookup) -> Cached:
+    """The plan's models but those ``cached``, ready (`run.prepared.prepare`)."""
+    ready = prepared.prepare(plan, cached.hits)
+    return Cached(ready.plan, ready.groups, ready.built, cached)
+
+
+@dataclass(frozen=True)
+class Cached(prepared.Prepared):
+    """A run with ``--cache``: the models it does not hold evaluated as without it (in one
+    pass, the models `built`, or group by group), recorded and stored; the others read."""
+
+    cache: Lookup
+
+    def evaluate(self, observers: Sequence[Observer], world: distributed.World) -> Passes:
+        """The models missing from the cache evaluated, recorded and stored; the cached ones
+        read; then every model's items to the ``observers``, as one pass would show them."""
+        plan, cached = self.plan, self.cache
+        models = len(plan.checkpoints)
+        fresh, accumulators, source = self._fresh(world)
+        text_bytes = None if source is None else source.bytes_read()
+        groups = None  # sliced: the items' slice codes, from the pass's recorder (first) or,
+        if sliced(plan):  # where no model ran, from the data alone
+            groups = {} if fresh else _slice_codes(plan, world)
+        recorders = list(fresh)
+        for i, entry in cached.hits.items():
+            accumulators[i] = _restored(plan, i, entry)
+            recorders.append(([i], _recorded(entry, groups)))
+            if text_bytes is None:
+                text_bytes = entry.text_bytes
+        _store(cached, fresh, accumulators, text_bytes)
+        done = [a for a in accumulators if a is not None]
+        assert len(done) == models
+        shown = _targets(fresh[0][1]) if fresh else next(iter(cached.hits.values())).targets
+        replay(recorders, recorders[0][1].weights, observers, models, plan.options.data, shown)
+        return Passes(done, text_bytes, by_bytes=False)
+
+    def _fresh(self, world: distributed.World
+               ) -> tuple[Recorded, list[Accumulator | None], DataSource | None]:  # fmt: skip
+        """The models the cache does not hold, evaluated and recorded (with their targets,
+        for tabular data): each group's recorder, every model's accumulator (None where
+        cached), and the source read (None where every model is cached)."""
+        plan = self.plan
+        accumulators: list[Accumulator | None] = [None] * len(plan.checkpoints)
+        targets = plan.loss.unit != "token"  # tabular: the targets recorded too
+        if self.built:  # one pass
+            recorder = Recorder(targets=targets)
+            onepass.one_pass(plan.source, plan.dtype, plan.device, self.built, [recorder],
+                             plan.batch_size, world)  # fmt: skip
+            for i, acc in zip(self.groups[0], self.built, strict=True):
+                accumulators[i] = acc
+            return [(self.groups[0], recorder)], accumulators, plan.source
+        if self.groups:  # group by group
+            accumulators, fresh, sources = record(self, world, targets=targets)
+            return fresh, accumulators, next(iter(sources.values()))
+        return [], accumulators, None
 
 
 def _store(cached: Lookup, fresh: list[tuple[list[int], Recorder]],
@@ -228,18 +244,18 @@ def _recorded(entry: disk.Entry, groups: dict[str, npt.NDArray[np.int64]] | None
     recorder.weights.append(entry.weights)
     if groups is not None:
         correct = None if entry.correct is None else (entry.correct,)
-        recorder.keys.append(onepass.ItemKeys(groups, correct, entry.counted))
+        recorder.keys.append(ItemKeys(groups, correct, entry.counted))
     return recorder
 
 
-def _slice_codes(plan: Plan, batch_size: int, world: distributed.World
-                 ) -> dict[str, npt.NDArray[np.int64]]:  # fmt: skip
+def _slice_codes(plan: Plan, world: distributed.World) -> dict[str, npt.NDArray[np.int64]]:
     """Every item's slice codes, read from the data without a model (every model cached)."""
     import numpy as np
 
-    source = plan.source.for_pass(batch_size, plan.device)
+    source = plan.source.for_pass(plan.batch_size, plan.device)
     blocks = [b.groups for b in source.blocks(plan.dtype, rank=world.rank, world=world.size)]
-    names = plan.source.slicing.names  # type: ignore[attr-defined]
+    assert plan.source.slicing is not None, "a sliced run"
+    names = plan.source.slicing.names
     return {k: np.concatenate([g[k] for g in blocks if g is not None] or [np.empty(0, np.int64)])
             for k in names}  # fmt: skip
 

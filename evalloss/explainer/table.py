@@ -22,18 +22,17 @@ from evalloss.explainer.tokengroups import TokenRegrouping
 from evalloss.models import warn_if_unused
 from evalloss.options import Options, PathLike
 from evalloss.report import ExplainReport, ExplainRow
-from evalloss.run import distributed, onepass
-from evalloss.run.engine import Accumulator
-from evalloss.run.plan import fitted_batch_size, resolve
+from evalloss.run import distributed
+from evalloss.run.plan import resolve
+from evalloss.run.prepared import prepare
 from evalloss.run.ranking import data_info
 from evalloss.stats.paired import relative_error
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-    import torch
-
     from evalloss.options import RunKeywords
+    from evalloss.run.batch import Batch
 
 DEFAULT_BATCH_SIZES = (1, 10, 32, 64, 256)
 MAX_BATCH_SIZE = 2**62  # a batch count, not memory: any size that fits an int64
@@ -73,16 +72,8 @@ def explain(
         else _Regrouping([BatchGrouping(b) for b in sizes], progress)
     )
     hits = None if cached is None else reuse.lookup(plan, *cached, ordered=True)
-    built = [] if hits is not None and 0 in hits.hits else [
-        Accumulator(plan.build(ckpt), plan.loss, plan.device, ckpt.path)]  # fmt: skip
-    batch, world = fitted_batch_size(plan, None), distributed.World()
-    if hits is None:
-        onepass.one_pass(plan.source, plan.dtype, plan.device, built, [regroup], batch, world)
-        (acc,) = built
-    else:
-        found = [[0]] if built else []
-        passes = reuse.evaluate(plan, found, built or None, hits, [regroup], batch, world)
-        (acc,) = passes.accumulators
+    ready = prepare(plan) if hits is None else reuse.prepare(plan, hits)
+    (acc,) = ready.evaluate([regroup], distributed.World()).accumulators
     result = acc.result()
     if isinstance(regroup, TokenRegrouping):
         rows, extra = regroup.rows(result), regroup.figures(result)
@@ -107,7 +98,7 @@ def explain(
 
 
 class _Regrouping:
-    """Feeds the one model's item losses to every grouping (an `onepass.Observer`), until an item
+    """Feeds the one model's item losses to every grouping (a `run.batch.Observer`), until an item
     that is not finite makes every figure undefined."""
 
     def __init__(
@@ -115,17 +106,10 @@ class _Regrouping:
     ) -> None:
         self.groupings, self.progress, self.nonfinite = groupings, progress, False
 
-    def batch(
-        self,
-        row: int,
-        targets: torch.Tensor | None,
-        losses: Sequence[torch.Tensor],
-        weights: torch.Tensor,
-        keys: object = None,
-    ) -> None:
+    def batch(self, batch: Batch) -> None:
         if self.progress is not None:
-            self.progress(len(weights))
-        values = losses[0].tolist()  # (n,) float64
+            self.progress(len(batch.weights))
+        values = batch.losses[0].tolist()  # (n,) float64
         self.nonfinite = self.nonfinite or not all(map(math.isfinite, values))
         if self.nonfinite:
             return  # keep counting

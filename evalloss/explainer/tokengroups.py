@@ -26,9 +26,8 @@ from evalloss.stats.exact import ExactSum
 from evalloss.stats.paired import relative_error
 
 if TYPE_CHECKING:
-    import torch
-
     from evalloss.report import Result
+    from evalloss.run.batch import Batch
 
 
 class TokenGrouping:
@@ -94,18 +93,11 @@ class TokenRegrouping:
         self.progress = progress
         self._item_means, self._items_counted = ExactSum(), 0
 
-    def batch(
-        self,
-        row: int,
-        targets: torch.Tensor | None,
-        losses: Sequence[torch.Tensor],
-        weights: torch.Tensor,
-        keys: object = None,
-    ) -> None:
+    def batch(self, batch: Batch) -> None:
         if self.progress is not None:
-            self.progress(len(weights))
-        sums = losses[0].tolist()  # (n,) float64: each document's summed loss
-        tokens = weights.tolist()  # (n,) its scored tokens
+            self.progress(len(batch.weights))
+        sums = batch.losses[0].tolist()  # (n,) float64: each document's summed loss
+        tokens = batch.weights.tolist()  # (n,) its scored tokens
         for grouping in self.groupings:
             grouping.add(sums, tokens)
         means = [s / t for s, t in zip(sums, tokens, strict=True) if t]

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from evalloss.report import Comparison, Report, Result
-    from evalloss.run.onepass import ItemKeys
+    from evalloss.run.batch import Batch
     from evalloss.sources.slicing import Slicing
 
 PLOT_FORMATS = ("png", "svg", "pdf")  # --plot's suffixes (what `render.plot.draw` draws)
@@ -51,18 +51,12 @@ class Pairing:
             i: kind() for i in range(models) if i != base
         }
 
-    def batch(
-        self,
-        row: int,
-        targets: torch.Tensor | None,
-        losses: Sequence[torch.Tensor],
-        weights: torch.Tensor,
-        keys: ItemKeys | None = None,
-    ) -> None:
+    def batch(self, batch: Batch) -> None:
+        losses = batch.losses
         baseline = losses[self.base].numpy()
         for i, pair in self.sums.items():
             if isinstance(pair, PairedRatio):
-                pair.add(losses[i].numpy(), baseline, weights.numpy())
+                pair.add(losses[i].numpy(), baseline, batch.weights.numpy())
             else:
                 pair.add(losses[i].numpy(), baseline)
 
@@ -223,19 +217,12 @@ class Taps:
         if kind is not None and self.export is not None:
             self.export.abort()
 
-    def batch(
-        self,
-        row: int,
-        targets: torch.Tensor | None,
-        losses: Sequence[torch.Tensor],
-        weights: torch.Tensor,
-        keys: ItemKeys | None = None,
-    ) -> None:
-        """One batch seen by every model: items ``row`` .., targets (n, T), losses (n,) each,
-        weights (n,). For token losses (targets named ``tokens``) the export gets each item's
-        scored tokens, its weight."""
+    def batch(self, batch: Batch) -> None:
+        """One batch seen by every model. For token losses (targets named ``tokens``) the
+        export gets each item's scored tokens, its weight."""
+        row, losses, weights, keys = batch.row, batch.losses, batch.weights, batch.keys
         if self.export is not None:
-            self.export.add(row, self._shown(targets, weights), losses,
+            self.export.add(row, self._shown(batch.targets, weights), losses,
                             None if keys is None else keys.groups)  # fmt: skip
         if self.sample is not None:
             if self.targets == TOKENS:  # a document's loss per token; none where nothing scored

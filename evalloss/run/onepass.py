@@ -12,11 +12,11 @@ the plot's sample, the progress bar) is an `Observer`, fed every batch; `reduce`
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from evalloss.errors import DataError, EvallossError
 from evalloss.run import distributed
+from evalloss.run.batch import Batch, ItemKeys, Observer
 from evalloss.run.engine import Accumulator, BadTarget
 from evalloss.run.readahead import prefetch, read_ahead
 from evalloss.sources import Block, DataSource
@@ -25,42 +25,6 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import torch
-
-
-@dataclass(frozen=True)
-class ItemKeys:
-    """What else the pass knows of a batch's items where the run is sliced (``--slice``):
-    each slice column's codes (n,) int64 (`sources.slicing`), and each model's correct and
-    counted target elements per item (n,) int64, where the loss has an accuracy."""
-
-    groups: dict[str, npt.NDArray[np.int64]]
-    correct: tuple[npt.NDArray[np.int64], ...] | None = None  # one per model
-    counted: npt.NDArray[np.int64] | None = None
-
-    def rows(self, start: int, end: int) -> ItemKeys:
-        """The keys of items ``start`` to ``end``."""
-        return ItemKeys(
-            {k: v[start:end] for k, v in self.groups.items()},
-            None if self.correct is None else tuple(c[start:end] for c in self.correct),
-            None if self.counted is None else self.counted[start:end],
-        )
-
-
-class Observer(Protocol):
-    """Watches the pass: every batch, after every model has seen it."""
-
-    def batch(
-        self,
-        row: int,
-        targets: torch.Tensor | None,
-        losses: Sequence[torch.Tensor],
-        weights: torch.Tensor,
-        keys: ItemKeys | None = None,
-    ) -> None:
-        """Items ``row`` ..: their targets (n, ...; None where an item was joined from
-        several rows), each model's item losses (n,), the items' weights (n,), and where
-        the run is sliced their slice codes and correct elements (``keys``)."""
-        ...
 
 
 class Reducible(Protocol):
@@ -159,8 +123,8 @@ def _feed(
         weights = accumulators[0].last_weights
         assert weights is not None
         items = None if block.items is None else block.items[start:end]
-        join.batch(block.row + start, y, losses, weights, items, _keys(block, start, end,
-                                                                      accumulators))
+        keys = _keys(block, start, end, accumulators)
+        join.batch(Batch(block.row + start, y, losses, weights, keys), items)
 
 
 def _keys(
@@ -193,23 +157,18 @@ class _Join:
         self._codes: dict[str, int] = {}  # the open item's slice codes (its first row's)
         self._done_codes: list[dict[str, int]] = []
 
-    def batch(
-        self,
-        row: int,
-        targets: torch.Tensor,
-        losses: Sequence[torch.Tensor],
-        weights: torch.Tensor,
-        items: npt.NDArray[np.int64] | None,
-        keys: ItemKeys | None = None,
-    ) -> None:
+    def batch(self, batch: Batch, items: npt.NDArray[np.int64] | None) -> None:
+        """``batch`` to the observers; where ``items`` (each row's item) is given, the items
+        it completes, joined."""
         if items is None:
             for observer in self.observers:
-                observer.batch(row, targets, losses, weights, keys)
+                observer.batch(batch)
             return
         import numpy as np
 
         self.rows += len(items)
-        values = np.stack([loss.numpy() for loss in losses], axis=1)  # (n, models)
+        values = np.stack([loss.numpy() for loss in batch.losses], axis=1)  # (n, models)
+        keys, weights = batch.keys, batch.weights
         done_ids, done_values, done_weights = [], [], []
         for i, item in enumerate(items.tolist()):
             if self._open is not None and self._open[0] != item:
@@ -252,8 +211,9 @@ class _Join:
             keys = ItemKeys({k: np.array([c[k] for c in self._done_codes], dtype=np.int64)
                              for k in columns})  # fmt: skip
         self._done_codes = []
+        joined = Batch(ids[0], None, losses, counts, keys)
         for observer in self.observers:
-            observer.batch(ids[0], None, losses, counts, keys)
+            observer.batch(joined)
 
 
 def reduce(world: distributed.World, states: Sequence[Reducible]) -> None:

@@ -1,5 +1,6 @@
 """What a run resolves before any evaluation: checkpoints opened (headers only), the loss and
-targets (options, else the checkpoints' agreed metadata), the data set, device and dtype.
+targets (options, else the checkpoints' agreed metadata), the data set, device and dtype, the
+batch size and the run's mode (`Mode`: every model in one pass, or group by group).
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,7 @@ from evalloss.losses import get as get_loss
 from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
 from evalloss.models.folder import token_classifier
 from evalloss.options import Options, PathLike
-from evalloss.run import distributed
+from evalloss.run import distributed, sequential
 from evalloss.sources import DataSource, open_data
 from evalloss.sources.textlabels import IGNORE
 
@@ -26,9 +28,16 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+class Mode(Enum):
+    """How the models meet the data."""
+
+    ONE_PASS = "one pass"  # every model built at once, the data read once (`onepass`)
+    BY_GROUP = "by group"  # a pass per group, in file order (`sequential`)
+
+
 @dataclass(frozen=True)
 class Plan:
-    """Everything resolved before any evaluation starts."""
+    """Everything resolved before any evaluation starts (`resolve`)."""
 
     checkpoints: tuple[Checkpoint, ...]
     loss: Loss
@@ -37,6 +46,9 @@ class Plan:
     dtype: torch.dtype
     options: Options
     tokenizers: tuple[str | None, ...] = ()  # each model's tokenizer.json (text data)
+    batch_size: int = 0  # rows per forward pass (`fitted_batch_size`)
+    mode: Mode = Mode.ONE_PASS
+    groups: tuple[tuple[int, ...], ...] = ()  # the models' groups, in order: one in one pass
 
     @property
     def precision(self) -> str:
@@ -48,41 +60,74 @@ class Plan:
         return build(checkpoint, self.options.model, dict(self.options.model_kwargs), wanted)
 
 
-def resolve(paths: Sequence[PathLike], options: Options) -> Plan:
-    """Open the checkpoints and the data and settle the loss, targets, device and dtype, or
-    raise the first problem: every process of a run resolves the same plan."""
+def resolve(
+    paths: Sequence[PathLike],
+    options: Options,
+    *,
+    batch_size: int | None = None,
+    one_at_a_time: bool = False,
+) -> Plan:
+    """Open the checkpoints and the data and settle the loss, targets, device and dtype, the
+    options the checkpoints decide (`_settled`), the batch size (``batch_size``, else
+    `fitted_batch_size`'s) and the run's mode (its models in one pass, or group by group:
+    `sequential.groups`; ``one_at_a_time``: a group per model), or raise the first problem:
+    every process of a run resolves the same plan."""
     import torch
 
     if not paths:
         raise OptionError("give at least one checkpoint", key="CHECKPOINT")
     checkpoints = tuple(open_checkpoint(p) for p in paths)
-    if not options.target:
-        options = replace(options, target=_targets_from_metadata(checkpoints))
-    if options.ignore_index is None and any(token_classifier(c) for c in checkpoints):
-        options = replace(options, ignore_index=IGNORE)  # transformers' unscored token label
-    loss = _loss(checkpoints, options.loss, options.ignore_index)
-    declared = _declared_context(checkpoints) if loss.unit == "token" else None
-    if declared is not None and options.context is None:
-        options = replace(options, context=declared, stride=declared)
-    elif declared is not None and options.context is not None and options.context > declared:
-        raise OptionError(f"{options.context} is longer than the {declared} positions a model "
-                          "here declares (n_positions or max_position_embeddings)",
-                          key="--context")  # fmt: skip
-    tokenizers = _tokenizers(checkpoints)
-    first = next((t for t in tokenizers if t is not None), None)
-    if first is not None:
-        pads = [c.config.get("pad_token_id") for c in checkpoints if c.config is not None]
-        pad = next((p for p in pads if type(p) is int and p >= 0), 0)
-        options = replace(options, tokenizer=first, pad_id=pad)
-    return Plan(
+    options, loss, tokenizers = _settled(checkpoints, options)
+    plan = Plan(
         checkpoints=checkpoints,
         loss=loss,
-        source=open_data(options.data, replace(options, loss=loss.name)),
+        source=open_data(options.data, options),
         device=_device(options.device),
         dtype=getattr(torch, options.precision),  # weights and activations; sums in float64
         options=options,
         tokenizers=tokenizers,
     )
+    groups = tuple(tuple(g) for g in sequential.groups(plan, one_at_a_time))
+    mode = Mode.ONE_PASS if len(groups) == 1 else Mode.BY_GROUP
+    return replace(plan, batch_size=fitted_batch_size(plan, batch_size), mode=mode, groups=groups)
+
+
+def _settled(
+    checkpoints: Sequence[Checkpoint], options: Options
+) -> tuple[Options, Loss, tuple[str | None, ...]]:
+    """The options every later stage reads, settled once where the checkpoints decide them:
+    the targets and the loss (else their agreed metadata), a token classifier's unscored
+    label, the context they declare, the tokenizer text is read with and its pad token; and
+    each model's tokenizer."""
+    target = options.target or _targets_from_metadata(checkpoints)
+    ignore = options.ignore_index
+    if ignore is None and any(token_classifier(c) for c in checkpoints):
+        ignore = IGNORE  # transformers' unscored token label
+    loss = _loss(checkpoints, options.loss, ignore)
+    context, stride = _context(checkpoints, loss, options)
+    tokenizers = _tokenizers(checkpoints)
+    tokenizer, pad = options.tokenizer, options.pad_id
+    first = next((t for t in tokenizers if t is not None), None)
+    if first is not None:
+        pads = [c.config.get("pad_token_id") for c in checkpoints if c.config is not None]
+        tokenizer, pad = first, next((p for p in pads if type(p) is int and p >= 0), 0)
+    settled = replace(options, target=target, ignore_index=ignore, loss=loss.name,
+                      context=context, stride=stride, tokenizer=tokenizer, pad_id=pad)  # fmt: skip
+    return settled, loss, tokenizers
+
+
+def _context(
+    checkpoints: Sequence[Checkpoint], loss: Loss, options: Options
+) -> tuple[int | None, int | None]:
+    """``--context`` and ``--stride``: as given, else the context the models declare."""
+    declared = _declared_context(checkpoints) if loss.unit == "token" else None
+    if declared is not None and options.context is None:
+        return declared, declared
+    if declared is not None and options.context is not None and options.context > declared:
+        raise OptionError(f"{options.context} is longer than the {declared} positions a model "
+                          "here declares (n_positions or max_position_embeddings)",
+                          key="--context")  # fmt: skip
+    return options.context, options.stride
 
 
 def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, option: str) -> str:

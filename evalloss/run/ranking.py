@@ -29,10 +29,9 @@ if TYPE_CHECKING:
     from evalloss.run.plan import Plan
 
 
-def build_report(  # noqa: PLR0913 - the pass's reduced states
+def build_report(
     plan: Plan,
     accumulators: Sequence[Accumulator],
-    batch_size: int,
     pairing: Pairing | None = None,
     world: distributed.World | None = None,
     text_bytes: int | None = None,
@@ -81,7 +80,7 @@ def build_report(  # noqa: PLR0913 - the pass's reduced states
         loss=plan.loss.name,
         device=str(plan.device),
         precision=plan.precision,
-        batch_size=batch_size,
+        batch_size=plan.batch_size,
         world_size=1 if world is None else world.size,
         models=models,
         has_baseline=base is not None,

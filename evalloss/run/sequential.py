@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from evalloss.errors import DataError, EvallossWarning
 from evalloss.run import onepass
+from evalloss.run.batch import Batch, ItemKeys
 from evalloss.run.engine import Accumulator
 from evalloss.sources import Block, open_data
 
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
     import torch
 
     from evalloss.run import distributed
+    from evalloss.run.batch import Observer
     from evalloss.run.plan import Plan
+    from evalloss.run.prepared import Prepared
     from evalloss.sources import DataSource
     from evalloss.sources.base import Gather
 
@@ -43,7 +46,7 @@ def groups(plan: Plan, one_at_a_time: bool) -> list[list[int]]:
     """The models' groups, in order: one per tokenizer (text data), and one per model when
     asked or when their weights would not fit together."""
     by_tokenizer: dict[str | None, list[int]] = {}
-    text = hasattr(plan.source, "bytes_read")
+    text = plan.source.bytes_read() is not None
     for i, tokenizer in enumerate(plan.tokenizers or (None,) * len(plan.checkpoints)):
         by_tokenizer.setdefault(tokenizer if text else None, []).append(i)
     found = list(by_tokenizer.values())
@@ -52,7 +55,7 @@ def groups(plan: Plan, one_at_a_time: bool) -> list[list[int]]:
         if have is not None and need > MEMORY_SHARE * have:
             warnings.warn(f"evaluating the models one at a time: their weights take "
                           f"{need / 2**30:.1f} GiB, {have / 2**30:.1f} GiB is available on "
-                          f"{plan.device.type}", EvallossWarning, stacklevel=3)  # fmt: skip
+                          f"{plan.device.type}", EvallossWarning, stacklevel=4)  # fmt: skip
             one_at_a_time = True
     if one_at_a_time:
         return [[i] for g in found for i in g]
@@ -95,20 +98,20 @@ class Recorder:
         self.rows: list[int] = []
         self.values: list[npt.NDArray[np.float64]] = []
         self.weights: list[npt.NDArray[np.int64]] = []
-        self.keys: list[onepass.ItemKeys] = []
+        self.keys: list[ItemKeys] = []
         self.targets: list[npt.NDArray[np.float64]] | None = [] if targets else None
 
-    def batch(self, row: int, targets: Any, losses: Sequence[torch.Tensor],
-              weights: torch.Tensor, keys: onepass.ItemKeys | None = None) -> None:  # fmt: skip
+    def batch(self, batch: Batch) -> None:
         import numpy as np
 
-        self.rows.append(row)
-        self.values.append(np.stack([loss.numpy() for loss in losses], axis=1))
-        self.weights.append(weights.numpy().astype(np.int64))
-        if keys is not None:
-            self.keys.append(keys)
+        self.rows.append(batch.row)
+        self.values.append(np.stack([loss.numpy() for loss in batch.losses], axis=1))
+        self.weights.append(batch.weights.numpy().astype(np.int64))
+        if batch.keys is not None:
+            self.keys.append(batch.keys)
         if self.targets is None:
             return
+        targets = batch.targets
         if targets is None or targets.dim() > 2 or targets[0].numel() > MAX_TARGETS:
             self.targets = None  # not columns of a table (masks, images): the export shows weights
         else:
@@ -125,25 +128,20 @@ class Passes:
     by_bytes: bool
 
 
-def evaluate(
-    plan: Plan,
-    found: list[list[int]],
-    observers: Sequence[onepass.Observer],
-    batch_size: int,
-    world: distributed.World,
-) -> Passes:
+def evaluate(prepared: Prepared, observers: Sequence[Observer], world: distributed.World
+             ) -> Passes:  # fmt: skip
     """Every group's pass, then the observers fed as by one pass."""
     import numpy as np
 
-    accumulators, recorders, sources = record(plan, found, batch_size, world)
+    accumulators, recorders, sources = record(prepared, world)
     done = [a for a in accumulators if a is not None]
     assert len(done) == len(accumulators)
     first = next(iter(sources.values()))
-    text_bytes = first.bytes_read() if hasattr(first, "bytes_read") else None
+    text_bytes = first.bytes_read()
     weights = recorders[0][1].weights
-    if len(sources) > 1:  # tokenizers differ: items weigh their bytes
-        weights = [np.asarray(first.document_bytes(), dtype=np.int64)]  # type: ignore[attr-defined]
-    replay(recorders, weights, observers, len(done), plan.options.data)
+    if len(sources) > 1:  # tokenizers differ: items weigh their bytes (text data)
+        weights = [np.asarray(first.document_bytes(), dtype=np.int64)]
+    replay(recorders, weights, observers, len(done), prepared.plan.options.data)
     return Passes(done, text_bytes, by_bytes=len(sources) > 1)
 
 
@@ -151,21 +149,21 @@ Recorded = list[tuple[list[int], Recorder]]  # each group's models and their rec
 
 
 def record(
-    plan: Plan, found: list[list[int]], batch_size: int, world: distributed.World,
-    *, targets: bool = False,
+    prepared: Prepared, world: distributed.World, *, targets: bool = False
 ) -> tuple[list[Accumulator | None], Recorded, dict[str | None, DataSource]]:
     """Every group's pass, each group's items recorded (with ``targets``: theirs too): the
     models' accumulators (None for a model in no group), each group's `Recorder`, the
-    source each tokenizer read."""  # fmt: skip
+    source each tokenizer read."""
+    plan = prepared.plan
     accumulators: list[Accumulator | None] = [None] * len(plan.checkpoints)
     recorders, kept = [], _Kept()
     sources: dict[str | None, DataSource] = {}
-    for group in found:
+    for group in prepared.groups:
         tokenizer = plan.tokenizers[group[0]] if plan.tokenizers else None
         if tokenizer not in sources:
             options = replace(plan.options, tokenizer=tokenizer, ordered=True)
             sources[tokenizer] = open_data(plan.options.data, options)
-            shared = getattr(plan.source, "slicing", None)
+            shared = plan.source.slicing
             if shared is not None:  # one dictionary of slice values for every pass
                 sources[tokenizer] = replace(sources[tokenizer], slicing=shared)  # type: ignore[type-var]
             kept = _Kept()
@@ -173,7 +171,8 @@ def record(
         built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
                              plan.checkpoints[i].path) for i in group]  # fmt: skip
         recorder = Recorder(targets=targets)
-        onepass.one_pass(source, plan.dtype, plan.device, built, [recorder], batch_size, world)
+        onepass.one_pass(source, plan.dtype, plan.device, built, [recorder], plan.batch_size,
+                         world)  # fmt: skip
         for i, acc in zip(group, built, strict=True):
             acc.module = None  # type: ignore[assignment]  # its weights go; its sums stay
             accumulators[i] = acc
@@ -181,7 +180,7 @@ def record(
     return accumulators, recorders, sources
 
 
-def replay(recorders: Recorded, weights: list[Any], observers: Sequence[onepass.Observer],
+def replay(recorders: Recorded, weights: list[Any], observers: Sequence[Observer],
            models: int, path: str,
            targets: npt.NDArray[np.float64] | None = None) -> None:  # fmt: skip
     """The recorded items, every model's values side by side (and their ``targets``, where
@@ -209,14 +208,14 @@ def replay(recorders: Recorded, weights: list[Any], observers: Sequence[onepass.
     for run_start, run_end in zip([0, *breaks], [*breaks, len(ids)], strict=True):
         for start in range(run_start, run_end, STEP):
             end = min(start + STEP, run_end)
+            part = Batch(int(ids[start]), None if shown is None else shown[start:end],
+                         [loss[start:end] for loss in losses], counts[start:end],
+                         None if keys is None else keys.rows(start, end))  # fmt: skip
             for observer in observers:
-                part = None if shown is None else shown[start:end]
-                observer.batch(int(ids[start]), part, [loss[start:end] for loss in losses],
-                               counts[start:end],
-                               None if keys is None else keys.rows(start, end))  # fmt: skip
+                observer.batch(part)
 
 
-def _keys(recorders: Recorded, models: int) -> onepass.ItemKeys | None:
+def _keys(recorders: Recorded, models: int) -> ItemKeys | None:
     """The recorded items' keys, every model's correct elements side by side."""
     import numpy as np
 
@@ -225,13 +224,13 @@ def _keys(recorders: Recorded, models: int) -> onepass.ItemKeys | None:
         return None
     groups = {k: np.concatenate([r.groups[k] for r in first]) for k in first[0].groups}
     if any(r.correct is None for _, rec in recorders for r in rec.keys):
-        return onepass.ItemKeys(groups)
+        return ItemKeys(groups)
     correct: list[Any] = [None] * models
     for group, recorder in recorders:
         for j, m in enumerate(group):
             correct[m] = np.concatenate([r.correct[j] for r in recorder.keys if r.correct])
     counted = np.concatenate([r.counted for r in first if r.counted is not None])
-    return onepass.ItemKeys(groups, tuple(correct), counted)
+    return ItemKeys(groups, tuple(correct), counted)
 
 
 class _Kept:

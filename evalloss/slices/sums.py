@@ -20,9 +20,7 @@ from evalloss.report import SliceColumn, SliceFigures, SliceResult, _finite
 from evalloss.slices.cells import Cell, ColumnSums
 
 if TYPE_CHECKING:
-    import torch
-
-    from evalloss.run.onepass import ItemKeys
+    from evalloss.run.batch import Batch, ItemKeys
     from evalloss.sources.slicing import Slicing
 
 FLUSH_ITEMS = 1 << 16  # items gathered before they are grouped by slice
@@ -53,13 +51,13 @@ class SliceSums:
                            for name, sums in self.columns.items()}  # fmt: skip
         return self._built
 
-    def batch(self, row: int, targets: torch.Tensor | None, losses: Sequence[torch.Tensor],
-              weights: torch.Tensor, keys: ItemKeys | None = None) -> None:  # fmt: skip
+    def batch(self, batch: Batch) -> None:
         import numpy as np
 
+        keys = batch.keys
         assert keys is not None, "a sliced run's source gives every item its slice codes"
-        values = np.stack([loss.numpy() for loss in losses], axis=1)  # (n, models)
-        self._pending.append((keys, values, weights.numpy().astype(np.int64)))
+        values = np.stack([loss.numpy() for loss in batch.losses], axis=1)  # (n, models)
+        self._pending.append((keys, values, batch.weights.numpy().astype(np.int64)))
         self._waiting += len(values)
         if self._waiting >= FLUSH_ITEMS:
             self.flush()

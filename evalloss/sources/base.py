@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from evalloss.errors import DataError
+    from evalloss.sources.slicing import Slicing
 
 from evalloss.io.files import stamp
 
@@ -75,6 +76,22 @@ class DataSource(Protocol):
         """The shape of one item's input (a tabular row: its feature count), if fixed."""
         ...
 
+    @property
+    def slicing(self) -> Slicing | None:
+        """The ``--slice`` columns, whose codes every block carries (``Block.groups``); None
+        where the run is not sliced or the data has no columns to slice by."""
+        ...
+
+    def bytes_read(self) -> int | None:
+        """The UTF-8 bytes of the documents this process read in its last pass (0 before
+        one); None where the data is not text: its items are not weighed by bytes."""
+        ...
+
+    def document_bytes(self) -> npt.NDArray[np.int64] | None:
+        """Each document's UTF-8 bytes, in the order the last pass read them (text data;
+        else None)."""
+        ...
+
     def for_pass(self, batch_size: int, device: torch.device) -> DataSource:
         """The source set up for a pass of ``batch_size`` items per forward pass on
         ``device``: sources that batch for themselves (a Dataset's ``DataLoader``, whole
@@ -113,10 +130,32 @@ class DataSource(Protocol):
         ...
 
 
-class OneFile:
+class Plain:
+    """What a source has by default: no fixed item shape, no batching of its own, no slice
+    columns, no text (no bytes counted)."""
+
+    @property
+    def item_shape(self) -> tuple[int, ...] | None:
+        return None
+
+    def for_pass(self, batch_size: int, device: torch.device) -> Any:
+        return self
+
+    @property
+    def slicing(self) -> Slicing | None:
+        return None
+
+    def bytes_read(self) -> int | None:
+        return None
+
+    def document_bytes(self) -> npt.NDArray[np.int64] | None:
+        return None
+
+
+class OneFile(Plain):
     """What a source read from one file shares: the file's stamp when it was opened (a pass
-    that ends with another one read a file that changed), its sha256 read on demand, and no
-    fixed item shape. For frozen dataclasses with a ``path`` field."""
+    that ends with another one read a file that changed), its sha256 read on demand, and
+    `Plain`'s defaults. For frozen dataclasses with a ``path`` field."""
 
     path: str
 
@@ -135,10 +174,3 @@ class OneFile:
         from evalloss.io.hashing import sha256_of
 
         return {self.path: sha256_of(self.path)}
-
-    @property
-    def item_shape(self) -> tuple[int, ...] | None:
-        return None
-
-    def for_pass(self, batch_size: int, device: torch.device) -> Any:
-        return self

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, EvallossError, OptionError
 from evalloss.io import usercode
-from evalloss.sources.base import Block, Gather
+from evalloss.sources.base import Block, Gather, Plain
 from evalloss.sources.tensors import as_inputs, as_targets, first_nonfinite, located
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def default_workers() -> int:
 
 
 @dataclass(frozen=True)
-class DatasetSource:
+class DatasetSource(Plain):
     """The user's Dataset, made: read in `blocks` through a ``DataLoader``."""
 
     path: str  # the spec, as given

@@ -224,7 +224,8 @@ class Text(documents.Documents):
         return DataError(why, path=self.path, key=f"row {row + 1}{token}")
 
     def bytes_read(self) -> int:
-        """UTF-8 bytes of the documents this process read in its last pass."""
+        """UTF-8 bytes of the documents this process read in its last pass (text: never
+        None)."""
         return int(self.counted.get("bytes", 0))
 
     def document_bytes(self) -> npt.NDArray[np.int64]:
