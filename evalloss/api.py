@@ -87,6 +87,7 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
     _check_positive(batch_size, "--batch-size")
     columns = (slice,) if isinstance(slice, str) else tuple(slice)
     sample = sample and distributed.env_world()[1] == 1
+    # ordered: sequence data in file order where the rows are item ids (export, plot, sample)
     settings = replace(Options.of(checksum=not no_hash, **options), slice=columns,
                        slice_bins=check_bins(slice_bins, columns),
                        ordered=per_item is not None or plot is not None or sample)  # fmt: skip

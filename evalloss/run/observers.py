@@ -1,5 +1,5 @@
 """What watches a pass besides the models' sums: paired statistics against the baseline, the
-``--per-item`` export, the sample behind ``--plot``, the progress bar (`run.Observer`).
+``--per-item`` export, the sample behind ``--plot``, the progress bar (`run.batch.Observer`).
 
 `Pairing` feeds every model's item losses, paired with the baseline's, into `stats.PairedSum`
 (a reducible state, merged across processes). `Sample` keeps a bounded, deterministic sample of

@@ -1,6 +1,6 @@
 """Per-slice exact figures (``--slice``): an observer of the pass and a reducible state.
 
-Every batch's items arrive with their slice codes (`run.ItemKeys`); they wait in a list
+Every batch's items arrive with their slice codes (`run.batch.ItemKeys`); they wait in a list
 until `FLUSH_ITEMS` have come, then each column's `slicecells.ColumnSums` adds them to every
 slice at once, in a few NumPy calls whatever the number of slices: exact sums of every
 model's item values (`groupsum.GroupedSum`), integer items, weights and correct elements,
@@ -27,7 +27,7 @@ FLUSH_ITEMS = 1 << 16  # items gathered before they are grouped by slice
 
 
 class SliceSums:
-    """Every model's figures per slice of every ``--slice`` column (an `run.Observer` and a
+    """Every model's figures per slice of every ``--slice`` column (a `run.batch.Observer` and a
     `run.Reducible`)."""
 
     def __init__(self, slicing: Slicing, models: int, base: int | None, *, tokens: bool,
