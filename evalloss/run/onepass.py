@@ -6,20 +6,21 @@ reduction across processes.
 (`distributed`) each reads its share and all check in after every block, so a failure anywhere
 stops them all within a block. What watches the pass (paired statistics, the per-item export,
 the plot's sample, the progress bar) is an `Observer`, fed every batch; `reduce` merges every
-`Reducible` state (the models' sums, the paired sums) exactly, in rank order.
+`stats.state.Reducible` (the models' sums, the paired sums, the slices') exactly, in rank order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from evalloss.errors import DataError, EvallossError
 from evalloss.run import distributed
 from evalloss.run.engine import Accumulator, BadTarget
 from evalloss.run.readahead import prefetch, read_ahead
 from evalloss.sources import Block, DataSource
+from evalloss.stats.state import Reducible
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,18 +61,6 @@ class Observer(Protocol):
         """Items ``row`` ..: their targets (n, ...; None where an item was joined from
         several rows), each model's item losses (n,), the items' weights (n,), and where
         the run is sliced their slice codes and correct elements (``keys``)."""
-        ...
-
-
-class Reducible(Protocol):
-    """A state that merges exactly across processes."""
-
-    def state(self) -> Any:
-        """Plain, picklable data."""
-        ...
-
-    def merge_states(self, states: Sequence[Any]) -> None:
-        """Become the merge of every process's `state` (this one's included), in rank order."""
         ...
 
 
