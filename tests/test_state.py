@@ -3,6 +3,7 @@ computation over all the data at once, rank order, and the declarations of the r
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import pickle
@@ -22,8 +23,17 @@ from evalloss.stats.exact import ExactSum
 from evalloss.stats.paired import PairedSum
 from evalloss.stats.ratio import PairedRatio
 from evalloss.stats.state import (
-    CONCAT, EXACT, MAX, MIN, NESTED, SUM, Reducible, each, fields, keyed,
-)  # fmt: skip
+    CONCAT,
+    EXACT,
+    MAX,
+    MIN,
+    NESTED,
+    SUM,
+    Reducible,
+    each,
+    fields,
+    keyed,
+)
 
 
 class Tally(Reducible):
@@ -75,7 +85,7 @@ CUTS = [0, 7, 7, 250, 321]  # four ranks, one empty, uneven
 def _shards() -> list[Tally]:
     rows, values = _data()
     shards = []
-    for lo, hi in zip(CUTS, CUTS[1:], strict=False):
+    for lo, hi in itertools.pairwise(CUTS):
         tally = Tally()
         for s in range(lo, hi, 40):  # fed in chunks, as batches come
             e = min(s + 40, hi)
