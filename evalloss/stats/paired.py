@@ -8,7 +8,6 @@ difference, paired t interval and test, wins) from a few mergeable running sums.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
