@@ -107,7 +107,7 @@ def test_merge_and_state_give_the_same_figures_as_one_pass(values: list[float], 
     shards = [_paired(values[i::k] or [], baseline[i::k] or []) for i in range(k)]
     merged = PairedSum()
     for shard in reversed(shards):
-        merged.merge(PairedSum.from_state(shard.state()))
+        merged.merge(shard)  # through its plain `state`
     assert merged.comparison(1.0) == whole
 
 

@@ -4,7 +4,8 @@
 gives each item's (sum, weight) with ``reduction='none'``, in float64; what each item adds to
 ``loss_sum`` (its mean, for the losses of v1) is summed with `ExactSum`, so the figure does
 not depend on batch size, order, chunking or the number of processes. An `Accumulator` is a
-reducible state: ``state()`` is plain data, ``merge_states`` folds every process's exactly.
+reducible state (`stats.state.Reducible`): ``state()`` is plain data, ``merge_states`` folds
+every process's exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from evalloss.losses import get as get_loss
 from evalloss.losses.accuracy import correct_items
 from evalloss.report import Result
 from evalloss.stats.exact import ExactSum
+from evalloss.stats.state import EXACT, MAX, SUM, Fold, Reducible, fields
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +41,18 @@ class BadTarget(Exception):  # noqa: N818 - internal signal, turned into a DataE
         self.row, self.column, self.why = row, column, why
 
 
-class Accumulator:
-    """One model's running state over a pass: exact loss sum, counts, time."""
+def _weight_range(states: list[Sequence[int]]) -> tuple[int, int]:
+    """The lightest and heaviest weight of the processes that saw an item."""
+    seen = [w for w in states if w[0] >= 0]
+    return min((w[0] for w in seen), default=-1), max((w[1] for w in seen), default=-1)
+
+
+class Accumulator(Reducible):
+    """One model's running state over a pass: exact loss sum, counts, time (a reducible
+    state: sums merged exactly, counts added, ``seconds`` the slowest process's)."""
+
+    FIELDS = fields(loss_sum=EXACT, element_sum=EXACT, weights=Fold(_weight_range), seconds=MAX,
+                    items=SUM, weight=SUM, nonfinite=SUM, correct=SUM, counted=SUM)  # fmt: skip
 
     def __init__(self, module: nn.Module, loss: Loss, device: torch.device, label: str) -> None:
         self.module, self.loss, self.device, self.label = module, loss, device, label
@@ -131,8 +143,6 @@ class Accumulator:
             self.correct += int(hits[0].sum())
             self.counted += int(hits[1].sum())
 
-    _COUNTS = ("items", "weight", "nonfinite", "correct", "counted")
-
     def _add(self, losses: torch.Tensor, sums: torch.Tensor, weights: torch.Tensor) -> None:
         """Fold one batch in: item values (n,) float64, element sums (n,), weights (n,)."""
         import torch
@@ -163,27 +173,18 @@ class Accumulator:
         value, a mean of one, is its element bit for bit), so the values are not summed twice."""
         return self.loss_sum if self._element_sum is None else self._element_sum
 
-    def state(self) -> dict[str, Any]:
-        """Plain data for reduction across processes (see `merge_states`)."""
-        return {
-            "loss_sum": self.loss_sum.state(),
-            "element_sum": self.element_sum.state(),
-            "weights": (self.lightest, self.heaviest),
-            "seconds": self.seconds,
-            **{name: getattr(self, name) for name in self._COUNTS},
-        }
+    @element_sum.setter
+    def element_sum(self, merged: ExactSum) -> None:
+        self._element_sum = merged
 
-    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Become the exact merge of every process's `state` (this one's included): sums are
-        merged exactly, counts added, ``seconds`` the slowest process's."""
-        self.loss_sum = ExactSum.merged(s["loss_sum"] for s in states)
-        self._element_sum = ExactSum.merged(s["element_sum"] for s in states)
-        seen = [s["weights"] for s in states if s["weights"][0] >= 0]
-        self.lightest = min((w[0] for w in seen), default=-1)
-        self.heaviest = max((w[1] for w in seen), default=-1)
-        for name in self._COUNTS:
-            setattr(self, name, sum(s[name] for s in states))
-        self.seconds = max((s["seconds"] for s in states), default=0.0)
+    @property
+    def weights(self) -> tuple[int, int]:
+        """The lightest and heaviest item weight seen, ``(-1, -1)`` before any item."""
+        return self.lightest, self.heaviest
+
+    @weights.setter
+    def weights(self, merged: tuple[int, int]) -> None:
+        self.lightest, self.heaviest = merged
 
     def result(self) -> Result:
         token = self.loss.unit == "token"

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evalloss.errors import OptionError
 from evalloss.io.files import atomic, check_output
@@ -24,6 +24,7 @@ from evalloss.run.distributed import single_process_only
 from evalloss.run.export import Export, check_path
 from evalloss.stats.paired import PairedSum
 from evalloss.stats.ratio import PairedRatio
+from evalloss.stats.state import NESTED, Reducible, each, fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,10 +40,12 @@ SAMPLE_ITEMS = 200_000  # items kept for the plot
 TOKENS = ("tokens",)  # the per-item export's target column for token losses
 
 
-class Pairing:
+class Pairing(Reducible):
     """Every model against the baseline (model ``base``), item by item: one `PairedSum` each,
     or for token losses (``tokens``) document by document: one `ratio.PairedRatio` each, the
     documents' scored tokens counted from their labels."""
+
+    FIELDS = fields(sums=each(NESTED))
 
     def __init__(self, models: int, base: int, *, tokens: bool = False) -> None:
         self.base, self.tokens = base, tokens
@@ -59,13 +62,6 @@ class Pairing:
                 pair.add(losses[i].numpy(), baseline, batch.weights.numpy())
             else:
                 pair.add(losses[i].numpy(), baseline)
-
-    def state(self) -> dict[int, dict[str, Any]]:
-        return {i: pair.state() for i, pair in self.sums.items()}
-
-    def merge_states(self, states: Sequence[dict[int, dict[str, Any]]]) -> None:
-        for i, pair in self.sums.items():
-            pair.merge_states([s[i] for s in states])
 
     def comparisons(self, results: Sequence[Result]) -> dict[int, Comparison]:
         """Model index -> its paired statistics (the baseline has none)."""

@@ -6,13 +6,13 @@ reduction across processes.
 (`distributed`) each reads its share and all check in after every block, so a failure anywhere
 stops them all within a block. What watches the pass (paired statistics, the per-item export,
 the plot's sample, the progress bar) is an `Observer`, fed every batch; `reduce` merges every
-`Reducible` state (the models' sums, the paired sums) exactly, in rank order.
+`stats.state.Reducible` (the models' sums, the paired sums, the slices') exactly, in rank order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError, EvallossError
 from evalloss.run import distributed
@@ -20,23 +20,12 @@ from evalloss.run.batch import Batch, ItemKeys, Observer
 from evalloss.run.engine import Accumulator, BadTarget
 from evalloss.run.readahead import prefetch, read_ahead
 from evalloss.sources import Block, DataSource
+from evalloss.stats.state import Reducible
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     import torch
-
-
-class Reducible(Protocol):
-    """A state that merges exactly across processes."""
-
-    def state(self) -> Any:
-        """Plain, picklable data."""
-        ...
-
-    def merge_states(self, states: Sequence[Any]) -> None:
-        """Become the merge of every process's `state` (this one's included), in rank order."""
-        ...
 
 
 def one_pass(

@@ -12,26 +12,30 @@ token losses, `ratio.PairedRatio` (documents with tokens only; sum t, sum t**2, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from evalloss.stats.exact import ExactSum
 from evalloss.stats.groupsum import GroupedSum
 from evalloss.stats.paired import PairedSum
 from evalloss.stats.ratio import PairedRatio, products
+from evalloss.stats.state import EXACT, NESTED, SUM, Reducible, each, fields
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
 _HUGE = 2.0**500  # as `stats` and `ratio`: a difference this large has no exact square
-_PAIR_COUNTS = ("n", "wins", "nonfinite", "huge", "sum_t", "sum_t2")
-_PAIR_SUMS = ("sum_d", "sum_d2", "sum_dt")
+# what `ratio.PairedRatio` (and, without the tokens, `stats.PairedSum`) sums, per slice
+_PAIR_COUNTS = tuple(k for k, kind in PairedRatio.FIELDS.items() if kind is SUM)
+_PAIR_SUMS = tuple(k for k, kind in PairedRatio.FIELDS.items() if kind is EXACT)
 
 
-class Cell:
+class Cell(Reducible):
     """One slice's sums: every model's exact loss sum, non-finite items and correct
     elements; items, weight and counted elements; paired sums against the baseline."""
+
+    FIELDS = fields(items=SUM, weight=SUM, counted=SUM, sums=each(EXACT), nonfinite=each(SUM),
+                    correct=each(SUM), paired=each(NESTED))  # fmt: skip
 
     def __init__(self, models: int, base: int | None, tokens: bool) -> None:
         self.items = self.weight = self.counted = 0
@@ -42,22 +46,6 @@ class Cell:
         self.paired: dict[int, PairedSum | PairedRatio] = {
             i: kind() for i in range(models) if base is not None and i != base
         }
-
-    def state(self) -> dict[str, Any]:
-        return {"items": self.items, "weight": self.weight, "counted": self.counted,
-                "sums": [s.state() for s in self.sums], "nonfinite": self.nonfinite,
-                "correct": self.correct,
-                "paired": {m: p.state() for m, p in self.paired.items()}}  # fmt: skip
-
-    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
-        models = range(len(self.sums))
-        for name in ("items", "weight", "counted"):
-            setattr(self, name, sum(s[name] for s in states))
-        self.sums = [ExactSum.merged(s["sums"][m] for s in states) for m in models]
-        self.nonfinite = [sum(s["nonfinite"][m] for s in states) for m in models]
-        self.correct = [sum(s["correct"][m] for s in states) for m in models]
-        for m, pair in self.paired.items():
-            pair.merge_states([s["paired"][m] for s in states])
 
 
 class _Counts:
@@ -164,10 +152,7 @@ class ColumnSums:
         cell.correct = [c[code] for c in self.correct]
         for m, pair in cell.paired.items():
             counts, sums = self.pairs[m]
-            for name in _PAIR_COUNTS:
-                if hasattr(pair, name):
-                    setattr(pair, name, counts[name][code])
-            for name in _PAIR_SUMS:
-                if hasattr(pair, name):
-                    setattr(pair, name, ExactSum(sums[name].partials(code)))
+            for name, kind in pair.FIELDS.items():  # PairedSum's are PairedRatio's, less t
+                found = counts[name][code] if kind is SUM else ExactSum(sums[name].partials(code))
+                setattr(pair, name, found)
         return cell

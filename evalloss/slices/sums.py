@@ -7,7 +7,7 @@ model's item values (`groupsum.GroupedSum`), integer items, weights and correct 
 and against the baseline what `stats.PairedSum` (or `ratio.PairedRatio` for token losses)
 keeps, per model and slice. No per-row and no per-slice Python while the data is read;
 memory is bounded by the slices, not the data. Across processes the slices' sums merge by
-slice value (`state` / `merge_states`), exactly.
+slice value (`by_value`, a `stats.state.keyed` field), exactly.
 `holm` adjusts the p-values of a model's slices of one column (Holm, 1979).
 """
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.report import SliceColumn, SliceFigures, SliceResult, _finite
 from evalloss.slices.cells import Cell, ColumnSums
+from evalloss.stats.state import NESTED, Reducible, each, fields, keyed
 
 if TYPE_CHECKING:
     from evalloss.run.batch import Batch, ItemKeys
@@ -26,9 +27,15 @@ if TYPE_CHECKING:
 FLUSH_ITEMS = 1 << 16  # items gathered before they are grouped by slice
 
 
-class SliceSums:
-    """Every model's figures per slice of every ``--slice`` column (a `run.batch.Observer` and a
-    `run.Reducible`)."""
+def _new_cell(owner: SliceSums) -> Cell:
+    return Cell(owner.models, owner.base, owner.tokens)
+
+
+class SliceSums(Reducible):
+    """Every model's figures per slice of every ``--slice`` column (a `run.batch.Observer` and
+    a `stats.state.Reducible`: its cells merge slice value by slice value)."""
+
+    FIELDS = fields(by_value=each(keyed(NESTED, new=_new_cell)))
 
     def __init__(self, slicing: Slicing, models: int, base: int | None, *, tokens: bool,
                  accuracy: bool) -> None:  # fmt: skip
@@ -81,31 +88,19 @@ class SliceSums:
             codes = np.concatenate([k.groups[column] for k, _, _ in pending])
             sums.add(codes, values, weights, correct, counted)
 
-    def state(self) -> dict[str, list[tuple[str, Any, dict[str, Any]]]]:
-        """Each column's cells keyed by their slice value (codes differ between processes)."""
-        out = {}
+    @property
+    def by_value(self) -> dict[str, dict[tuple[str, Any], Cell]]:
+        """Each column's cells keyed by their slice value and its type (codes differ between
+        processes; 1, 1.0 and True are three slices): what merges across processes."""
         every = self.cells
-        for column in self.slicing.columns:
-            cells = every[column.name]
-            out[column.name] = [(type(column.values[c]).__name__, column.values[c], cell.state())
-                                for c, cell in cells.items()]  # fmt: skip
-        return out
+        return {c.name: {(type(c.values[code]).__name__, c.values[code]): cell
+                         for code, cell in every[c.name].items()}
+                for c in self.slicing.columns}  # fmt: skip
 
-    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Become the exact merge of every process's cells, slice value by slice value."""
-        merged_columns = {}
-        for column in self.slicing.columns:
-            found: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-            for state in states:
-                for kind, value, cell in state[column.name]:
-                    found.setdefault((kind, value), []).append(cell)
-            merged = {}
-            for (_, value), cells in found.items():
-                cell = Cell(self.models, self.base, self.tokens)
-                cell.merge_states(cells)
-                merged[column.code(value)] = cell
-            merged_columns[column.name] = merged
-        self._merged = merged_columns
+    @by_value.setter
+    def by_value(self, merged: dict[str, dict[tuple[str, Any], Cell]]) -> None:
+        self._merged = {c.name: {c.code(value): cell for (_, value), cell in merged[c.name].items()}
+                        for c in self.slicing.columns}  # fmt: skip
 
     def results(self, model: int, base_figures: dict[tuple[str, int], float | None]
                 ) -> tuple[SliceResult, ...]:  # fmt: skip

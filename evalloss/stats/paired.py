@@ -8,11 +8,11 @@ difference, paired t interval and test, wins) from a few mergeable running sums.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evalloss.stats.exact import ExactSum
+from evalloss.stats.state import EXACT, SUM, Reducible, fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,14 +51,14 @@ def _squares(d: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ...]:
     return hi, lo
 
 
-class PairedSum:
+class PairedSum(Reducible):
     """Running paired statistics of one model against the baseline, item by item.
 
     For every item, ``d = loss - baseline_loss`` (float64). The state is four numbers: the item
     count ``n``, the exact sum of ``d``, the exact sum of ``d**2`` (each square split into two
     floats so that no bit is lost) and the count of ``d < 0`` (wins), plus the count of items
-    where either loss is not finite. It is mergeable (`merge`) and has a plain-data form
-    (`state` / `from_state`) for reduction across processes; no per-item value is kept.
+    where either loss is not finite. It is a `state.Reducible` (mergeable across processes,
+    or shard by shard with `merge`); no per-item value is kept.
 
     `comparison` turns it into a `Comparison`: ``delta`` (mean ``d``), ``relative``, the
     paired t interval ``ci95``, the two-sided paired t-test ``p_value`` and ``wins``. The
@@ -74,6 +74,7 @@ class PairedSum:
     """
 
     __slots__ = ("huge", "n", "nonfinite", "sum_d", "sum_d2", "wins")
+    FIELDS = fields(n=SUM, wins=SUM, nonfinite=SUM, huge=SUM, sum_d=EXACT, sum_d2=EXACT)
 
     def __init__(self) -> None:
         self.n = self.wins = self.nonfinite = self.huge = 0
@@ -98,45 +99,6 @@ class PairedSum:
             d = d[~big]
         for part in _squares(d):
             self.sum_d2.add(part)
-
-    def merge(self, other: PairedSum) -> None:
-        """Add another shard's state (e.g. another process's), as if its items were fed here."""
-        self.n += other.n
-        self.wins += other.wins
-        self.nonfinite += other.nonfinite
-        self.huge += other.huge
-        self.sum_d.merge(other.sum_d)
-        self.sum_d2.merge(other.sum_d2)
-
-    def state(self) -> dict[str, Any]:
-        """Plain data (ints, floats, lists, bools) that `from_state` rebuilds exactly."""
-        return {
-            "n": self.n,
-            "wins": self.wins,
-            "nonfinite": self.nonfinite,
-            "huge": self.huge,
-            "sum_d": self.sum_d.state(),
-            "sum_d2": self.sum_d2.state(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> PairedSum:
-        paired = cls()
-        paired.n, paired.wins = int(state["n"]), int(state["wins"])
-        paired.nonfinite, paired.huge = int(state["nonfinite"]), int(state["huge"])
-        paired.sum_d = ExactSum.from_state(state["sum_d"])
-        paired.sum_d2 = ExactSum.from_state(state["sum_d2"])
-        return paired
-
-    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Become the exact merge of every process's `state` (this one's included)."""
-        merged = PairedSum()
-        for state in states:
-            merged.merge(PairedSum.from_state(state))
-        self.n, self.wins, self.nonfinite, self.huge = (
-            merged.n, merged.wins, merged.nonfinite, merged.huge
-        )  # fmt: skip
-        self.sum_d, self.sum_d2 = merged.sum_d, merged.sum_d2
 
     def comparison(self, baseline_loss_per_item: float | None) -> Comparison:
         """The paired statistics, given the baseline's loss per item (for ``relative``)."""

@@ -18,12 +18,12 @@ processes like every reducible state.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evalloss.stats.exact import ExactSum
 from evalloss.stats.paired import t_interval
+from evalloss.stats.state import EXACT, SUM, Reducible, fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,11 +47,11 @@ def products(
     return hi, lo
 
 
-class PairedRatio:
+class PairedRatio(Reducible):
     """Running cluster-robust paired statistics of one model against the baseline."""
 
-    _SUMS = ("sum_d", "sum_d2", "sum_dt")
-    _COUNTS = ("n", "wins", "nonfinite", "huge", "sum_t", "sum_t2")
+    FIELDS = fields(n=SUM, wins=SUM, nonfinite=SUM, huge=SUM, sum_t=SUM, sum_t2=SUM,
+                    sum_d=EXACT, sum_d2=EXACT, sum_dt=EXACT)  # fmt: skip
 
     def __init__(self) -> None:
         self.n = self.wins = self.nonfinite = self.huge = self.sum_t = self.sum_t2 = 0
@@ -89,19 +89,6 @@ class PairedRatio:
         hi, lo = products(d, t.astype(np.float64))
         self.sum_dt.add(hi)
         self.sum_dt.add(lo)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            **{name: getattr(self, name) for name in self._COUNTS},
-            **{name: getattr(self, name).state() for name in self._SUMS},
-        }
-
-    def merge_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Become the exact merge of every process's `state` (this one's included)."""
-        for name in self._COUNTS:
-            setattr(self, name, sum(s[name] for s in states))
-        for name in self._SUMS:
-            setattr(self, name, ExactSum.merged(s[name] for s in states))
 
     def comparison(self, baseline_per_token: float | None) -> Comparison:
         """The statistics, given the baseline's loss per token (for ``relative``)."""
