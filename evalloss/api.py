@@ -171,7 +171,7 @@ def _prepare(
 
 def _taps(plan: Plan, asked: _Asked) -> Taps:
     """What watches the pass besides the models' sums, checked before any data is read."""
-    token = plan.loss.unit == "token"
+    token = plan.loss.per_token
     taps = Taps(names=unique_names([c.path for c in plan.checkpoints]),
                 targets=TOKENS if token else plan.source.targets,
                 integer_targets=plan.loss.classes or token,
@@ -190,7 +190,7 @@ def _report(
     gated; then the taps finished (the export put in place, the plot drawn)."""
     plan, taps = ready.run.plan, ready.taps
     models = len(plan.checkpoints)
-    token = plan.loss.unit == "token"
+    token = plan.loss.per_token
     pairing = Pairing(models, base, tokens=token) if base is not None else None
     sliced = _slice_sums(plan, models, base)
     with taps:
@@ -223,7 +223,7 @@ def _slice_sums(plan: Plan, models: int, base: int | None) -> SliceSums | None:
     if plan.source.bytes_read() is not None and len(set(plan.tokenizers)) > 1:
         raise OptionError("the models' tokenizers differ, so there is no per-token figure "
                           "to slice; slice models of one tokenizer at a time", key="--slice")
-    return SliceSums(slicing, models, base, tokens=plan.loss.unit == "token",
+    return SliceSums(slicing, models, base, tokens=plan.loss.per_token,
                      accuracy=plan.loss.has_accuracy)  # fmt: skip
 
 

@@ -207,6 +207,11 @@ class Report:
     # the per-item losses behind the HTML report's distributions (`compare(sample=True)`)
     sample: ItemSample | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def per_token(self) -> bool:
+        """A token loss's report (ranked per token, or per byte of text): token figures."""
+        return self.unit != "item"
+
     def to_dict(self) -> dict[str, Any]:
         """The contract's JSON report: plain types, ``None`` for every non-finite number."""
         out: dict[str, Any] = _clean(asdict(replace(self, sample=None)))
@@ -219,7 +224,7 @@ class Report:
             model.pop("per_byte")
             _slices_dict(model, self)
             model.pop("cached")
-            if self.unit == "item":
+            if not self.per_token:
                 for key in _TOKEN_KEYS:
                     model.pop(key)
             if not self.by_element:
@@ -247,7 +252,7 @@ def _slices_dict(model: dict[str, Any], report: Report) -> None:
     if not report.slicing:
         model.pop("slices")
     drop = (*_unless(report.has_baseline, "vs_baseline", "p_holm"),
-            *_unless(report.unit != "item", "loss_per_token"))  # fmt: skip
+            *_unless(report.per_token, "loss_per_token"))  # fmt: skip
     for entry in model.get("slices", ()):
         for key in drop:
             entry.pop(key)

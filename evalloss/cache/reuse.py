@@ -77,7 +77,7 @@ def lookup(plan: Plan, folder: PathLike, max_size: int | None, *, ordered: bool)
         why = "where the models' tokenizers differ (the items are weighted by bytes)"
     elif factory.accepts(plan.options.data, plan.options):
         why = "with a Dataset factory (what it reads cannot be hashed)"
-    elif sliced(plan) and plan.loss.unit == "token":
+    elif sliced(plan) and plan.loss.per_token:
         why = "with --slice over documents (an entry does not keep a document's slices)"
     if why is not None:
         warnings.warn(f"--cache is not used {why}: every model is evaluated",
@@ -120,7 +120,7 @@ def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> di
         "no_header": options.no_header,
         "sequence": [
             options.context, options.stride, options.token_dtype, options.tokens_column,
-            options.text_column, ordered if plan.loss.unit == "token" else None,
+            options.text_column, ordered if plan.loss.per_token else None,
         ],
         "tensors": [options.inputs_key, options.targets_key, options.ignore_index],
         "tokenizer": None if tokenizer is None else _sha256(tokenizer),
@@ -177,7 +177,7 @@ class Cached(prepared.Prepared):
         cached), and the source read (None where every model is cached)."""
         plan = self.plan
         accumulators: list[Accumulator | None] = [None] * len(plan.checkpoints)
-        targets = plan.loss.unit != "token"  # tabular: the targets recorded too
+        targets = not plan.loss.per_token  # tabular: the targets recorded too
         if self.built:  # one pass
             recorder = Recorder(targets=targets)
             onepass.one_pass(plan.source, plan.dtype, plan.device, self.built, [recorder],

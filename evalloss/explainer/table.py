@@ -65,7 +65,7 @@ def explain(
     plan = resolve([checkpoint], settings)
     warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
-    token = plan.loss.unit == "token"
+    token = plan.loss.per_token
     regroup: _Regrouping | TokenRegrouping = (
         TokenRegrouping(sizes, progress)
         if token

@@ -1,41 +1,55 @@
-"""The loss registry: name -> a `Loss` (`loss.py`: per-item loss, accuracy, and what targets
-it takes). Every loss gives each item's (sum, weight); ``causal-lm`` (`CausalLM`, in
-`causal.py`) makes the token the unit.
+"""The loss table: one `Row` per loss (`loss.py`: its name, criterion, target kind, default
+ignore index, accuracy rule), and `get`, the `Loss` built from a row (per-item loss, accuracy,
+and what targets it takes). Every loss gives each item's (sum, weight); ``causal-lm``
+(`CausalLM`, in `causal.py`) makes the token the unit.
+
+A new loss is one row of `ROWS`: the CLI's ``--loss`` choices (`NAMES`), a checkpoint's
+``evalloss.loss``, the report's ``loss`` and docs/report-schema.json's enum all read it.
 """
 
 from __future__ import annotations
 
 from evalloss.errors import LossError
-from evalloss.losses.causal import CausalLM
-from evalloss.losses.loss import Loss
+from evalloss.losses.accuracy import Accuracy
+from evalloss.losses.causal import IGNORE, CausalLM
+from evalloss.losses.loss import Loss, Row, Target, cross_entropy
 
-__all__ = ["CLASSIFICATION", "NAMES", "CausalLM", "Loss", "get"]
+__all__ = ["NAMES", "ROWS", "Accuracy", "CausalLM", "Loss", "Row", "Target", "get", "row"]
 
-NAMES = (
-    "cross-entropy", "nll", "bce-logits", "bce", "mse", "l1", "smooth-l1", "huber", "causal-lm",
-)  # fmt: skip
-CLASSIFICATION = ("cross-entropy", "nll")
+ROWS: dict[str, Row] = {r.name: r for r in (
+    Row("cross-entropy", cross_entropy, Target.CLASSES, Accuracy.ARGMAX),
+    Row("nll", "nll_loss", Target.CLASSES, Accuracy.ARGMAX),
+    Row("bce-logits", "binary_cross_entropy_with_logits", Target.BINARY, Accuracy.LOGIT),
+    Row("bce", "binary_cross_entropy", Target.BINARY, Accuracy.PROBABILITY),
+    Row("mse", "mse_loss", Target.VALUES),
+    Row("l1", "l1_loss", Target.VALUES),
+    Row("smooth-l1", "smooth_l1_loss", Target.VALUES),
+    Row("huber", "huber_loss", Target.VALUES),
+    Row("causal-lm", "cross_entropy", Target.TOKENS, ignore_index=IGNORE, kind=CausalLM),
+)}  # fmt: skip
+NAMES = tuple(ROWS)  # the table's names at import: the CLI's --loss choices
+
+
+def row(name: str, key: str = "--loss") -> Row:
+    """The table's row ``name``, or a `LossError` naming the choices (said of ``key``)."""
+    found = ROWS.get(name)
+    if found is None:
+        raise LossError(f"unknown loss {name!r}; choose one of {', '.join(ROWS)}", key=key)
+    return found
 
 
 def get(name: str, ignore_index: int | None = None) -> Loss:
-    """The registered loss ``name``; ``ignore_index``: a class target never scored (255)."""
-    if name not in NAMES:
-        raise LossError(f"unknown loss {name!r}; choose one of {', '.join(NAMES)}", key="--loss")
-    if name == "causal-lm":
-        _ignore_index(name, ignore_index)  # refused: causal-lm masks labels with -100
-        return CausalLM(name=name, classes=False, binary=False, has_accuracy=False)
-    return Loss(
-        name=name,
-        classes=name in CLASSIFICATION,
-        binary=name in ("bce", "bce-logits"),
-        has_accuracy=name in (*CLASSIFICATION, "bce", "bce-logits"),
-        ignore_index=_ignore_index(name, ignore_index),
-    )
+    """The loss ``name``, built from its row; ``ignore_index``: a class target never scored
+    (255), else the row's own."""
+    found = row(name)
+    given = _ignore_index(found, ignore_index)
+    return found.kind(row=found, ignore_index=found.ignore_index if given is None else given)
 
 
-def _ignore_index(name: str, value: int | None) -> int | None:
+def _ignore_index(found: Row, value: int | None) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise LossError(f"must be an integer, got {value!r}", key="--ignore-index")
-    if value is not None and name not in CLASSIFICATION:
-        raise LossError(f"applies to cross-entropy and nll, not {name}", key="--ignore-index")
+    if value is not None and found.target is not Target.CLASSES:
+        takes = " and ".join(r.name for r in ROWS.values() if r.target is Target.CLASSES)
+        raise LossError(f"applies to {takes}, not {found.name}", key="--ignore-index")
     return value

@@ -1,18 +1,29 @@
-"""Each item's correct target elements: what per-slice ``accuracy`` adds up (`slices`).
+"""The accuracy rule: each item's correct and counted target elements, computed once.
 
-`losses.Loss.correct` counts a whole batch; the slices need the counts item by item, the
-same predictions (argmax over classes, logits above 0, probabilities above 0.5) and the same
-counted elements (less ``--ignore-index`` ones).
+A loss's row names its rule (`Accuracy`): the class with the highest output, a logit above 0,
+a probability above 0.5, or none. `correct_items` counts item by item (what per-slice
+``accuracy`` adds up, `slices`); `Loss.correct` is their totals (a run's ``accuracy``), so the
+two can never disagree. A counted element is every target element, less ``ignore_index`` ones.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-    from evalloss.losses import Loss
+    from evalloss.losses.loss import Loss
+
+
+class Accuracy(enum.Enum):
+    """How a loss's outputs become predicted targets, for ``accuracy``."""
+
+    NONE = "none"  # no accuracy (regression, tokens)
+    ARGMAX = "argmax"  # class outputs (N, C, d1, ...): the highest class
+    LOGIT = "logit > 0"  # logits: 1 above 0
+    PROBABILITY = "probability > 0.5"  # probabilities: 1 above 0.5
 
 
 def correct_items(
@@ -22,18 +33,17 @@ def correct_items(
     where the loss has no accuracy."""
     import torch
 
-    if not loss.has_accuracy:
+    rule = loss.row.accuracy
+    if rule is Accuracy.NONE:
         return None
     outputs, targets = loss.align(outputs, targets)
-    counted = None
-    if loss.classes:
+    if rule is Accuracy.ARGMAX:
         predicted = outputs.argmax(dim=1)  # (N, C, d1, ...) -> (N, d1, ...)
-        if loss.ignore_index is not None:
-            counted = (targets != loss.ignore_index).reshape(len(targets), -1)
-    elif loss.name == "bce-logits":
-        predicted = (outputs > 0).to(targets.dtype)
     else:
-        predicted = (outputs > 0.5).to(targets.dtype)
+        predicted = (outputs > (0 if rule is Accuracy.LOGIT else 0.5)).to(targets.dtype)
     hits = (predicted == targets).reshape(len(targets), -1)  # (N, E)
-    counted = torch.ones_like(hits) if counted is None else counted
+    if loss.ignore_index is None:
+        counted = torch.ones_like(hits)
+    else:
+        counted = (targets != loss.ignore_index).reshape(len(targets), -1)
     return (hits & counted).sum(dim=1).cpu(), counted.sum(dim=1).cpu()

@@ -29,9 +29,8 @@ CHUNK_ELEMENTS = 1 << 25  # logits per cross-entropy call (128 MiB of float32)
 
 @dataclass(frozen=True)
 class CausalLM(Loss):
-    """Next-token cross-entropy, summed per item over its scored tokens."""
-
-    unit: str = "token"
+    """Next-token cross-entropy, summed per item over its scored tokens (its row's target
+    kind: tokens; its ignore index: `IGNORE`, always)."""
 
     def logits(self, outputs: Any) -> torch.Tensor | None:
         """The logits in ``outputs``: the tensor, a tuple's first element, or ``.logits``."""
@@ -83,8 +82,8 @@ class CausalLM(Loss):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's summed negative log-likelihood (N,) float64 and scored tokens (N,)."""
         import torch
-        import torch.nn.functional as F
 
+        criterion = self.functional()  # F.cross_entropy
         n, length, vocabulary = outputs.shape
         logits = outputs if outputs.dtype in (torch.float32, torch.float64) else outputs.float()
         sums = torch.zeros(n, dtype=torch.float64, device=outputs.device)
@@ -92,7 +91,7 @@ class CausalLM(Loss):
         for start in range(0, n, rows):
             chunk = logits[start : start + rows]  # (r, L, V)
             labels = targets[start : start + rows]  # (r, L)
-            token = F.cross_entropy(
+            token = criterion(
                 chunk.reshape(-1, vocabulary), labels.reshape(-1), reduction="none",
                 ignore_index=IGNORE,
             )  # (r * L,), 0 where ignored  # fmt: skip
@@ -103,6 +102,3 @@ class CausalLM(Loss):
     def item_values(self, sums: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """What each item adds to ``loss_sum``: its whole sum (the token is the unit)."""
         return sums
-
-    def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
-        return 0, 0

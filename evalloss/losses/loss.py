@@ -1,5 +1,6 @@
-"""A loss: a named criterion, each item's (sum, weight) under it, its accuracy, and the
-targets it takes.
+"""A loss: one row of the table (`Row`: its name, criterion, target kind, default ignore
+index and accuracy rule), and the `Loss` built from it: each item's (sum, weight) under the
+criterion, its accuracy, and the targets it takes.
 
 Per-item loss, as the contract defines it: the criterion with ``reduction='none'``, then the
 mean over the item's non-batch elements, so ``loss_i`` equals the criterion's default
@@ -8,30 +9,65 @@ mean over the item's non-batch elements, so ``loss_i`` equals the criterion's de
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import LossError
+from evalloss.losses.accuracy import Accuracy, correct_items
 
 if TYPE_CHECKING:
     import torch
 
 
+class Target(enum.Enum):
+    """What a loss's targets are."""
+
+    CLASSES = "classes"  # class ids (N, d1, ...) against outputs (N, C, d1, ...)
+    BINARY = "binary"  # probabilities in [0, 1], the outputs' shape
+    VALUES = "values"  # any numbers, the outputs' shape
+    TOKENS = "tokens"  # next-token labels (N, L) against logits (N, L, V): the token is the unit
+
+
 @dataclass(frozen=True)
 class Loss:
-    """A named criterion. Class losses score outputs (N, C, d1, ...) against integer targets
-    (N, d1, ...) in [0, C) (a tabular row's (N, T): (N, C, T), or (N, C) for T = 1); the others
-    outputs of the targets' own shape. An item's weight: its counted elements (all, less the
-    ``ignore_index`` ones of a class loss, e.g. a mask's 255)."""
+    """A named criterion (its `Row`). Class losses score outputs (N, C, d1, ...) against
+    integer targets (N, d1, ...) in [0, C) (a tabular row's (N, T): (N, C, T), or (N, C) for
+    T = 1); the others outputs of the targets' own shape. An item's weight: its counted
+    elements (all, less the ``ignore_index`` ones of a class loss, e.g. a mask's 255)."""
 
-    name: str
-    classes: bool  # targets are class indices (cross-entropy, nll)
-    binary: bool  # targets are probabilities in [0, 1] (bce, bce-logits)
-    has_accuracy: bool
-    unit: str = "item"  # what ranks: loss per item ("item") or per token ("token", `causal`)
-    ignore_index: int | None = None  # class losses: a target value that is never scored
+    row: Row
+    ignore_index: int | None = None  # a target value that is never scored
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def classes(self) -> bool:
+        """Targets are class indices (cross-entropy, nll)."""
+        return self.row.target is Target.CLASSES
+
+    @property
+    def binary(self) -> bool:
+        """Targets are probabilities in [0, 1] (bce, bce-logits)."""
+        return self.row.target is Target.BINARY
+
+    @property
+    def has_accuracy(self) -> bool:
+        return self.row.accuracy is not Accuracy.NONE
+
+    @property
+    def per_token(self) -> bool:
+        """The token is the unit (`causal`): loss per token ranks, not loss per item."""
+        return self.row.per_token
+
+    @property
+    def unit(self) -> str:
+        """What ranks: loss per ``"item"`` or per ``"token"``."""
+        return "token" if self.per_token else "item"
 
     def logits(self, outputs: Any) -> torch.Tensor | None:
         """The tensor the loss scores: the model's output itself (None if not a tensor)."""
@@ -40,16 +76,14 @@ class Loss:
         return outputs if isinstance(outputs, torch.Tensor) else None
 
     def functional(self) -> Callable[..., torch.Tensor]:
-        """The criterion (cross-entropy: torch's, faster for few classes, `_cross_entropy`)."""
-        import torch.nn.functional as F
+        """The row's criterion (cross-entropy: torch's, faster for few classes,
+        `cross_entropy`)."""
+        criterion = self.row.criterion
+        if isinstance(criterion, str):
+            import torch.nn.functional as F
 
-        table: dict[str, Callable[..., torch.Tensor]] = {
-            "cross-entropy": _cross_entropy, "nll": F.nll_loss,
-            "bce-logits": F.binary_cross_entropy_with_logits, "bce": F.binary_cross_entropy,
-            "mse": F.mse_loss, "l1": F.l1_loss, "smooth-l1": F.smooth_l1_loss,
-            "huber": F.huber_loss,
-        }  # fmt: skip
-        return table[self.name]
+            return getattr(F, criterion)  # type: ignore[no-any-return]
+        return criterion
 
     def per_item(
         self, outputs: torch.Tensor, targets: torch.Tensor
@@ -78,20 +112,9 @@ class Loss:
 
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         """(correct, counted) target elements (a mask's counted pixels, a multi-label item's
-        labels), for ``accuracy``; (0, 0) when not defined."""
-        if not self.has_accuracy:
-            return 0, 0
-        outputs, targets = self.align(outputs, targets)
-        if self.classes:
-            predicted = outputs.argmax(dim=1)  # (N, C, d1, ...) -> (N, d1, ...)
-            if self.ignore_index is not None:
-                counted = targets != self.ignore_index
-                return int(((predicted == targets) & counted).sum()), int(counted.sum())
-        elif self.name == "bce-logits":
-            predicted = (outputs > 0).to(targets.dtype)
-        else:
-            predicted = (outputs > 0.5).to(targets.dtype)
-        return int((predicted == targets).sum()), targets.numel()
+        labels), for ``accuracy``: the totals of `correct_items`; (0, 0) when not defined."""
+        hits = correct_items(self, outputs, targets)
+        return (0, 0) if hits is None else (int(hits[0].sum()), int(hits[1].sum()))
 
     def invalid_target(
         self, outputs: torch.Tensor, targets: torch.Tensor
@@ -175,7 +198,25 @@ class Loss:
         return targets.long()
 
 
-def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, **options: Any) -> torch.Tensor:
+@dataclass(frozen=True)
+class Row:
+    """A loss, declared once: what the CLI's choices, `get`, the report's ``loss`` (and the
+    schema's enum), a checkpoint's ``evalloss.loss`` and the docs read."""
+
+    name: str  # the CLI's, the report's, the schema's and the metadata's name
+    criterion: Callable[..., torch.Tensor] | str  # or its name in torch.nn.functional
+    target: Target
+    accuracy: Accuracy = Accuracy.NONE
+    ignore_index: int | None = None  # the target value never scored when none is given
+    kind: type[Loss] = Loss  # the class that applies it (`CausalLM` for its own rules)
+
+    @property
+    def per_token(self) -> bool:
+        """The token is the unit: an item adds its summed tokens to ``loss_sum``."""
+        return self.target is Target.TOKENS
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor, **options: Any) -> torch.Tensor:
     """``F.cross_entropy``, faster for few classes of float32 on a CPU with AVX-512, to the
     same bits.
 

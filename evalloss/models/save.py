@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evalloss.errors import LossError, OptionError
+from evalloss.errors import OptionError
 from evalloss.io.files import atomic
 
 if TYPE_CHECKING:
@@ -37,11 +37,11 @@ def save(
     """
     from safetensors.torch import save as to_bytes
 
-    from evalloss.losses import NAMES
+    from evalloss.losses import row
     from evalloss.models.layers import describe
 
-    if loss is not None and loss not in NAMES:
-        raise LossError(f"unknown loss {loss!r}; choose one of {', '.join(NAMES)}", key="loss")
+    if loss is not None:
+        row(loss, key="loss")  # a name of the loss table, or a LossError naming them
     metadata: dict[str, str] = {}
     spec = describe(module)
     if spec is not None:

@@ -26,7 +26,7 @@ BASELINE = " (baseline)"
 def columns(report: Report) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The model table's fields and headers: per token for a token loss (and bits per byte
     for text), else per item (and per counted element where items differ in weight)."""
-    if report.unit == "item":
+    if not report.per_token:
         return (ELEMENT_COLUMNS, ELEMENT_HEADERS) if report.by_element else (COLUMNS, HEADERS)
     if report.unit == "byte":  # bits per byte ranks: it first
         return (*TOKEN_COLUMNS[:2], "bits_per_byte", *TOKEN_COLUMNS[2:]), (

@@ -37,7 +37,7 @@ def value(piece: SliceResult) -> str:
 
 def tables(report: Report, name: Callable[[ModelResult], str] | None = None) -> list[SliceTable]:
     """One `SliceTable` per slice column, in command-line order."""
-    per = "token" if report.unit != "item" else "item"
+    per = "token" if report.per_token else "item"
     headers = tuple(h.format(unit=per) for h in HEADERS)
     if report.has_baseline:
         headers += VS_HEADERS

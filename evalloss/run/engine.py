@@ -60,7 +60,7 @@ class Accumulator(Reducible):
         self._element_sum: ExactSum | None = None  # None: `loss_sum` (see `element_sum`)
         self.items = self.weight = self.nonfinite = self.correct = self.counted = 0
         self.lightest = self.heaviest = -1  # the smallest and largest item weight seen
-        self.vocabulary = _vocabulary(module) if loss.unit == "token" else None
+        self.vocabulary = _vocabulary(module) if loss.per_token else None
         self.input_dtype = _float_dtype(module)  # uint8 inputs become it on the device
         self.last_weights: torch.Tensor | None = None
         self.last_correct: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -150,10 +150,10 @@ class Accumulator(Reducible):
         finite = torch.isfinite(losses)
         n_finite = int(finite.sum())
         self._weighed(weights)
-        if self._element_sum is None and self.heaviest > 1 and self.loss.unit == "item":
+        if self._element_sum is None and self.heaviest > 1 and not self.loss.per_token:
             self._element_sum = ExactSum.from_state(self.loss_sum.state())  # the same so far
         self.loss_sum.add(losses.numpy() if n_finite == len(losses) else losses[finite].numpy())
-        if self._element_sum is not None and self.loss.unit == "item":  # token: loss_sum
+        if self._element_sum is not None and not self.loss.per_token:  # token: loss_sum
             sums = sums.cpu()
             self._element_sum.add(sums[finite].numpy() if n_finite < len(sums) else sums.numpy())
         self.nonfinite += len(losses) - n_finite
@@ -187,7 +187,7 @@ class Accumulator(Reducible):
         self.lightest, self.heaviest = merged
 
     def result(self) -> Result:
-        token = self.loss.unit == "token"
+        token = self.loss.per_token
         elements = self.loss_sum if token else self.element_sum
         return Result(
             # a sum past float64's range is no figure either: null, like a non-finite item

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evalloss.errors import CheckpointError, LossError, OptionError, shown
-from evalloss.losses import NAMES as LOSS_NAMES
+from evalloss.losses import ROWS as LOSS_ROWS
 from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
 from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
@@ -120,7 +120,7 @@ def _context(
     checkpoints: Sequence[Checkpoint], loss: Loss, options: Options
 ) -> tuple[int | None, int | None]:
     """``--context`` and ``--stride``: as given, else the context the models declare."""
-    declared = _declared_context(checkpoints) if loss.unit == "token" else None
+    declared = _declared_context(checkpoints) if loss.per_token else None
     if declared is not None and options.context is None:
         return declared, declared
     if declared is not None and options.context is not None and options.context > declared:
@@ -152,10 +152,10 @@ def _loss(
     checkpoints: Sequence[Checkpoint], given: str | None, ignore_index: int | None = None
 ) -> Loss:
     name = _agreed(checkpoints, "evalloss.loss", given, "--loss")
-    if given is None and name not in LOSS_NAMES:
+    if given is None and name not in LOSS_ROWS:
         path = next(c.path for c in checkpoints if c.metadata.get("evalloss.loss") == name)
         raise LossError(
-            f"unknown loss {name[:100]!r}; choose one of {', '.join(LOSS_NAMES)}",
+            f"unknown loss {name[:100]!r}; choose one of {', '.join(LOSS_ROWS)}",
             path=path,
             key="evalloss.loss",
         )

@@ -45,7 +45,7 @@ def build_report(
     ``slices``: the run's slice columns and each model's figures on them (``--slice``)."""
     results = [a.result() for a in accumulators]
     vs = _comparisons(pairing, results, text_bytes if by_bytes else None)
-    token = plan.loss.unit == "token"
+    token = plan.loss.per_token
     figures = [r.loss_per_token if token else r.loss_per_item for r in results]
     if by_bytes and text_bytes:
         figures = [None if r.loss_sum is None else r.loss_sum / text_bytes for r in results]

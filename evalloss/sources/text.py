@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, OptionError, shown
 from evalloss.io import remote
+from evalloss.losses import ROWS as LOSSES
 from evalloss.sources import documents, textlabels
 from evalloss.sources.base import Block, Gather
 
@@ -38,7 +39,7 @@ def accepts(path: str, options: Options) -> bool:
     data is read as it is)."""
     lower = path.lower()
     if lower.endswith(TEXT_SUFFIXES):  # else a .txt may be a CSV file of numbers
-        return options.tokenizer is not None or options.loss == "causal-lm"
+        return options.tokenizer is not None or _per_token(options.loss)
     if options.tokenizer is None or not lower.endswith(TABLE_SUFFIXES):
         return False
     try:
@@ -233,6 +234,12 @@ class Text(documents.Documents):
         import numpy as np
 
         return np.concatenate(self.counted.get("documents") or [np.empty(0, np.int64)])
+
+
+def _per_token(loss: str | None) -> bool:
+    """``loss`` makes the token the unit (``causal-lm``): text is its data."""
+    row = LOSSES.get(loss) if loss is not None else None
+    return row is not None and row.per_token
 
 
 def _lines(path: str) -> Iterator[list[str]]:
