@@ -1,12 +1,13 @@
 """The architecture stays as docs/architecture.md draws it: layers (import-linter, in .ci/run),
 one concern per module (a module past 500 lines is two), click in cli/ only, tabulate in render/ only, CLI options
-that mirror the API's keywords and registries, and a new data source that is one module plus
-one registry line."""
+that mirror the API's keywords and registries, a new data source that is one module plus
+one registry line, and a new loss that is one row of the loss table."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import math
 from pathlib import Path
 
 import click
@@ -91,6 +92,7 @@ def test_cli_choices_are_the_registries() -> None:
     for command in (cli.commands["compare"], cli.commands["explain"]):
         options = _options(command)  # type: ignore[arg-type]
         assert list(options["loss"].type.choices) == list(losses.NAMES)  # type: ignore[attr-defined]
+        assert list(losses.NAMES) == list(losses.ROWS)  # the loss table's names
         assert list(options["fmt"].type.choices) == list(render.FORMATS)  # type: ignore[attr-defined]
         assert list(options["precision"].type.choices) == list(PRECISIONS)  # type: ignore[attr-defined]
 
@@ -143,6 +145,34 @@ def test_a_new_data_source_is_one_module_and_one_registry_line(
     csv = evalloss.compare([ckpt], data=tmp_path / "d.csv", precision="float64")
     assert jsonl.models[0].loss_sum == csv.models[0].loss_sum
     assert jsonl.models[0].items == 20
+
+
+# -- a hypothetical loss: one row of the loss table ------------------------------------------
+
+
+def test_a_new_loss_is_one_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Poisson negative log-likelihood (log rates against counts), registered by one row: a
+    checkpoint names it, `compare` runs it, and its loss_sum is an independent float64 sum."""
+    import torch.nn.functional as F
+
+    row = losses.Row("poisson-nll", F.poisson_nll_loss, losses.Target.VALUES)
+    monkeypatch.setitem(losses.ROWS, row.name, row)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(nets.linear())  # an allow-listed layer: no --model
+    ckpt = tmp_path / "m.safetensors"
+    evalloss.save(net, ckpt, loss="poisson-nll", target="y")
+    rows = [[0.5 * i, 1.0 - 0.1 * i, 0.25 * (i % 5), float(i % 4)] for i in range(20)]
+    (tmp_path / "d.csv").write_text(
+        "a,b,c,y\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+    )
+    report = evalloss.compare([ckpt], data=tmp_path / "d.csv", precision="float64")
+    (model,) = report.models
+    assert report.loss == "poisson-nll" and model.items == 20 and model.accuracy is None
+    net = net.double()
+    with torch.no_grad():  # one item at a time: exp(log rate) - count x log rate
+        rates = [float(net(torch.tensor([r[:3]], dtype=torch.float64))[0, 0]) for r in rows]
+    want = math.fsum(math.exp(o) - r[3] * o for o, r in zip(rates, rows, strict=True))
+    assert model.loss_sum == pytest.approx(want, rel=1e-12)
 
 
 def test_no_import_loop_at_run_time() -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from evalloss import losses
 from evalloss.cli import cli
 from tests.oracles import assert_same_text
 
@@ -151,3 +152,22 @@ def test_readme_language_model_example_is_live(monkeypatch: pytest.MonkeyPatch) 
     log = json.loads((root / "checkpoints" / "lm" / "training_log.json").read_text())
     for name, run in log.items():
         assert f"| {name}" in section and str(run["epoch_loss"]) in section
+
+
+def _named(text: str) -> list[str]:
+    """The loss names written in ``text``, as code (`mse`), in order."""
+    return [n for n in re.findall(r"`([a-z0-9-]+)`", text) if n in losses.ROWS]
+
+
+def test_the_docs_list_the_loss_table() -> None:
+    """Where the docs list the losses, they list the table's rows: every per-item loss (a
+    checkpoint's ``evalloss.loss``, `evaluate`'s names), and each target kind's in tensors.md."""
+    per_item = [r.name for r in losses.ROWS.values() if not r.per_token]
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    assert _named(api.split("Loss names: ", 1)[1].split(".\n", 1)[0]) == per_item
+    checkpoints = (DOCS / "checkpoints.md").read_text(encoding="utf-8")
+    assert _named(checkpoints.split("| `evalloss.loss` |", 1)[1].split("\n", 1)[0]) == per_item
+    tensors = (DOCS / "tensors.md").read_text(encoding="utf-8")
+    for kind in (losses.Target.CLASSES, losses.Target.BINARY, losses.Target.VALUES):
+        names = [f"`{r.name}`" for r in losses.ROWS.values() if r.target is kind]
+        assert f"| {', '.join(names)} |" in tensors, kind

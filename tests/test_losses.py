@@ -13,6 +13,7 @@ import torch
 from evalloss import LossError
 from evalloss.losses import NAMES as ALL_NAMES
 from evalloss.losses import Loss, get
+from evalloss.losses.accuracy import correct_items
 from tests import oracles
 
 NAMES = [n for n in ALL_NAMES if n != "causal-lm"]  # the per-item losses (test_causal.py: tokens)
@@ -130,7 +131,31 @@ def test_accuracy_counts() -> None:
     assert get("bce-logits").correct(
         torch.tensor([[1.0], [-1.0]]), torch.tensor([[1.0], [1.0]])
     ) == (1, 2)
+    assert get("bce").correct(
+        torch.tensor([[0.7], [0.2], [0.5]]), torch.tensor([[1.0], [1.0], [0.0]])
+    ) == (2, 3)
     assert get("mse").correct(out, tgt) == (0, 0)
+    assert correct_items(get("mse"), out, tgt) is None
+
+
+@pytest.mark.parametrize(("name", "ignore_index"), [("cross-entropy", None), ("nll", 2),
+                                                    ("bce-logits", None), ("bce", None)])  # fmt: skip
+def test_accuracy_totals_are_the_items_counts(name: str, ignore_index: int | None) -> None:
+    """One rule: a batch's (correct, counted) is the sum of its items' counts, and each item's
+    counts are what it gets alone (a mask of class ids, less the ignored ones)."""
+    g = torch.Generator().manual_seed(5)
+    if name in ("cross-entropy", "nll"):
+        out, tgt = torch.randn(6, 3, 4, 5, generator=g), torch.randint(0, 3, (6, 4, 5), generator=g)
+    else:
+        out, tgt = torch.rand(6, 7, generator=g), (torch.rand(6, 7, generator=g) > 0.5).float()
+    loss = get(name, ignore_index)
+    hits = correct_items(loss, out, tgt)
+    assert hits is not None
+    correct, counted = hits
+    assert loss.correct(out, tgt) == (int(correct.sum()), int(counted.sum()))
+    alone = [loss.correct(out[i : i + 1], tgt[i : i + 1]) for i in range(len(out))]
+    assert alone == list(zip(correct.tolist(), counted.tolist(), strict=True))
+    assert (counted < tgt[0].numel()).any() == (ignore_index is not None)
 
 
 def test_unknown_loss() -> None:

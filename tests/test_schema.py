@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 import evalloss
+from evalloss import losses
 from evalloss.report import Comparison, GateCheck, GateResult
 from tests.conftest import run
 
@@ -93,3 +94,8 @@ def test_a_report_with_slices_matches_the_schema(tmp_path: Path) -> None:
         document = json.loads(result.stdout)
         assert document["models"][0]["slices"] and document["slicing"]
         _check(document)
+
+
+def test_the_schema_names_the_loss_table() -> None:
+    """The report's ``loss`` is one of the loss table's names, and every name is allowed."""
+    assert SCHEMA["properties"]["loss"]["enum"] == list(losses.ROWS)
