@@ -1,32 +1,18 @@
-"""The loss table: one `Row` per loss (`loss.py`: its name, criterion, target kind, default
-ignore index, accuracy rule), and `get`, the `Loss` built from a row (per-item loss, accuracy,
-and what targets it takes). Every loss gives each item's (sum, weight); ``causal-lm``
-(`CausalLM`, in `causal.py`) makes the token the unit.
-
-A new loss is one row of `ROWS`: the CLI's ``--loss`` choices (`NAMES`), a checkpoint's
-``evalloss.loss``, the report's ``loss`` and docs/report-schema.json's enum all read it.
+"""The losses: the table (`rows.py`, one `Row` per loss) and `get`, the `Loss` built from a
+row (`loss.py`: per-item loss, accuracy, and what targets it takes). Every loss gives each
+item's (sum, weight); ``causal-lm`` (`CausalLM`, in `causal.py`) makes the token the unit.
 """
 
 from __future__ import annotations
 
 from evalloss.errors import LossError
 from evalloss.losses.accuracy import Accuracy
-from evalloss.losses.causal import IGNORE, CausalLM
-from evalloss.losses.loss import Loss, Row, Target, cross_entropy
+from evalloss.losses.causal import CausalLM
+from evalloss.losses.loss import Loss, Row, Target
+from evalloss.losses.rows import ROWS
 
 __all__ = ["NAMES", "ROWS", "Accuracy", "CausalLM", "Loss", "Row", "Target", "get", "row"]
 
-ROWS: dict[str, Row] = {r.name: r for r in (
-    Row("cross-entropy", cross_entropy, Target.CLASSES, Accuracy.ARGMAX),
-    Row("nll", "nll_loss", Target.CLASSES, Accuracy.ARGMAX),
-    Row("bce-logits", "binary_cross_entropy_with_logits", Target.BINARY, Accuracy.LOGIT),
-    Row("bce", "binary_cross_entropy", Target.BINARY, Accuracy.PROBABILITY),
-    Row("mse", "mse_loss", Target.VALUES),
-    Row("l1", "l1_loss", Target.VALUES),
-    Row("smooth-l1", "smooth_l1_loss", Target.VALUES),
-    Row("huber", "huber_loss", Target.VALUES),
-    Row("causal-lm", "cross_entropy", Target.TOKENS, ignore_index=IGNORE, kind=CausalLM),
-)}  # fmt: skip
 NAMES = tuple(ROWS)  # the table's names at import: the CLI's --loss choices
 
 
