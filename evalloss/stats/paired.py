@@ -108,13 +108,8 @@ class PairedSum(Reducible):
         if self.nonfinite or n == 0 or self.sum_d.overflowed:
             return Comparison(delta=None, relative=None, ci95=None, p_value=None, wins=None)
         s1 = sum(map(Fraction, self.sum_d.partials), Fraction(0))
-        delta = float(s1 / n)
-        base = baseline_loss_per_item
-        relative = float(delta / abs(base)) if base and math.isfinite(base) else None
-        ci95, p_value = self._t_test(s1) if n > 1 else (None, None)
-        return Comparison(
-            delta=delta, relative=relative, ci95=ci95, p_value=p_value, wins=self.wins / n
-        )
+        test = self._t_test(s1) if n > 1 else (None, None)
+        return compared(float(s1 / n), baseline_loss_per_item, test, self.wins / n)
 
     def _t_test(self, s1: Fraction) -> tuple[tuple[float, float] | None, float | None]:
         if self.huge or self.sum_d2.overflowed:
@@ -124,6 +119,17 @@ class PairedSum(Reducible):
         spread = s2 - s1 * s1 / n  # exact sum of (d - mean)**2
         se = math.sqrt(float(spread / (n - 1) / n))  # standard error of the mean difference
         return t_interval(float(s1 / n), se, n - 1)
+
+
+def compared(delta: float, base: float | None,
+             test: tuple[tuple[float, float] | None, float | None], wins: float) -> Comparison:
+    """The `Comparison` of a mean difference ``delta`` against the baseline's figure ``base``
+    (``relative``: the difference as a fraction of it), with its t test and share of wins."""
+    from evalloss.report import Comparison
+
+    relative = float(delta / abs(base)) if base and math.isfinite(base) else None
+    ci95, p_value = test
+    return Comparison(delta=delta, relative=relative, ci95=ci95, p_value=p_value, wins=wins)
 
 
 def t_interval(mean: float, se: float, df: int) -> tuple[tuple[float, float], float]:

@@ -22,7 +22,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from evalloss.stats.exact import ExactSum
-from evalloss.stats.paired import t_interval
+from evalloss.stats.paired import compared, t_interval
 from evalloss.stats.state import EXACT, SUM, Reducible, fields
 
 if TYPE_CHECKING:
@@ -99,13 +99,8 @@ class PairedRatio(Reducible):
             return Comparison(delta=None, relative=None, ci95=None, p_value=None, wins=None)
         s_d = sum(map(Fraction, self.sum_d.partials), Fraction(0))
         ratio = s_d / self.sum_t
-        delta = float(ratio)
-        base = baseline_per_token
-        relative = float(delta / abs(base)) if base and math.isfinite(base) else None
-        ci95, p_value = self._t_test(ratio) if n > 1 else (None, None)
-        return Comparison(
-            delta=delta, relative=relative, ci95=ci95, p_value=p_value, wins=self.wins / n
-        )
+        test = self._t_test(ratio) if n > 1 else (None, None)
+        return compared(float(ratio), baseline_per_token, test, self.wins / n)
 
     def _t_test(self, ratio: Fraction) -> tuple[tuple[float, float] | None, float | None]:
         if self.huge or self.sum_d2.overflowed or self.sum_dt.overflowed:
