@@ -1,7 +1,7 @@
 """Per-slice exact figures (``--slice``): an observer of the pass and a reducible state.
 
 Every batch's items arrive with their slice codes (`run.batch.ItemKeys`); they wait in a list
-until `FLUSH_ITEMS` have come, then each column's `slicecells.ColumnSums` adds them to every
+until `FLUSH_ITEMS` have come, then each column's `cells.ColumnSums` adds them to every
 slice at once, in a few NumPy calls whatever the number of slices: exact sums of every
 model's item values (`groupsum.GroupedSum`), integer items, weights and correct elements,
 and against the baseline what `stats.PairedSum` (or `ratio.PairedRatio` for token losses)
@@ -49,7 +49,7 @@ class SliceSums(Reducible):
 
     @property
     def cells(self) -> dict[str, dict[int, Cell]]:
-        """Every column's slices: code -> its sums (`slicecells.Cell`)."""
+        """Every column's slices: code -> its sums (`cells.Cell`)."""
         self.flush()
         if self._merged is not None:
             return self._merged
