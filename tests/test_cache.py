@@ -524,3 +524,10 @@ def test_an_entry_that_is_not_a_regular_file_is_never_followed_or_written_throug
     listed = cli("cache", "list", "--cache", options["cache"])
     assert listed.exit_code == 0 and path.name[:16] not in listed.stdout
     assert disk.entries(options["cache"]) == []  # type: ignore[arg-type]
+
+
+def test_an_entry_keeps_the_footer_key_entries_were_written_with(tmp_path: Path) -> None:
+    """Entries written by earlier versions must stay readable: their footer's key is
+    b"evalloss.cache" (not the module's name, which may move)."""
+    _, path = _one_entry(tmp_path)
+    assert list(pq.read_schema(path).metadata) == [b"evalloss.cache"]
