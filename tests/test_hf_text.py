@@ -241,3 +241,25 @@ def test_a_txt_file_of_numbers_is_still_a_csv(tmp_path: Path) -> None:
     evalloss.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path, loss="cross-entropy",
                   target="y")  # fmt: skip
     assert evalloss.compare([path], data=data).models[0].items == 2
+
+
+def test_text_slices_are_the_same_in_every_form(folder: Path, tmp_path: Path) -> None:
+    """Text with a slice column: CSV (a null an empty cell, "" quoted, as pyarrow writes
+    them), JSON Lines and Parquet give the same slices: "" and NA are values, null is
+    missing; an empty text cell in CSV is an empty document."""
+    regions = ["eu", "", None, "NA", "", "us", None, "null"] * 2
+    docs = [*DOCS[: len(regions) - 1], ""]
+    table = pa.table({"text": docs, "region": regions})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=5)
+    pacsv.write_csv(table, tmp_path / "d.csv")
+    hf.jsonl(tmp_path / "d.jsonl", [{"text": d, "region": r} for d, r in zip(docs, regions,
+                                                                            strict=True)])  # fmt: skip
+    found = []
+    for suffix in (".parquet", ".csv", ".jsonl"):
+        report = evalloss.compare([folder], data=tmp_path / f"d{suffix}", slice=["region"],
+                                  precision="float64")  # fmt: skip
+        found.append(sorted(((s.value, s.items, s.loss_sum) for s in report.models[0].slices),
+                            key=repr))  # fmt: skip
+        counts = {v: k for v, k, _ in found[-1]}
+        assert counts == {v: regions.count(v) for v in regions}, suffix
+    assert found[0] == found[1] == found[2]

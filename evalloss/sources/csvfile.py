@@ -174,9 +174,9 @@ class CsvFile(Tabular):
             "convert_options": pacsv.ConvertOptions(
                 column_types=types,
                 include_columns=self.read_columns,
-                null_values=None if self.slicing else [],
-                strings_can_be_null=bool(self.slicing),
-            ),
+                **(slicing.csv_nulls(self.slicing.columns[0].edges is not None)
+                   if self.slicing else {"null_values": []}),
+            ),  # fmt: skip
         }
 
     def _parse(self, part: chunks.Range, dtype: torch.dtype) -> Any:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, OptionError, shown
 from evalloss.io import remote
-from evalloss.sources import documents, textlabels
+from evalloss.sources import documents, slicing, textlabels
 from evalloss.sources.base import Block, Gather
 
 if TYPE_CHECKING:
@@ -133,10 +133,13 @@ def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1,
         return documents.reader(path, columns, rank, world)
     if lower.endswith(documents.JSONL_SUFFIXES):
         return documents.reader(path, [], rank, world)
+    # slice columns (``types``): missing values as every form has them (an empty text cell is
+    # an empty document: `Text._chunks`)
+    nulls = slicing.csv_nulls("double" in types.values()) if types else {}
     convert = pacsv.ConvertOptions(
         include_columns=columns or None,
         column_types={**(types or {}), columns[0]: "string"} if columns else None,
-        strings_can_be_null=False,
+        **{"strings_can_be_null": False, **nulls},
     )  # fmt: skip
     parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",",
                                newlines_in_values=True)  # fmt: skip
@@ -195,8 +198,12 @@ class Text(documents.Documents):
         columns += [c for c in extra if c not in columns]
         binned = self.slicing is not None and self.slicing.columns[0].edges is not None
         types = dict.fromkeys(extra, "double" if binned else "string")
+        csv = not self.path.lower().endswith((*documents.PARQUET_SUFFIXES,
+                                              *documents.JSONL_SUFFIXES))  # fmt: skip
         for batch in _table_reader(self.path, columns, rank, world, types):
             column = batch.column(self.text_column)
+            if csv and column.null_count:  # an empty cell: an empty document
+                column = column.fill_null("")
             if column.null_count:
                 row = next(i for i, v in enumerate(column.is_valid().to_pylist()) if not v)
                 raise DataError(f"row {first + row + 1}: no text (null)", path=self.path,
