@@ -31,7 +31,8 @@ class SliceTable:
 
 
 def value(piece: SliceResult) -> str:
-    """A slice's value for one line: ``(missing)`` for a missing value, ``(empty)`` for the empty string, escaped."""
+    """A slice's value for one line: ``(missing)`` for a missing value, ``(empty)`` for the
+    empty string, escaped."""
     if piece.value is None or piece.value == "":
         return "(missing)" if piece.value is None else "(empty)"
     return one_line(str(piece.value))

@@ -133,7 +133,7 @@ def _contexts(
     """Each model's ``--context`` and ``--stride``: as given (the same for every model, and
     within each model's declared limit), else the context that model declares: its own limit,
     whatever else is in the run (models of different limits go in different groups)."""
-    found = []
+    found: list[Windowing] = []
     for checkpoint in checkpoints:
         declared = _declared_context(checkpoint) if loss.unit == "token" else None
         if declared is not None and options.context is None:
