@@ -23,10 +23,9 @@ GOOD = '{"input_ids": [1, 2, 3]}\n'
 
 @pytest.fixture
 def ckpt(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "lm.safetensors"
-    evalloss.save(lm.Causal(), path, loss="causal-lm")
-    return path
+    torch.manual_seed(0)  # the tiny causal LM of tests/lm.py: a vocabulary of 11
+    evalloss.save(lm.Causal(), tmp_path / "lm.safetensors", loss="causal-lm")
+    return tmp_path / "lm.safetensors"
 
 
 def _error(ckpt: Path, data: Path, *extra: str) -> str:
