@@ -206,7 +206,7 @@ def test_key_holds_device_torch_tokenizer_context_model_and_format(
     assert k != reuse.key(replace(plan, device=torch.device("cuda")), 0, sha)
     assert k != reuse.key(plan, 0, ["1" * 64])
     assert k == reuse.key(plan, 0, sha, ordered=True)  # tabular data is always in file order
-    assert k != reuse.key(replace(plan, options=replace(plan.options, context=8)), 0, sha)
+    assert k != reuse.key(replace(plan, contexts=((8, 8),)), 0, sha)  # the model's own context
     assert k != reuse.key(replace(plan, options=replace(plan.options, model="x.py:M")), 0, sha)
     for changed in ({"ignore_index": 255}, {"inputs_key": "x"}, {"targets_key": "y"}):
         assert k != reuse.key(replace(plan, options=replace(plan.options, **changed)), 0, sha)

@@ -154,10 +154,10 @@ def test_the_table_ranks_by_loss_per_token(tmp_path: Path) -> None:
     ("make", "message"),
     [
         (lambda p: _jsonl(p / "d.jsonl", [[1, 2], [3, lm.VOCAB + 4]]),
-         f"row 2, token 1: token id {lm.VOCAB + 4} is outside the vocabulary"),
-        (lambda p: _jsonl(p / "d.jsonl", [[1, 2], [3, -5]]), "row 2: negative token id -5"),
+         f"d.jsonl:2: input_ids: token 1: token id {lm.VOCAB + 4} is outside the vocabulary"),
+        (lambda p: _jsonl(p / "d.jsonl", [[1, 2], [3, -5]]), "d.jsonl:2: input_ids: token 1: negative token id -5"),
         (lambda p: _jsonl(p / "d.jsonl", [[1, 2, 3]], labels=[[1, 2]]),
-         "row 1: 2 labels for 3 tokens"),
+         "d.jsonl:1: labels: 2 labels for 3 tokens"),
         (lambda p: (p / "s.bin").write_bytes(b"\x01\x00\x02\x00\x03") and p / "s.bin",
          "5 bytes is not a whole number of uint16 tokens"),
         (lambda p: _jsonl(p / "d.jsonl", [[1, 2]] * 3).parent / "d.jsonl",
@@ -169,7 +169,8 @@ def test_bad_sequence_data_is_one_line(tmp_path: Path, make, message: str | None
     args = ["compare", _ckpt(tmp_path), "--data", data, "--model", f"{LM}:Causal", "--context", "8"]
     if message is None:  # the model's own vocabulary check, on an input id
         data.write_text(json.dumps({"input_ids": [lm.VOCAB + 1, 2]}) + "\n")
-        message = f"row 1, token 0: token id {lm.VOCAB + 1} is outside the model's vocabulary"
+        message = (f"d.jsonl:1: input_ids: token 0: token id {lm.VOCAB + 1} is outside the "
+                   "model's vocabulary")
     result = run(*args)
     assert result.exit_code == 2, result.stderr
     assert result.stdout == "" and len(result.stderr.splitlines()) == 1

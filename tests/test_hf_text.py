@@ -95,8 +95,14 @@ def test_text_column_and_the_table(folder: Path, tmp_path: Path) -> None:
     ("content", "message"),
     [
         (b"fine\n\xff\xfebad\n", "d.txt:2: not UTF-8 text"),
-        (b'{"text": "a"}\n{"text": null}\n', "row 2: no text (null)"),
-        (b'{"text": "a"}\n{"text": 3}\n', "text"),
+        (b'{"text": "a"}\n{"text": null}\n', "d.jsonl:2: text: no text (null)"),
+        (b'{"text": "a"}\n{"text": 3}\n', "d.jsonl:2: text: text must be a string, not 3"),
+        (b'{"text": 5}\n{"text": "a"}\n', "d.jsonl:1: text: text must be a string, not 5"),
+        (b'{"text": "a"}\n\n{"text": ["a"]}\n', 'd.jsonl:3: text: text must be a string, not ["a"]'),
+        (b'{"text": "a"}\n{"text": "caf\xe9"}\n', "d.jsonl:2: not UTF-8 text (byte b'\\xe9' at column 14)"),
+        (b'{"text": "a"}\n\n{"text": null}\n', "d.jsonl:3: text: no text (null)"),
+        (b'{"text": "a"}\n{"text": "b"\n', "d.jsonl:2: not JSON (Expecting ',' delimiter at column 13)"),
+        (b'{"text": "a", "id": 1}\n{"text": "b", "id": "x"}\n', 'd.jsonl:2: id: "x" is a string; line 1 has a number'),
     ],
 )
 def test_bad_text_is_one_line(folder: Path, tmp_path: Path, content: bytes, message: str) -> None:
@@ -241,3 +247,39 @@ def test_a_txt_file_of_numbers_is_still_a_csv(tmp_path: Path) -> None:
     evalloss.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path, loss="cross-entropy",
                   target="y")  # fmt: skip
     assert evalloss.compare([path], data=data).models[0].items == 2
+
+
+def test_text_slices_are_the_same_in_every_form(folder: Path, tmp_path: Path) -> None:
+    """Text with a slice column: CSV (a null an empty cell, "" quoted, as pyarrow writes
+    them), JSON Lines and Parquet give the same slices: "" and NA are values, null is
+    missing; an empty text cell in CSV is an empty document."""
+    regions = ["eu", "", None, "NA", "", "us", None, "null"] * 2
+    docs = [*DOCS[: len(regions) - 1], ""]
+    table = pa.table({"text": docs, "region": regions})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=5)
+    pacsv.write_csv(table, tmp_path / "d.csv")
+    hf.jsonl(tmp_path / "d.jsonl", [{"text": d, "region": r} for d, r in zip(docs, regions,
+                                                                            strict=True)])  # fmt: skip
+    found = []
+    for suffix in (".parquet", ".csv", ".jsonl"):
+        report = evalloss.compare([folder], data=tmp_path / f"d{suffix}", slice=["region"],
+                                  precision="float64")  # fmt: skip
+        found.append(sorted(((s.value, s.items, s.loss_sum) for s in report.models[0].slices),
+                            key=repr))  # fmt: skip
+        counts = {v: k for v, k, _ in found[-1]}
+        assert counts == {v: regions.count(v) for v in regions}, suffix
+    assert found[0] == found[1] == found[2]
+
+
+def test_text_ids_past_the_models_vocabulary_name_the_csv_line(tmp_path: Path) -> None:
+    """CSV text: the document's line (a blank line and a quoted line break before it)."""
+    folder = hf.gpt2(tmp_path / "small", vocab=40, positions=64)
+    hf.tokenizer(folder, vocab=300)
+    data = tmp_path / "d.csv"
+    data.write_text('text\n"the"\n\n"two\nlines"\nthe model loss\n', encoding="utf-8")
+    result = run("compare", folder, "--data", data)
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert result.stderr.startswith(f"evalloss: error: {data}:2: text: token 0: token id "), result.stderr
+    data.write_text('text,note\n"12",x\n\n"34","two\nlines"\nthe model loss,y\n', encoding="utf-8")
+    result = run("compare", folder, "--data", data)
+    assert result.stderr.startswith(f"evalloss: error: {data}:6: text: token "), result.stderr

@@ -111,3 +111,69 @@ def test_one_at_a_time_exports_the_same_items(models: dict[str, Path], tmp_path:
     assert one["tokens"] == each["tokens"]
     for column in ("a", "c"):
         assert each[column] == pytest.approx(one[column], rel=1e-9, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def limits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Folders of different context limits: a (16 positions) and b (64, another tokenizer),
+    c (32 positions, a's tokenizer); text whose documents run past 16 tokens."""
+    root = tmp_path_factory.mktemp("limits")
+    found = {"a": hf.gpt2(root / "a", positions=16), "b": hf.llama(root / "b", positions=64,
+             seed=3), "c": hf.gpt2(root / "c", positions=32, seed=5)}  # fmt: skip
+    hf.tokenizer(found["a"], vocab=300)
+    hf.tokenizer(found["b"], vocab=260)
+    hf.tokenizer(found["c"], vocab=300)
+    data = root / "d.txt"
+    data.write_text("".join(d + "\n" for d in DOCS), encoding="utf-8")
+    ids = [[(7 * i + 3 * j) % 300 for j in range(n)] for i, n in enumerate((40, 16, 33, 3, 70))]
+    return {**found, "data": data, "ids": hf.jsonl(root / "ids.jsonl",
+                                                    [{"input_ids": d} for d in ids])}  # fmt: skip
+
+
+def _figures(paths: list[Path], data: Path, tmp_path: Path, **options: object) -> dict[str, float]:
+    """Each model's loss sum, its documents read in file order (float64: exact)."""
+    export = tmp_path / f"items-{len(list(tmp_path.iterdir()))}.parquet"
+    report = evalloss.compare(paths, data=data, precision="float64", per_item=export, **options)
+    return {m.name: m.loss_sum for m in report.models if m.loss_sum is not None}
+
+
+@pytest.mark.parametrize(("names", "data"), [(("a", "b"), "data"), (("a", "c"), "ids"),
+                                             (("c", "a", "b"), "data")])  # fmt: skip
+def test_each_model_is_scored_with_its_own_context_whatever_else_runs(
+    limits: dict[str, Path], tmp_path: Path, names: tuple[str, ...], data: str
+) -> None:
+    """A model's default context is its own limit: its figure in a mixed run (other
+    tokenizers, other limits) is its figure alone, exactly."""
+    mixed = _figures([limits[n] for n in names], limits[data], tmp_path)
+    for name in names:
+        alone = _figures([limits[name]], limits[data], tmp_path)
+        assert mixed[name] == alone[name], name
+    windowed = _figures([limits["c"]], limits["ids"], tmp_path, context=16)
+    assert windowed["c"] != _figures([limits["c"]], limits["ids"], tmp_path)["c"]  # it matters
+
+
+def test_a_given_context_is_every_models(limits: dict[str, Path], tmp_path: Path) -> None:
+    mixed = _figures([limits["a"], limits["c"]], limits["ids"], tmp_path, context=8)
+    for name in ("a", "c"):
+        assert mixed[name] == _figures([limits[name]], limits["ids"], tmp_path, context=8)[name]
+    result = run("compare", limits["a"], limits["c"], "--data", limits["ids"], "--context", "32")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"evalloss: error: {limits['a']}: --context: 32 is longer than the "
+                             "16 positions a model here declares (n_positions or "
+                             "max_position_embeddings)\n")  # fmt: skip
+
+
+def test_a_token_stream_needs_one_context_for_models_of_different_limits(
+    limits: dict[str, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    stream = tmp_path / "s.bin"
+    np.arange(200, dtype=np.uint16).tofile(stream)
+    result = run("compare", limits["a"], limits["c"], "--data", stream)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == ("evalloss: error: --context: the models declare different "
+                             "contexts (16 and 32 positions) and a token stream's items are "
+                             "windows of one context: give --context\n")  # fmt: skip
+    given = run("compare", limits["a"], limits["c"], "--data", stream, "--context", "16")
+    assert given.exit_code == 0, given.stderr

@@ -363,3 +363,66 @@ def test_plot_draws_the_per_slice_deltas(tmp_path: Path) -> None:
     deltas = {s.value: s.vs_baseline.delta for s in winner.slices if s.vs_baseline}
     top = next(s for s in winner.slices if deltas[s.value] == max(deltas.values()))  # type: ignore[type-var]
     assert labels[-1].startswith(f"region={sliceplot.value(top)}")
+
+
+REGIONS = ["eu", "", None, "NA", "null", " ", "eu", "", None, "N/A", "", "us"] * 3
+
+
+def _slices(report: evalloss.Report) -> list[tuple[object, int, float | None]]:
+    return sorted(((s.value, s.items, s.loss_sum) for s in report.models[0].slices),
+                  key=repr)  # fmt: skip
+
+
+def test_empty_strings_and_nulls_are_apart_in_every_form(tmp_path: Path) -> None:
+    """The same values give the same slices in CSV, Parquet and JSON Lines: a null (in CSV
+    an empty cell) is missing; an empty string (in CSV a quoted "") is a value; NA, null and
+    N/A are values where they are written as strings."""
+    from pyarrow import csv as pacsv
+
+    from tests import lm
+
+    n = len(REGIONS)
+    g = np.random.default_rng(5)
+    f = g.normal(size=(n, 3))
+    table = pa.table({"f0": f[:, 0], "f1": f[:, 1], "f2": f[:, 2], "region": REGIONS,
+                      "label": g.integers(0, 3, n)})  # fmt: skip
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=5)
+    pacsv.write_csv(table, tmp_path / "t.csv")  # strings quoted: "" for "", nothing for null
+    assert b',"",' in (tmp_path / "t.csv").read_bytes() and b',,' in (tmp_path / "t.csv").read_bytes()
+    _, paths = _models(tmp_path, 1)
+    expected = {v: REGIONS.count(v) for v in REGIONS}
+    found = []
+    for name in ("t.parquet", "t.csv"):
+        report = evalloss.compare(paths, data=tmp_path / name, feature=FEATURES, target=["label"],
+                                  slice=["region"], precision="float64")  # fmt: skip
+        found.append(_slices(report))
+        assert {v: k for v, k, _ in found[-1]} == expected, name
+    assert found[0] == found[1]
+    docs = [g.integers(0, lm.VOCAB, int(k)).tolist() for k in g.integers(1, 12, n)]
+    pq.write_table(pa.table({"input_ids": docs, "region": REGIONS}), tmp_path / "d.parquet",
+                   row_group_size=5)  # fmt: skip
+    (tmp_path / "d.jsonl").write_text("".join(
+        json.dumps({"input_ids": d} | ({} if r is None else {"region": r})) + "\n"
+        for d, r in zip(docs, REGIONS, strict=True)))  # fmt: skip
+    torch.manual_seed(0)
+    evalloss.save(lm.Causal(), tmp_path / "lm.safetensors", loss="causal-lm")
+    found = []
+    for name in ("d.parquet", "d.jsonl"):
+        report = evalloss.compare([tmp_path / "lm.safetensors"], data=tmp_path / name,
+                                  model=f"{Path(lm.__file__)}:Causal", slice=["region"],
+                                  precision="float64")  # fmt: skip
+        found.append(_slices(report))
+        assert {v: k for v, k, _ in found[-1]} == expected, name
+    assert found[0] == found[1]
+
+
+def test_the_empty_string_slice_is_shown_as_empty(tmp_path: Path) -> None:
+    table = pa.table({"f0": [0.5, 1.0, -1.0, 2.0], "f1": [0.0] * 4, "f2": [1.0] * 4,
+                      "region": ["", None, "x", ""], "label": [0, 1, 2, 0]})  # fmt: skip
+    pq.write_table(table, tmp_path / "t.parquet")
+    _, paths = _models(tmp_path, 1)
+    result = run("compare", *paths, "--data", tmp_path / "t.parquet", "--target", "label",
+                 "--feature", "f0", "--feature", "f1", "--feature", "f2", "--slice", "region")
+    assert result.exit_code == 0, result.stderr
+    lines = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("(")]
+    assert "(empty)" in lines and "(missing)" in lines, result.stdout

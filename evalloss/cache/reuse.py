@@ -119,7 +119,7 @@ def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> di
         "feature": list(plan.source.features),
         "no_header": options.no_header,
         "sequence": [
-            options.context, options.stride, options.token_dtype, options.tokens_column,
+            *plan.sequence(index), options.token_dtype, options.tokens_column,
             options.text_column, ordered if plan.loss.per_token else None,
         ],
         "tensors": [options.inputs_key, options.targets_key, options.ignore_index],

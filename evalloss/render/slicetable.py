@@ -31,8 +31,11 @@ class SliceTable:
 
 
 def value(piece: SliceResult) -> str:
-    """A slice's value for one line: ``(missing)`` for a missing value, escaped."""
-    return "(missing)" if piece.value is None else one_line(str(piece.value))
+    """A slice's value for one line: ``(missing)`` for a missing value, ``(empty)`` for the
+    empty string, escaped."""
+    if piece.value is None or piece.value == "":
+        return "(missing)" if piece.value is None else "(empty)"
+    return one_line(str(piece.value))
 
 
 def tables(report: Report, name: Callable[[ModelResult], str] | None = None) -> list[SliceTable]:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+Windowing = tuple[int | None, int | None]  # a model's (context, stride)
+
 
 class Mode(Enum):
     """How the models meet the data."""
@@ -49,6 +51,12 @@ class Plan:
     batch_size: int = 0  # rows per forward pass (`fitted_batch_size`)
     mode: Mode = Mode.ONE_PASS
     groups: tuple[tuple[int, ...], ...] = ()  # the models' groups, in order: one in one pass
+    contexts: tuple[Windowing, ...] = ()  # each model's (context, stride): `_contexts`
+
+    def sequence(self, index: int) -> Windowing:
+        """Model ``index``'s (context, stride): its own, whatever else is in the run."""
+        return self.contexts[index] if self.contexts else (self.options.context,
+                                                           self.options.stride)  # fmt: skip
 
     @property
     def precision(self) -> str:
@@ -78,6 +86,8 @@ def resolve(
         raise OptionError("give at least one checkpoint", key="CHECKPOINT")
     checkpoints = tuple(open_checkpoint(p) for p in paths)
     options, loss, tokenizers = _settled(checkpoints, options)
+    contexts = _contexts(checkpoints, loss, options)
+    options = replace(options, context=contexts[0][0], stride=contexts[0][1])
     plan = Plan(
         checkpoints=checkpoints,
         loss=loss,
@@ -86,7 +96,9 @@ def resolve(
         dtype=getattr(torch, options.precision),  # weights and activations; sums in float64
         options=options,
         tokenizers=tokenizers,
+        contexts=contexts,
     )
+    _windows_agree(plan)
     groups = tuple(tuple(g) for g in sequential.groups(plan, one_at_a_time))
     mode = Mode.ONE_PASS if len(groups) == 1 else Mode.BY_GROUP
     return replace(plan, batch_size=fitted_batch_size(plan, batch_size), mode=mode, groups=groups)
@@ -97,14 +109,13 @@ def _settled(
 ) -> tuple[Options, Loss, tuple[str | None, ...]]:
     """The options every later stage reads, settled once where the checkpoints decide them:
     the targets and the loss (else their agreed metadata), a token classifier's unscored
-    label, the context they declare, the tokenizer text is read with and its pad token; and
-    each model's tokenizer."""
+    label, the tokenizer text is read with and its pad token; and each model's tokenizer
+    (each model's context: `_contexts`)."""
     target = options.target or _targets_from_metadata(checkpoints)
     ignore = options.ignore_index
     if ignore is None and any(token_classifier(c) for c in checkpoints):
         ignore = IGNORE  # transformers' unscored token label
     loss = _loss(checkpoints, options.loss, ignore)
-    context, stride = _context(checkpoints, loss, options)
     tokenizers = _tokenizers(checkpoints)
     tokenizer, pad = options.tokenizer, options.pad_id
     first = next((t for t in tokenizers if t is not None), None)
@@ -112,22 +123,39 @@ def _settled(
         pads = [c.config.get("pad_token_id") for c in checkpoints if c.config is not None]
         tokenizer, pad = first, next((p for p in pads if type(p) is int and p >= 0), 0)
     settled = replace(options, target=target, ignore_index=ignore, loss=loss.name,
-                      context=context, stride=stride, tokenizer=tokenizer, pad_id=pad)  # fmt: skip
+                      tokenizer=tokenizer, pad_id=pad)  # fmt: skip
     return settled, loss, tokenizers
 
 
-def _context(
+def _contexts(
     checkpoints: Sequence[Checkpoint], loss: Loss, options: Options
-) -> tuple[int | None, int | None]:
-    """``--context`` and ``--stride``: as given, else the context the models declare."""
-    declared = _declared_context(checkpoints) if loss.per_token else None
-    if declared is not None and options.context is None:
-        return declared, declared
-    if declared is not None and options.context is not None and options.context > declared:
-        raise OptionError(f"{options.context} is longer than the {declared} positions a model "
-                          "here declares (n_positions or max_position_embeddings)",
-                          key="--context")  # fmt: skip
-    return options.context, options.stride
+) -> tuple[Windowing, ...]:
+    """Each model's ``--context`` and ``--stride``: as given (the same for every model, and
+    within each model's declared limit), else the context that model declares: its own limit,
+    whatever else is in the run (models of different limits go in different groups)."""
+    found: list[Windowing] = []
+    for checkpoint in checkpoints:
+        declared = _declared_context(checkpoint) if loss.per_token else None
+        if declared is not None and options.context is None:
+            found.append((declared, declared))
+            continue
+        if declared is not None and options.context is not None and options.context > declared:
+            raise OptionError(f"{options.context} is longer than the {declared} positions a "
+                              "model here declares (n_positions or max_position_embeddings)",
+                              path=checkpoint.path, key="--context")  # fmt: skip
+        found.append((options.context, options.stride))
+    return tuple(found)
+
+
+def _windows_agree(plan: Plan) -> None:
+    """A token stream's items are its windows: every model must see the same ones."""
+    from evalloss.sources.tokenstream import TokenStream
+
+    differ = sorted({c for c, _ in plan.contexts if c is not None})
+    if isinstance(plan.source, TokenStream) and len(differ) > 1:
+        raise OptionError(f"the models declare different contexts ({differ[0]} and "
+                          f"{differ[1]} positions) and a token stream's items are windows of "
+                          "one context: give --context", key="--context")  # fmt: skip
 
 
 def _agreed(checkpoints: Sequence[Checkpoint], key: str, given: str | None, option: str) -> str:
@@ -180,14 +208,14 @@ def _tokenizers(checkpoints: Sequence[Checkpoint]) -> tuple[str | None, ...]:
     return tuple(found)
 
 
-def _declared_context(checkpoints: Sequence[Checkpoint]) -> int | None:
-    """The longest input every model folder declares it takes (``n_positions``,
-    ``max_position_embeddings``): the default ``--context``."""
+def _declared_context(checkpoint: Checkpoint) -> int | None:
+    """The longest input a model folder declares it takes (``n_positions``,
+    ``max_position_embeddings``): its default ``--context``."""
+    config = checkpoint.config
     limits = [
         value
-        for c in checkpoints
         for key in ("n_positions", "max_position_embeddings")
-        if c.config is not None and type(value := c.config.get(key)) is int and value > 1
+        if config is not None and type(value := config.get(key)) is int and value > 1
     ]
     return min(limits) if limits else None
 

@@ -1,5 +1,6 @@
-"""Models evaluated one group after another, for two reasons: their tokenizers differ (each
-group sees its own tokens of the same documents), or they do not fit in memory together.
+"""Models evaluated one group after another, for three reasons: their tokenizers differ (each
+group sees its own tokens of the same documents), their declared contexts differ (each model
+is scored with its own, as alone), or they do not fit in memory together.
 
 Each group gets its own pass over the data in file order, its models built just before and
 dropped just after, and a `Recorder` keeps every item's value for each of its models (float64,
@@ -43,13 +44,9 @@ STEP = 65536  # items replayed to the observers at once
 
 
 def groups(plan: Plan, one_at_a_time: bool) -> list[list[int]]:
-    """The models' groups, in order: one per tokenizer (text data), and one per model when
-    asked or when their weights would not fit together."""
-    by_tokenizer: dict[str | None, list[int]] = {}
-    text = plan.source.bytes_read() is not None
-    for i, tokenizer in enumerate(plan.tokenizers or (None,) * len(plan.checkpoints)):
-        by_tokenizer.setdefault(tokenizer if text else None, []).append(i)
-    found = list(by_tokenizer.values())
+    """The models' groups, in order: one per tokenizer (text data) and context, and one per
+    model when asked or when their weights would not fit together."""
+    found = list(_by_reading(plan).values())
     if len(plan.checkpoints) > 1 and not one_at_a_time:
         need, have = weight_bytes(plan), available_bytes(plan.device)
         if have is not None and need > MEMORY_SHARE * have:
@@ -60,6 +57,24 @@ def groups(plan: Plan, one_at_a_time: bool) -> list[list[int]]:
     if one_at_a_time:
         return [[i] for g in found for i in g]
     return found
+
+
+Reading = tuple[str | None, tuple[int | None, int | None]]  # a tokenizer, a (context, stride)
+
+
+def _by_reading(plan: Plan) -> dict[Reading, list[int]]:
+    """The models by how they read the data: their tokenizer (text data) and context."""
+    found: dict[Reading, list[int]] = {}
+    for i in range(len(plan.checkpoints)):
+        found.setdefault(reading(plan, i), []).append(i)
+    return found
+
+
+def reading(plan: Plan, index: int) -> Reading:
+    """How model ``index`` reads the data (`_by_reading`'s key)."""
+    text = plan.source.bytes_read() is not None
+    tokenizer = plan.tokenizers[index] if plan.tokenizers and text else None
+    return tokenizer, plan.sequence(index)
 
 
 def weight_bytes(plan: Plan) -> int:
@@ -139,10 +154,11 @@ def evaluate(prepared: Prepared, observers: Sequence[Observer], world: distribut
     first = next(iter(sources.values()))
     text_bytes = first.bytes_read()
     weights = recorders[0][1].weights
-    if len(sources) > 1:  # tokenizers differ: items weigh their bytes (text data)
+    by_bytes = len({tokenizer for tokenizer, _ in sources}) > 1
+    if by_bytes:  # tokenizers differ: items weigh their bytes (text data)
         weights = [np.asarray(first.document_bytes(), dtype=np.int64)]
     replay(recorders, weights, observers, len(done), prepared.plan.options.data)
-    return Passes(done, text_bytes, by_bytes=len(sources) > 1)
+    return Passes(done, text_bytes, by_bytes=by_bytes)
 
 
 Recorded = list[tuple[list[int], Recorder]]  # each group's models and their recorded items
@@ -150,24 +166,27 @@ Recorded = list[tuple[list[int], Recorder]]  # each group's models and their rec
 
 def record(
     prepared: Prepared, world: distributed.World, *, targets: bool = False
-) -> tuple[list[Accumulator | None], Recorded, dict[str | None, DataSource]]:
+) -> tuple[list[Accumulator | None], Recorded, dict[Reading, DataSource]]:
     """Every group's pass, each group's items recorded (with ``targets``: theirs too): the
     models' accumulators (None for a model in no group), each group's `Recorder`, the
-    source each tokenizer read."""
+    source each tokenizer and context read."""
     plan = prepared.plan
     accumulators: list[Accumulator | None] = [None] * len(plan.checkpoints)
     recorders, kept = [], _Kept()
-    sources: dict[str | None, DataSource] = {}
+    sources: dict[Reading, DataSource] = {}
     for group in prepared.groups:
-        tokenizer = plan.tokenizers[group[0]] if plan.tokenizers else None
-        if tokenizer not in sources:
-            options = replace(plan.options, tokenizer=tokenizer, ordered=True)
-            sources[tokenizer] = open_data(plan.options.data, options)
+        how = reading(plan, group[0])
+        if how not in sources:
+            tokenizer = plan.tokenizers[group[0]] if plan.tokenizers else None
+            (context, stride) = how[1]
+            options = replace(plan.options, tokenizer=tokenizer, ordered=True, context=context,
+                              stride=stride)  # fmt: skip
+            sources[how] = open_data(plan.options.data, options)
             shared = plan.source.slicing
             if shared is not None:  # one dictionary of slice values for every pass
-                sources[tokenizer] = replace(sources[tokenizer], slicing=shared)  # type: ignore[type-var]
+                sources[how] = replace(sources[how], slicing=shared)  # type: ignore[type-var]
             kept = _Kept()
-        source = kept.around(sources[tokenizer])
+        source = kept.around(sources[how])
         built = [Accumulator(plan.build(plan.checkpoints[i]), plan.loss, plan.device,
                              plan.checkpoints[i].path) for i in group]  # fmt: skip
         recorder = Recorder(targets=targets)

@@ -84,5 +84,8 @@ def _regressed(gate: Rules, piece: SliceResult, base: SliceResult | None) -> str
 
 
 def shown_value(value: object) -> str:
-    """A slice value for one line of text: ``(missing)`` for None, escaped otherwise."""
-    return "(missing)" if value is None else one_line(str(value))
+    """A slice value for one line of text: ``(missing)`` for None, ``(empty)`` for the empty
+    string, escaped otherwise."""
+    if value is None or value == "":
+        return "(missing)" if value is None else "(empty)"
+    return one_line(str(value))

@@ -154,6 +154,9 @@ class CsvFile(Tabular):
         import pyarrow as pa
         from pyarrow import csv as pacsv
 
+        nulls = {"null_values": []} if self.slicing is None else slicing.csv_nulls(
+            self.slicing.columns[0].edges is not None
+        )
         arrow_float = pa.float64() if str(dtype) == "torch.float64" else pa.float32()
         types = dict.fromkeys(self.features, arrow_float) | {c: pa.float64() for c in self.targets}
         if self.slicing is not None:  # a slice column that is not read as numbers: as text
@@ -174,8 +177,7 @@ class CsvFile(Tabular):
             "convert_options": pacsv.ConvertOptions(
                 column_types=types,
                 include_columns=self.read_columns,
-                null_values=None if self.slicing else [],
-                strings_can_be_null=bool(self.slicing),
+                **nulls,
             ),
         }
 

@@ -191,3 +191,22 @@ def unreadable(path: str, delimiter: str) -> DataError | None:
             if chunk.endswith(b"\n"):
                 line, run = line + 1, 0
     return None
+
+
+def record_line(path: str, row: int, delimiter: str) -> int | None:
+    """The 1-based line where data record ``row`` starts (0-based; the header is line 1,
+    blank lines skipped as pyarrow skips them, a quoted field may span lines); None where the
+    file cannot be read so far."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            start, seen = 1, -1  # the header is record -1
+            for record in reader:
+                if record:
+                    if seen == row:
+                        return start
+                    seen += 1
+                start = reader.line_num + 1
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+    return None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, OptionError
 from evalloss.io import remote
-from evalloss.sources import slicing, textlabels, windows
+from evalloss.sources import jsonlines, slicing, textlabels, windows
 from evalloss.sources.base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ LABELS = "labels"
 
 
 def accepts(path: str, options: Options) -> bool:
-    """JSON Lines, or Parquet with a list-of-integers column (a tabular file has none)."""
+    """JSON Lines, or Parquet with a list-of-integers column (a tabular file has none) or
+    whose tokens column is a list of anything (``list<double>``: refused by row, here)."""
     lower = path.lower()
     if lower.endswith(JSONL_SUFFIXES):
         return True
@@ -48,14 +49,22 @@ def accepts(path: str, options: Options) -> bool:
             schema = pq.read_schema(where)
     except (pa.ArrowException, OSError, ValueError, DataError):
         return False  # parquetfile says what is wrong with it
-    return any(_token_list(t) for t in schema.types)
+    named = options.tokens_column in schema.names
+    return any(_token_list(t) for t in schema.types) or (
+        named and _listed(schema.field(options.tokens_column).type)
+    )
+
+
+def _listed(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind))
 
 
 def _token_list(kind: Any) -> bool:
     import pyarrow as pa
 
-    listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
-    return bool(listed and pa.types.is_integer(kind.value_type))
+    return _listed(kind) and bool(pa.types.is_integer(kind.value_type))
 
 
 def open_source(path: str, options: Options) -> Documents:
@@ -63,14 +72,14 @@ def open_source(path: str, options: Options) -> Documents:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    jsonl = path.lower().endswith(JSONL_SUFFIXES)
     try:
-        jsonl = path.lower().endswith(JSONL_SUFFIXES)
         schema = reader(path, [], 0, 1).schema if jsonl else pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
+        raise unreadable(path, exc, {options.tokens_column: jsonlines.IDS}) from exc
     names = list(schema.names)
     column = options.tokens_column
-    if column not in names or not _token_list(schema.field(column).type):
+    if column not in names or not _listed(schema.field(column).type):
         raise DataError(
             "no list-of-integers column of token ids here"
             + (f" and no text column {options.text_column!r}" if options.tokenizer else "")
@@ -78,15 +87,18 @@ def open_source(path: str, options: Options) -> Documents:
             path=path,
             key=column,
         )
-    labels = LABELS if LABELS in names and _token_list(schema.field(LABELS).type) else None
     tagged = bool(options.target)  # --target: per-token class ids for a classifier
+    labels = LABELS if LABELS in names and _listed(schema.field(LABELS).type) else None
     if tagged:
         labels = options.target[0]
-        if len(options.target) > 1 or labels not in names or not _token_list(
+        if len(options.target) > 1 or labels not in names or not _listed(
             schema.field(labels).type
         ):
             raise DataError("token classification needs one list-of-integers label column "
                             "beside the token ids", path=path, key=labels)  # fmt: skip
+    for name, rule in ((column, jsonlines.IDS), (labels, jsonlines.LABELS)):
+        if name is not None and not _token_list(schema.field(name).type):
+            raise not_integers(path, name, rule, str(schema.field(name).type))
     return Documents(path, column, labels, options.context, options.stride,
                      options.batch_tokens, options.checksum, options.ordered,
                      targets=(labels,) if tagged and labels else ("next token",),
@@ -127,6 +139,43 @@ def read_column(path: str, name: str) -> Any:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path,
                         key=name) from exc  # fmt: skip
+
+
+def unreadable(path: str, exc: Exception, wanted: dict[str, str]) -> DataError:
+    """What pyarrow could not read: a JSON Lines file's first bad line (`jsonlines`), else
+    pyarrow's own first line."""
+    if path.lower().endswith(JSONL_SUFFIXES) and not remote.is_uri(path):
+        found = jsonlines.diagnose(path, wanted)
+        if found is not None:
+            return found
+    return DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path)
+
+
+def not_integers(path: str, name: str, rule: str, kind: str) -> DataError:
+    """A tokens or labels column that is not lists of integers: its first value that is not
+    one, by line (JSON Lines) or row (Parquet), as written."""
+    if path.lower().endswith(JSONL_SUFFIXES):
+        found = jsonlines.diagnose(path, {name: rule})
+        if found is not None:
+            return found
+        return DataError(f"token ids must be lists of integers; pyarrow reads {kind}", path=path,
+                         key=name)  # fmt: skip
+    import pyarrow.parquet as pq
+
+    first = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_DOCS, columns=[name]):
+        for row, value in enumerate(batch.column(0).to_pylist()):
+            if value is None:
+                return DataError(f"row {first + row + 1}: no token list (null)", path=path,
+                                 key=name)  # fmt: skip
+            for index, token in enumerate(value):
+                if isinstance(token, bool) or not isinstance(token, int):
+                    return DataError(f"row {first + row + 1}, token {index}: "
+                                     f"{jsonlines.written(token)} is not an integer (the "
+                                     f"column holds lists of {batch.schema.types[0].value_type})",
+                                     path=path, key=name)  # fmt: skip
+        first += batch.num_rows
+    return DataError(f"token ids must be lists of integers, not {kind}", path=path, key=name)
 
 
 def reader(path: str, columns: list[str], rank: int, world: int) -> Any:
@@ -173,10 +222,10 @@ class Documents(OneFile):
         try:
             for number, batch in enumerate(reader(self.path, columns, rank, world)):
                 if not jsonl or number % world == rank:
-                    tokens = _lists(batch.column(self.column), self.path, first, self.column)
+                    tokens = _lists(batch.column(self.column), self, first, self.column)
                     labels = None
                     if self.labels:
-                        labels = _lists(batch.column(self.labels), self.path, first, LABELS)
+                        labels = _lists(batch.column(self.labels), self, first, self.labels)
                     if self.tagged:  # token classification: whole documents, labels as given
                         yield from textlabels.pack(self, tokens, labels, first)
                     else:
@@ -184,7 +233,15 @@ class Documents(OneFile):
                         yield from self._pack(tokens, labels, first, codes)
                 first += batch.num_rows
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
+            raise unreadable(self.path, exc, self.rules()) from exc
+
+    def rules(self) -> dict[str, str]:
+        """What every record's columns must hold (`jsonlines.diagnose`)."""
+        found = {self.column: jsonlines.IDS}
+        if self.labels:
+            found[self.labels] = jsonlines.LABELS
+        extra = self.slicing.names if self.slicing else ()
+        return found | {name: jsonlines.VALUE for name in extra if name not in found}
 
     def _pack(
         self,
@@ -203,8 +260,8 @@ class Documents(OneFile):
         for i in order:
             ids = tokens[i]
             if labels is not None and len(labels[i]) != len(ids):
-                raise DataError(f"row {first + i + 1}: {len(labels[i])} labels for "
-                                f"{len(ids)} tokens", path=self.path, key=LABELS)  # fmt: skip
+                raise self.where(first + int(i), f"{len(labels[i])} labels for {len(ids)} "
+                                 "tokens", self.labels or LABELS)  # fmt: skip
             for w in range(windows.count(len(ids), self.stride)):
                 win = windows.window(len(ids), w, self.context, self.stride)
                 rows.append(windows.row(ids, win, None if labels is None else labels[i]))
@@ -228,17 +285,28 @@ class Documents(OneFile):
             start = end
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
-        row = int(block.locator[index, 0]) + 1
-        return DataError(why or "bad value", path=self.path, key=f"row {row}")
+        return self.where(int(block.locator[index, 0]), why or "bad value", self.column)
 
     def bad_target(self, block: Block, index: int, position: int, why: str) -> DataError:
-        """Label ``position`` of a window: the token of its document it names."""
+        """Label ``position`` of a window: the token of its document it names (counted from
+        0, as the list is indexed)."""
         row, start = (int(v) for v in block.locator[index])
-        return DataError(why, path=self.path, key=f"row {row + 1}, token {start + position + 1}")
+        return self.where(row, why, self.labels or self.column, start + position + 1)
+
+    def where(self, row: int, why: str, column: str, token: int | None = None) -> DataError:
+        """An error about document ``row`` (0-based; ``token``: its token, from 0) in
+        ``column``: JSON Lines by the document's line, Parquet by its row."""
+        if self.path.lower().endswith(JSONL_SUFFIXES) and not remote.is_uri(self.path):
+            at = "" if token is None else f"token {token}: "
+            return DataError(at + why, path=self.path, line=jsonlines.line_of(self.path, row),
+                             key=column)  # fmt: skip
+        at = f"row {row + 1}" + ("" if token is None else f", token {token}")
+        return DataError(f"{at}: {why}", path=self.path, key=column)
 
 
-def _lists(column: Any, path: str, first: int, name: str) -> list[npt.NDArray[np.int64]]:
-    """A list-of-integers column -> one int64 array per row (views of one buffer)."""
+def _lists(column: Any, source: Documents, first: int, name: str) -> list[npt.NDArray[np.int64]]:
+    """A list-of-integers column -> one int64 array per row (views of one buffer); a null, a
+    negative token id (but labels) or one past int64 named by its document and token."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -246,18 +314,26 @@ def _lists(column: Any, path: str, first: int, name: str) -> list[npt.NDArray[np
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"row {first + row + 1}: no token list (null)", path=path, key=name)
+        raise source.where(first + row, "no token list (null)", name)
     flat = pc.list_flatten(column)
-    if flat.null_count:
-        raise DataError("a token id is null", path=path, key=name)
-    values = _integers(flat).astype(np.int64)
     offsets = _integers(column.offsets)
     offsets = offsets - offsets[0]
-    if name != LABELS and len(values) and values.min() < 0:
-        at = int(np.flatnonzero(values < 0)[0])
+
+    def bad(at: int, why: str) -> DataError:
         row = int(np.searchsorted(offsets, at, side="right")) - 1
-        raise DataError(f"row {first + row + 1}: negative token id {int(values[at])}",
-                        path=path, key=name)  # fmt: skip
+        return source.where(first + row, why, name, at - int(offsets[row]))
+
+    if flat.null_count:
+        raise bad(int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0]),
+                  "a token id is null")  # fmt: skip
+    raw = _integers(flat)
+    if raw.dtype == np.uint64 and len(raw) and int(raw.max()) > np.iinfo(np.int64).max:
+        at = int(np.flatnonzero(raw > np.iinfo(np.int64).max)[0])
+        raise bad(at, f"token id {int(raw[at])} is past the int64 range")
+    values = raw.astype(np.int64)
+    if name != source.labels and len(values) and values.min() < 0:
+        at = int(np.flatnonzero(values < 0)[0])
+        raise bad(at, f"negative token id {int(values[at])}")
     return [values[offsets[i] : offsets[i + 1]] for i in range(len(column))]
 
 

@@ -3,8 +3,9 @@ record batches the pass reads (no second read of the data, no per-row Python).
 
 A category column (strings, integers, booleans) is dictionary-encoded per batch by pyarrow;
 each distinct value gets a code the first time it is seen, so the codes of one process are
-stable for its whole pass (`SliceColumn.values` maps them back). A missing value (null; in
-CSV an empty cell) is a slice of its own, value ``None``. A numeric column with
+stable for its whole pass (`SliceColumn.values` maps them back). A missing value is a slice of
+its own, value ``None``: a null (in CSV an empty, unquoted cell, `CSV_NULLS`); an empty string
+(in CSV a quoted ``""``) is a value, its own slice, in every form. A numeric column with
 ``--slice-bins K`` is cut at exact quantiles of the whole column, read before the pass (that
 one column only: a Parquet column chunk, or a CSV parse keeping one column): the K-quantiles
 ``v[ceil(k n / K) - 1]`` of the n sorted non-missing values (the inverted CDF), bins
@@ -25,6 +26,17 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 MAX_BINS = 1000
+
+
+def csv_nulls(binned: bool) -> dict[str, Any]:
+    """pyarrow's CSV conversion options for a run's slice columns, so that CSV gives the slices
+    Parquet and JSON Lines give: in a category column only an empty, unquoted cell is missing
+    (a quoted ``""`` is the empty string; ``NA`` or ``null`` are values, as they are where
+    written as strings); a numeric column cut into bins also takes pyarrow's null spellings
+    (``NA``, ``null``, ...) as missing, no number being spelled so."""
+    if binned:
+        return {"strings_can_be_null": True}
+    return {"null_values": [""], "strings_can_be_null": True, "quoted_strings_can_be_null": False}
 
 
 @dataclass
@@ -66,8 +78,6 @@ class SliceColumn:
             codes = np.searchsorted(np.asarray(self.edges[1:-1]), x, side="left")
             codes[np.isnan(x)] = len(self.edges) - 1
             return codes.astype(np.int64)
-        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-            array = pc.if_else(pc.equal(array, ""), pa.scalar(None, array.type), array)
         encoded = pc.dictionary_encode(array, null_encoding="encode")
         lookup = np.array([self.code(v) for v in encoded.dictionary.to_pylist()], np.int64)
         indices = encoded.indices.to_numpy(zero_copy_only=False)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from evalloss.errors import DataError, OptionError, shown
 from evalloss.io import remote
 from evalloss.losses import ROWS as LOSSES
-from evalloss.sources import documents, textlabels
+from evalloss.sources import csvtext, documents, jsonlines, slicing, textlabels
 from evalloss.sources.base import Block, Gather
 
 if TYPE_CHECKING:
@@ -43,9 +43,10 @@ def accepts(path: str, options: Options) -> bool:
     if options.tokenizer is None or not lower.endswith(TABLE_SUFFIXES):
         return False
     try:
-        names = _schema(path).names
-    except DataError:
-        return False  # the other sources say what is wrong with it
+        names = _schema(path, options.text_column).names
+    except DataError:  # JSON Lines pyarrow cannot read: text if its first record has no ids
+        keys = jsonlines.first_keys(path) if lower.endswith(documents.JSONL_SUFFIXES) else None
+        return keys is not None and options.tokens_column not in keys
     return options.tokens_column not in names
 
 
@@ -59,22 +60,26 @@ def open_source(path: str, options: Options) -> Text:
     if not lower.endswith(TEXT_SUFFIXES):
         import pyarrow as pa
 
-        schema = _schema(path)
+        schema = _schema(path, options.text_column)
         if options.text_column not in schema.names:
             raise DataError("no text column (nor token ids) here; columns are: "
                             + ", ".join(schema.names),
                             path=path, key=options.text_column)  # fmt: skip
         kind = schema.field(options.text_column).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            raise DataError(f"the text column holds {kind}, not text", path=path,
-                            key=options.text_column)  # fmt: skip
+            found = None
+            if lower.endswith(documents.JSONL_SUFFIXES):  # its first line that is not text
+                found = jsonlines.diagnose(path, {options.text_column: jsonlines.TEXT})
+            raise found or DataError(f"the text column holds {kind}, not text", path=path,
+                                     key=options.text_column)  # fmt: skip
     sliced = None
     if options.slice and lower.endswith(TEXT_SUFFIXES):
         raise OptionError("a .txt file has no columns to slice by: use JSON Lines, Parquet "
                           "or CSV with a metadata column", key="--slice")  # fmt: skip
     label = _label(path, options)
     if options.slice and not lower.endswith(TEXT_SUFFIXES):
-        sliced = documents.open_slicing(path, _schema(path).names, options, label is not None)
+        names = _schema(path, options.text_column).names
+        sliced = documents.open_slicing(path, names, options, label is not None)
     load(options.tokenizer)  # a bad tokenizer.json fails here, before any model is built
     return Text(path, "input_ids", label, options.context, options.stride, options.batch_tokens,
                 options.checksum, options.ordered, targets=(label,) if label else ("next token",),
@@ -89,7 +94,7 @@ def _label(path: str, options: Options) -> str | None:
     if len(options.target) > 1 or path.lower().endswith(TEXT_SUFFIXES):
         why = "one label column" if len(options.target) > 1 else "a table (a .txt has no labels)"
         raise DataError(f"text with labels needs {why}", path=path, key="--target")
-    if options.target[0] not in _schema(path).names:
+    if options.target[0] not in _schema(path, options.text_column).names:
         raise DataError("no such label column", path=path, key=options.target[0])
     return options.target[0]
 
@@ -108,7 +113,7 @@ def load(path: str) -> Any:
     return tokenizer
 
 
-def _schema(path: str) -> Any:
+def _schema(path: str, text_column: str = "text") -> Any:
     """The columns of a JSON Lines, Parquet or CSV file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -119,7 +124,7 @@ def _schema(path: str) -> Any:
                 return pq.read_schema(where)
             return _table_reader(path, [], where=where).schema
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=path) from exc
+        raise documents.unreadable(path, exc, {text_column: jsonlines.TEXT}) from exc
 
 
 def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1,
@@ -134,10 +139,13 @@ def _table_reader(path: str, columns: list[str], rank: int = 0, world: int = 1,
         return documents.reader(path, columns, rank, world)
     if lower.endswith(documents.JSONL_SUFFIXES):
         return documents.reader(path, [], rank, world)
+    # slice columns (``types``): missing values as every form has them (an empty text cell is
+    # an empty document: `Text._chunks`)
+    nulls = slicing.csv_nulls("double" in types.values()) if types else {}
     convert = pacsv.ConvertOptions(
         include_columns=columns or None,
         column_types={**(types or {}), columns[0]: "string"} if columns else None,
-        strings_can_be_null=False,
+        **{"strings_can_be_null": False, **nulls},
     )  # fmt: skip
     parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",",
                                newlines_in_values=True)  # fmt: skip
@@ -180,7 +188,14 @@ class Text(documents.Documents):
                         yield from textlabels.pack(self, ids, labels, first)
                 first += len(texts)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise DataError(f"cannot read it ({str(exc).splitlines()[0]})", path=self.path) from exc
+            raise documents.unreadable(self.path, exc, self.rules()) from exc
+
+    def rules(self) -> dict[str, str]:
+        """What every record's columns must hold (`jsonlines.diagnose`)."""
+        extra = [*([self.labels] if self.labels else []),
+                 *(self.slicing.names if self.slicing else ())]  # fmt: skip
+        found = {self.text_column: jsonlines.TEXT}
+        return found | {name: jsonlines.VALUE for name in extra if name not in found}
 
     def _chunks(self, rank: int, world: int) -> Iterator[tuple[list[str], Any, Any]]:
         """The documents, a chunk at a time (a Parquet file: this process's row groups), with
@@ -196,12 +211,15 @@ class Text(documents.Documents):
         columns += [c for c in extra if c not in columns]
         binned = self.slicing is not None and self.slicing.columns[0].edges is not None
         types = dict.fromkeys(extra, "double" if binned else "string")
+        csv = not self.path.lower().endswith((*documents.PARQUET_SUFFIXES,
+                                              *documents.JSONL_SUFFIXES))  # fmt: skip
         for batch in _table_reader(self.path, columns, rank, world, types):
             column = batch.column(self.text_column)
+            if csv and column.null_count:  # an empty cell: an empty document
+                column = column.fill_null("")
             if column.null_count:
                 row = next(i for i, v in enumerate(column.is_valid().to_pylist()) if not v)
-                raise DataError(f"row {first + row + 1}: no text (null)", path=self.path,
-                                key=self.text_column)  # fmt: skip
+                raise self.where(first + row, "no text (null)", self.text_column)
             table = pa.table([batch.column(c) for c in extra], names=list(extra))
             texts = column.to_pylist()
             labels = batch.column(self.labels) if self.labels else None
@@ -213,16 +231,24 @@ class Text(documents.Documents):
             first += len(texts)
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
-        return self._where(int(block.locator[index, 0]), why or "bad value")
+        return self.where(int(block.locator[index, 0]), why or "bad value", self.text_column)
 
     def bad_target(self, block: Block, index: int, position: int, why: str) -> DataError:
         row, start = (int(v) for v in block.locator[index])
-        return self._where(row, why, f", token {start + position + 1}")
+        return self.where(row, why, self.labels or self.text_column, start + position + 1)
 
-    def _where(self, row: int, why: str, token: str = "") -> DataError:
-        if self.path.lower().endswith(TEXT_SUFFIXES):
-            return DataError(why + token.replace(", ", " at ", 1), path=self.path, line=row + 1)
-        return DataError(why, path=self.path, key=f"row {row + 1}{token}")
+    def where(self, row: int, why: str, column: str, token: int | None = None) -> DataError:
+        """A document's error: by its line (a .txt file, CSV, JSON Lines) or row (Parquet)."""
+        lower = self.path.lower()
+        if lower.endswith(TEXT_SUFFIXES):
+            at = "" if token is None else f" at token {token}"
+            return DataError(why + at, path=self.path, line=row + 1)
+        if lower.endswith((".csv", ".tsv")) and not remote.is_uri(self.path):
+            line = csvtext.record_line(self.path, row, "\t" if lower.endswith(".tsv") else ",")
+            if line is not None:
+                at = "" if token is None else f"token {token}: "
+                return DataError(at + why, path=self.path, line=line, key=column)
+        return super().where(row, why, column, token)
 
     def bytes_read(self) -> int:
         """UTF-8 bytes of the documents this process read in its last pass (text: never

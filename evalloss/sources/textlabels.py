@@ -40,9 +40,9 @@ def pack(source: Documents, ids: list[npt.NDArray[np.int64]], labels: Any,
     lengths = np.array([max(len(i), 1) for i in ids])
     if source.context is not None and len(lengths) and lengths.max() > source.context:
         row = int(np.flatnonzero(lengths > source.context)[0])
-        raise DataError(f"row {first + row + 1}: {lengths[row]} tokens, longer than the "
-                        f"context of {source.context} (a label scores a whole document)",
-                        path=source.path, key=source.column)  # fmt: skip
+        raise source.where(first + row, f"{lengths[row]} tokens, longer than the context of "
+                           f"{source.context} (a label scores a whole document)",
+                           getattr(source, "text_column", source.column))  # fmt: skip
     order = np.arange(len(ids)) if source.ordered else np.argsort(lengths, kind="stable")
     start = 0
     while start < len(order):
@@ -78,6 +78,5 @@ def _classes(labels: Any, source: Documents, first: int) -> npt.NDArray[np.int64
                         path=source.path, key=source.labels)  # fmt: skip
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"row {first + row + 1}: no label (null)", path=source.path,
-                        key=source.labels)  # fmt: skip
+        raise source.where(first + row, "no label (null)", source.labels or "")
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
