@@ -202,9 +202,16 @@ def _report(
         if sliced is not None:
             world.agree(_one_slice(sliced, plan.source.path))
         counted = None if passes.text_bytes is None else sum(world.gather(passes.text_bytes))
-        report = build_report(plan, accumulators, pairing, world, counted,
-                              by_bytes=passes.by_bytes,
-                              slices=None if sliced is None else sliced.report())  # fmt: skip
+        error, built = None, None
+        try:  # rank 0 alone hashes the data now: its error is every process's
+            built = build_report(plan, accumulators, pairing, world, counted,
+                                 by_bytes=passes.by_bytes,
+                                 slices=None if sliced is None else sliced.report())  # fmt: skip
+        except EvallossError as exc:
+            error = exc
+        world.agree(error)
+        assert built is not None
+        report = built
         if rules is not None:
             verdict = gate.evaluate(rules, report.models)
             report = replace(report, gate=gating.extend(verdict, rules, report.models))

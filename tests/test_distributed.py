@@ -174,6 +174,37 @@ def test_torchrun_bad_row_on_rank_1_is_one_line_and_exit_2(tmp_path: Path) -> No
     assert "exitcode  : 2" in done.stderr  # torchrun's summary of the failed rank
 
 
+@pytest.mark.slow
+def test_torchrun_data_that_grows_after_the_pass_is_exit_2_on_every_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: rank 0 hashed the grown file (a sha256 of bytes no figure came from) and every
+    rank left with the gate's code, 1. Now rank 0 sees the stamp moved and every rank leaves
+    with 2 (agreed before the process group ends), one line from rank 0; with no gate, too."""
+    x, y = data_set(300, seed=7)
+    data = _write_csv(tmp_path / "d.csv", x, y)
+    ckpts = []
+    for i in range(2):
+        torch.manual_seed(i)
+        ckpts.append(str(tmp_path / f"m{i}.safetensors"))
+        evalloss.save(nets.mlp(), ckpts[-1], loss="cross-entropy")
+    gated = ["compare", *ckpts, "--data", str(data), "--baseline", ckpts[0],
+             "--min-improvement", "50%"]  # fmt: skip
+    cases = {"gated": gated, "plain": ["compare", *ckpts, "--data", str(data)]}
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    monkeypatch.setenv("EVALLOSS_TEST_GROWS", str(data))
+    done = _torchrun(DRIVER, tmp_path / "cases.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ranks = [json.loads((tmp_path / f"cases.json.{r}.out").read_text()) for r in range(2)]
+    for name in cases:
+        zero, one = ranks[0][name], ranks[1][name]
+        assert zero["code"] == one["code"] == 2, (name, zero, one)
+        assert zero["stderr"] == f"evalloss: error: {data}: changed while it was being read " \
+            "(its size or modification time): the figures would match neither version; run " \
+            "again on a file that stays put\n"
+        assert one["stderr"] == zero["stdout"] == one["stdout"] == ""
+
+
 def test_merged_states_equal_one_pass() -> None:
     """Accumulators fed disjoint shards and merged equal one fed everything (exact sums)."""
     x, y = data_set(97, seed=1)
@@ -248,14 +279,16 @@ def test_torchrun_stalled_peer_is_one_line_and_exit_4(
     from tests import faulty
 
     evalloss.save(faulty.Fine(), tmp_path / "m.safetensors", loss="cross-entropy")
-    monkeypatch.setenv("EVALLOSS_TIMEOUT", "3")
+    # long enough that a loaded machine's slow start of one rank is not the stall (was 3 s:
+    # rank 1 could give up on a rank 0 still importing, before it stalled), short of the stall
+    monkeypatch.setenv("EVALLOSS_TIMEOUT", "20")
     faulty = Path(__file__).parent / "faulty.py"
     args = ["-m", "evalloss", "compare", "m.safetensors", "--data", "d.csv",
             "--model", f"{faulty}:StallsOnRank1", "--batch-size", "50"]  # fmt: skip
     done = _torchrun(*args, cwd=tmp_path)
     ours = [line for line in done.stderr.splitlines() if line.startswith("evalloss:")]
     assert ours[0].startswith(
-        "evalloss: error: rank 0: another process of the run died or did not answer within 3 s"
+        "evalloss: error: rank 0: another process of the run died or did not answer within 20 s"
     ), done.stderr
     assert "exitcode  : 4" in done.stderr  # torchrun's summary of rank 0
     assert not any(line.startswith("evalloss:") for line in ours[1:] if "SIGTERM" not in line)

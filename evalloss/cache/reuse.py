@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.cache import disk
 from evalloss.errors import CheckpointError, EvallossWarning, OptionError
+from evalloss.io.files import local_only
 from evalloss.io.hashing import sha256_of
 from evalloss.io.usercode import source_file
 from evalloss.run import distributed, onepass, prepared
@@ -57,6 +58,7 @@ def settings(
         if max_size is not None:
             raise OptionError("needs --cache", key="--cache-max-size")
         return None
+    local_only(folder, "--cache")
     distributed.single_process_only("--cache", CACHE_WHY)
     return folder, None if max_size is None else disk.parse_size(max_size)
 

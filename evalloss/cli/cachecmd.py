@@ -61,6 +61,7 @@ def cache_command(action: str, folder: str | None) -> None:
     device, the first checkpoint file's and the data's sha256), or clear: remove them all.
     See docs/cache.md."""
     from evalloss.cache import disk
+    from evalloss.io.files import local_only
 
     if folder is None:
         defaults = click.get_current_context().find_root().default_map or {}
@@ -68,6 +69,7 @@ def cache_command(action: str, folder: str | None) -> None:
     if folder is None:
         raise OptionError("give the folder: --cache DIR, EVALLOSS_CACHE, or cache in "
                           "[tool.evalloss]", key="--cache")  # fmt: skip
+    local_only(folder, "--cache")
     if action == "clear":
         click.echo(f"removed {disk.clear(folder)} entries")
         return

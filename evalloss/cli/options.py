@@ -265,7 +265,8 @@ def data_options(f: F) -> F:
                 "--output",
                 type=click.Path(dir_okay=False),
                 metavar="PATH",
-                help="Write the report to PATH (atomically) instead of stdout.",
+                help="Write the report to PATH (atomically) instead of stdout. A local "
+                "path: a URI (s3://...) is refused.",
             ),
             click.option(
                 "--no-progress",

@@ -1,7 +1,7 @@
 """Every file evalloss writes: pre-checks, the one atomic writer, and the report's way out.
 
-``check_output`` runs before any evaluation: a missing or unwritable folder, or an output
-path that is one of the inputs, is refused at once. `Atomic` is the one way a file is
+``check_output`` runs before any evaluation: a URI, a missing or unwritable folder, or an
+output path that is one of the inputs, is refused at once. `Atomic` is the one way a file is
 written (the report, ``--per-item``, ``--plot``, `evalloss.save`): a temp file in the same
 folder, fsynced, given the usual permissions, then renamed over the target; on any error or
 signal the old target stays as it was and the temp file is removed. ``write`` puts a finished
@@ -42,6 +42,19 @@ def check_outputs(
                 )
 
 
+def local_only(path: str | os.PathLike[str], option: str) -> None:
+    """Refuse a URI (``s3://``, ``gs://``, ``file://``, ...) where a local path is written:
+    pathlib would make ``s3://b/r.json`` the local ``s3:/b/r.json``, written wherever a folder
+    ``s3:`` happens to exist. Outputs are never written to object storage (a rename, what
+    makes a local write atomic, is not something a bucket has)."""
+    text = os.fspath(path)
+    if remote.is_uri(text):
+        why = ("the cache is a local folder" if option == "--cache" else
+               "outputs are local files: write it to a local path and copy it (aws s3 cp, "
+               "gcloud storage cp)")  # fmt: skip
+        raise OptionError(f"is a URI: {why}", path=text, key=option)
+
+
 def check_output(
     output: str | os.PathLike[str] | None,
     inputs: Iterable[str | os.PathLike[str] | None] = (),
@@ -55,6 +68,7 @@ def check_output(
     """
     if output is None:
         return
+    local_only(output, option)
     shown = Path(output)
     try:
         target = shown if _special(shown) else _real(shown)
@@ -186,6 +200,7 @@ class Atomic:
     def __init__(
         self, target: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()
     ) -> None:
+        local_only(target, "--output")
         self.given = Path(target)
         self.inputs = [Path(p) for p in inputs]
         self.target = _real(self.given)

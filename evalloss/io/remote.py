@@ -34,15 +34,19 @@ if TYPE_CHECKING:
 URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 ATTEMPTS = 4  # per request, the AWS SDK's standard retry strategy (exponential backoff)
 CONNECT_SECONDS = 5.0
+RETRY_SECONDS = 30  # GCS: how long transient errors are retried
 BUFFER = 1 << 16  # small reads (a header line) are served from one 64 KiB GET
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}
 Kind = type[EvallossError]
 _DENIED = re.compile(r"ACCESS_DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|"
                      r"\b403\b|[Ff]orbidden|[Pp]ermission denied")  # fmt: skip
 
+_UNREACHABLE = re.compile(r"network_connection|curlcode|curl error|could not connect|"
+                          r"couldn't connect|connection refused")  # fmt: skip
 _FILESYSTEMS: dict[tuple[str, ...], Any] = {}  # by scheme, bucket and the settings below
 _SETTINGS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
              "AWS_PROFILE", "AWS_ACCESS_KEY_ID")  # fmt: skip
+_GCS_SETTINGS = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")
 _LAST: dict[str, tuple[int, int]] = {}  # every URI's stamp when evalloss last looked
 
 
@@ -58,7 +62,8 @@ def locate(uri: str, kind: Kind = DataError) -> tuple[pafs.FileSystem, str]:
     bucket = rest.split("/", 1)[0]
     if not bucket or rest.endswith("/"):
         raise kind("expected scheme://bucket/path/to/object", path=uri)
-    settings = [os.environ.get(k, "") for k in _SETTINGS] if scheme in ("s3", "s3a") else []
+    names = {"s3": _SETTINGS, "s3a": _SETTINGS, "gs": _GCS_SETTINGS, "gcs": _GCS_SETTINGS}
+    settings = [os.environ.get(k, "") for k in names.get(scheme, ())]
     key = (scheme, bucket if scheme in ("s3", "s3a") else "", *settings)
     if key not in _FILESYSTEMS:
         _FILESYSTEMS[key] = _filesystem(scheme, bucket, uri, kind)
@@ -70,9 +75,7 @@ def _filesystem(scheme: str, bucket: str, uri: str, kind: Kind) -> Any:
         if scheme in ("s3", "s3a"):
             return _s3(bucket)
         if scheme in ("gs", "gcs"):
-            from pyarrow.fs import GcsFileSystem
-
-            return GcsFileSystem(retry_limit_seconds=30)
+            return _gcs()
         import fsspec
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -84,6 +87,21 @@ def _filesystem(scheme: str, bucket: str, uri: str, kind: Kind) -> Any:
                    path=uri) from exc  # fmt: skip
     except ValueError as exc:  # fsspec: "Protocol not known"
         raise kind(f"no filesystem is known for {scheme}:// ({_first(exc)})", path=uri) from exc
+
+
+def _gcs() -> Any:
+    """pyarrow's GCS with Application Default Credentials and a bound on retries;
+    ``STORAGE_EMULATOR_HOST`` (as Google's own clients read it) points at a local emulator."""
+    from datetime import timedelta
+
+    from pyarrow.fs import GcsFileSystem
+
+    options: dict[str, Any] = {"retry_time_limit": timedelta(seconds=RETRY_SECONDS)}
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        parts = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+        options.update(endpoint_override=parts.netloc, scheme=parts.scheme, anonymous=True)
+    return GcsFileSystem(**options)
 
 
 def _s3(bucket: str) -> Any:
@@ -236,7 +254,11 @@ def failure(uri: str, exc: BaseException, kind: Kind = DataError) -> EvallossErr
     lower = text.lower()
     if isinstance(exc, FileNotFoundError) or "nosuchkey" in lower or "not found" in lower:
         return kind(_missing(uri), path=uri)
-    if "network_connection" in lower or "curlcode" in lower or isinstance(exc, ConnectionError):
+    if "oauth2 access token" in lower or "could not load the default credentials" in lower:
+        return kind("no credentials for Google Cloud Storage: set GOOGLE_APPLICATION_CREDENTIALS "
+                    "or run 'gcloud auth application-default login' "
+                    f"({_first(exc)})", path=uri)  # fmt: skip
+    if _UNREACHABLE.search(lower) or isinstance(exc, ConnectionError):
         return kind(f"cannot reach the storage server ({_first(exc)})", path=uri)
     if isinstance(exc, PermissionError) or _DENIED.search(text):
         return kind("access denied: check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) "

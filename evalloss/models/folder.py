@@ -3,16 +3,17 @@ or run, and nothing is downloaded.
 
 A folder is ``config.json`` with ``model.safetensors`` (or ``model.safetensors.index.json`` and
 its shards), and ``tokenizer.json`` for text data. Refused, each by name, before any tensor is
-read: a config with ``auto_map`` (remote code) or ``quantization_config``, a ``model_type``
-transformers does not know, weights only in pickle form, shards missing, unlisted or
-overlapping, and a tokenizer that only exists as code or SentencePiece (no ``tokenizer.json``
-while ``tokenizer_config.json`` has an ``auto_map``). Every shard's header goes through the same
-checks as a checkpoint file (`checkpoint.open_file`).
+read: a config with ``auto_map`` (remote code) or ``quantization_config``, at any depth (a
+sub-config's too), a ``model_type`` transformers does not know, weights only in pickle form,
+shards missing, unlisted or overlapping, and a tokenizer config with an ``auto_map`` at any
+depth (code, whether or not a ``tokenizer.json`` is there). Every shard's header goes through
+the same checks as a checkpoint file (`checkpoint.open_file`).
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 INSTALL = "pip install 'evalloss[hf]'"
+CODE = "asks for remote code (auto_map), which evalloss never runs"
+REFUSED = {"auto_map": f"{CODE}; use a model type transformers has",
+            "quantization_config": "quantized models are not supported: evaluate the "
+                                   "unquantized weights"}  # fmt: skip
 # the loss a folder's own architecture implies, when --loss is not given
 _HEADS = {"ForCausalLM": "causal-lm", "LMHeadModel": "causal-lm",
           "ForSequenceClassification": "cross-entropy",
@@ -85,13 +90,7 @@ def _config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"is a directory without {CONFIG}: neither a checkpoint file "
                               "nor a Hugging Face model folder", path=str(folder))  # fmt: skip
     config = _json(path)
-    if "auto_map" in config:
-        raise CheckpointError("asks for remote code (auto_map), which evalloss never runs; "
-                              "use a model type transformers has", path=str(path),
-                              key="auto_map")  # fmt: skip
-    if "quantization_config" in config:
-        raise CheckpointError("quantized models are not supported: evaluate the unquantized "
-                              "weights", path=str(path), key="quantization_config")  # fmt: skip
+    _refuse_nested(config, path)
     kind = config.get("model_type")
     if not isinstance(kind, str):
         raise CheckpointError("no model_type", path=str(path), key="model_type")
@@ -100,6 +99,25 @@ def _config(folder: Path) -> dict[str, Any]:
                               "(evalloss never runs a folder's own code)", path=str(path),
                               key="model_type")  # fmt: skip
     return config
+
+
+def _refuse_nested(config: dict[str, Any], path: Path, refused: dict[str, str] = REFUSED) -> None:
+    """``auto_map`` (code) or ``quantization_config`` at any depth: transformers reads every
+    nested config (``text_config``, ``vision_config``, ...) as it reads the top one. The
+    shallowest is named, by its key path (``text_config.auto_map``)."""
+    queue: deque[tuple[str, Any]] = deque([("", config)])
+    while queue:  # breadth first, iterative: as deep as the JSON parser allowed
+        where, value = queue.popleft()
+        items: Any = ()
+        if isinstance(value, dict):
+            items = value.items()
+        elif isinstance(value, list):
+            items = ((f"[{i}]", v) for i, v in enumerate(value))
+        for key, inner in items:
+            name = f"{where}{key}" if key.startswith("[") or not where else f"{where}.{key}"
+            if key in refused:
+                raise CheckpointError(refused[key], path=str(path), key=name)
+            queue.append((name, inner))
 
 
 def known_types(path: str) -> frozenset[str]:
@@ -160,8 +178,7 @@ def _tokenizer(folder: Path) -> Path | None:
     whether or not it would be used; one without ``tokenizer.json`` is ignored (text data then
     says that it needs one)."""
     config = folder / TOKENIZER_CONFIG
-    if config.is_file() and "auto_map" in _json(config):
-        raise CheckpointError("asks for remote code (auto_map), which evalloss never runs",
-                              path=str(config), key="auto_map")  # fmt: skip
+    if config.is_file():
+        _refuse_nested(_json(config), config, {"auto_map": CODE})
     tokenizer = folder / TOKENIZER
     return tokenizer if tokenizer.is_file() else None

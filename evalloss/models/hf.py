@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import CheckpointError, shown
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
             "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING",
             "token": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING"}  # fmt: skip
+TEXT_CONFIGS = ("text_encoder", "decoder", "generator", "text_config")  # get_text_config's
 HEADS = {"causal-lm": "causal LM", "cross-entropy": "sequence classification",
          "token": "token classification"}  # fmt: skip
 
@@ -43,6 +45,7 @@ def build(
     """transformers' class for the folder's model type and the loss's head, weights loaded."""
     assert checkpoint.config is not None
     known_types(checkpoint.path)  # the one-line error naming the extra, if transformers is missing
+    from transformers import PretrainedConfig
     from transformers.models.auto import modeling_auto
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -58,9 +61,16 @@ def build(
                               f"{shown(kind)}", path=checkpoint.path)  # fmt: skip
     try:
         config = config_class.from_dict(dict(checkpoint.config))
+        text: Any = config.get_text_config()  # what generation and the head read
     except Exception as exc:  # a config value its class refuses
         raise CheckpointError(f"config.json: {type(exc).__name__}: {exc}",
                               path=checkpoint.path) from exc  # fmt: skip
+    if not isinstance(text, PretrainedConfig):
+        name = next(n for n in TEXT_CONFIGS if getattr(config, n, None) is text)
+        raise CheckpointError(f"is not a sub-config model type {shown(kind)} has (a plain "
+                              f"{type(text).__name__} where transformers reads a config)",
+                              path=Path(checkpoint.path) / "config.json",
+                              key=name)  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
     if wanted.loss != "causal-lm":
         model = _Logits(model, channels_first=head == "token")
@@ -81,7 +91,7 @@ def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted)
                 trust_remote_code=False, dtype=wanted.dtype, device_map=device,
                 output_loading_info=True,
             )  # fmt: skip
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        except Exception as exc:  # the folder's values, wherever transformers trips on them
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"transformers cannot load it ({first[:300]})",
                                   path=checkpoint.path) from exc  # fmt: skip

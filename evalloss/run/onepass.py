@@ -20,6 +20,7 @@ from evalloss.run.batch import Batch, ItemKeys, Observer
 from evalloss.run.engine import Accumulator, BadTarget
 from evalloss.run.readahead import prefetch, read_ahead
 from evalloss.sources import Block, DataSource
+from evalloss.sources.base import changed
 from evalloss.stats.state import Reducible
 
 if TYPE_CHECKING:
@@ -77,11 +78,7 @@ def _changed(source: DataSource, world: distributed.World) -> DataError | None:
     now = source.stamp()
     stamps = world.gather(now)
     if now != source.opened:
-        return DataError(
-            "changed while it was being read (its size or modification time): the figures "
-            "would match neither version; run again on a file that stays put",
-            path=source.path,
-        )
+        return changed(source.path)
     if len(set(map(tuple, stamps))) > 1:
         shown = ", ".join(f"rank {r}: {size} bytes" for r, (size, _) in enumerate(stamps))
         return DataError(

@@ -18,6 +18,7 @@ from evalloss._version import __version__
 from evalloss.errors import CheckpointError
 from evalloss.io.hashing import sha256_of
 from evalloss.report import Provenance
+from evalloss.sources.base import changed
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,8 @@ def collect(
     sha256: dict[str, str] | None = None
     if hashed:
         sha256 = dict(source.sha256())
+        if source.stamp() != source.opened:  # under torchrun rank 0 hashes after the pass
+            raise changed(source.path)
         for path in checkpoints:
             sha256[path] = _checkpoint_sha256(path)
         for folder, files in (folders or {}).items():

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import torch
 
-    from evalloss.errors import DataError
     from evalloss.sources.slicing import Slicing
 
+from evalloss.errors import DataError
 from evalloss.io.files import stamp
 
 Gather = Callable[[Any], list[Any]]  # every process's value, in rank order (`World.gather`)
@@ -128,6 +128,13 @@ class DataSource(Protocol):
         """Every file the figures depend on -> its hex sha256 (kept from the pass if it
         hashed while reading, else read now)."""
         ...
+
+
+def changed(path: str) -> DataError:
+    """The error for a data file whose stamp at the end is not the one it was opened with."""
+    return DataError("changed while it was being read (its size or modification time): the "
+                     "figures would match neither version; run again on a file that stays put",
+                     path=path)  # fmt: skip
 
 
 class Plain:

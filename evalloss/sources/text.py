@@ -21,6 +21,7 @@ from evalloss.io import remote
 from evalloss.losses import ROWS as LOSSES
 from evalloss.sources import csvtext, documents, jsonlines, slicing, textlabels
 from evalloss.sources.base import Block, Gather
+from evalloss.sources.tokenizer import encode, load
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,20 +100,6 @@ def _label(path: str, options: Options) -> str | None:
     return options.target[0]
 
 
-def load(path: str) -> Any:
-    """A ``tokenizer.json``, with the truncation and padding it may ask for switched off."""
-    from tokenizers import Tokenizer
-
-    try:
-        tokenizer = Tokenizer.from_file(path)
-    except Exception as exc:  # the library raises a bare Exception for a bad file
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot load the tokenizer ({first[:200]})", path=path) from exc
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
-
-
 def _schema(path: str, text_column: str = "text") -> Any:
     """The columns of a JSON Lines, Parquet or CSV file."""
     import pyarrow as pa
@@ -180,7 +167,7 @@ class Text(documents.Documents):
                     sizes = np.fromiter((len(t.encode("utf-8")) for t in texts), np.int64)
                     self.counted["bytes"] += int(sizes.sum())
                     self.counted["documents"].append(sizes)
-                    ids = _encode(tokenizer, texts)
+                    ids = encode(tokenizer, texts, self.tokenizer, self.path, first)
                     if labels is None:
                         codes = None if self.slicing is None else self.slicing.encode(table)
                         yield from self._pack(ids, None, first, codes)
@@ -286,10 +273,3 @@ def _lines(path: str) -> Iterator[list[str]]:
     if chunk:
         yield chunk
 
-
-def _encode(tokenizer: Any, texts: list[str]) -> list[npt.NDArray[np.int64]]:
-    """Each document's token ids, special tokens included: one batch, every core."""
-    import numpy as np
-
-    encoded = tokenizer.encode_batch_fast(texts, add_special_tokens=True)
-    return [np.asarray(e.ids, dtype=np.int64) for e in encoded]
