@@ -89,8 +89,8 @@ def test_blocks_are_kept_between_passes(models: dict[str, Path],
     from evalloss.sources import text
 
     calls = []
-    encode = text._encode
-    monkeypatch.setattr(text, "_encode", lambda *a: calls.append(1) or encode(*a))
+    encode = text.encode
+    monkeypatch.setattr(text, "encode", lambda *a: calls.append(1) or encode(*a))
     evalloss.compare([models["a"], models["c"]], data=models["data"], one_at_a_time=True)
     assert len(calls) == 1
     monkeypatch.setattr(sequential, "KEEP_BYTES", 0)  # nothing kept: read again
