@@ -37,8 +37,22 @@ def main() -> None:
             except SystemExit as exit_:
                 code = exit_.code
         results[name] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    results["gloo threads after destroy"] = _gloo_threads_after_destroy()
     with open(f"{path}.{os.environ['RANK']}.out", "w") as f:
         json.dump(results, f)
+
+
+def _gloo_threads_after_destroy() -> int:
+    """The gloo worker threads still alive once the process group is destroyed (as at exit):
+    any left can take the GIL while Python finalizes, and abort the process (SIGABRT)."""
+    from evalloss.run import distributed
+
+    distributed._destroy()
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as f:
+            count += f.read().startswith("pt_gloo")
+    return count
 
 
 def _grows_after_the_pass(data: str) -> None:

@@ -128,6 +128,7 @@ class World:
         if not dist.is_initialized():
             # Kept for the life of the process: a second init under torchrun's store hangs,
             # so a later compare() in the same process reuses this group.
+            _before_init()
             try:
                 dist.init_process_group(backend="gloo", timeout=timeout)
             except (ValueError, RuntimeError) as exc:
@@ -221,6 +222,19 @@ class World:
     def merge(self, state: Any, combine: Callable[[list[Any]], Any]) -> Any:
         """``combine`` of every process's ``state``, in rank order (the same on every rank)."""
         return combine(self.gather(state))
+
+
+def _before_init() -> None:
+    """Import, before the group exists, the torch module that would otherwise keep it alive.
+
+    ``torch.distributed.nn.functional`` declares ``group=group.WORLD`` as default arguments.
+    Imported after ``init_process_group`` (torch._dynamo imports it, and transformers imports
+    dynamo), its defaults hold the default group, so `_destroy` cannot free it. Its gloo worker
+    threads then outlive the interpreter's shutdown, and one that drops a finished collective's
+    tensor asks for the GIL while Python finalizes: pthread_exit inside C++, ``terminate called
+    without an active exception``, SIGABRT at exit. Imported first, its defaults are None.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 def _destroy() -> None:
