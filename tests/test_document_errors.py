@@ -135,6 +135,23 @@ def test_parquet_labels_of_floats_are_refused_not_ignored(ckpt: Path, tmp_path: 
                                   "an integer (the column holds lists of double)")  # fmt: skip
 
 
+def test_a_key_first_seen_past_pyarrows_first_block_is_ignored(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow takes the schema from its first block and failed on a later new key ("unexpected
+    field", no line): a key the run does not use is ignored wherever it first appears."""
+    monkeypatch.setattr(documents, "JSON_BLOCK", 4096)
+    rows = [f'{{"input_ids": [{i % 11}, {(i * 7) % 11}, 3]}}\n' for i in range(800)]
+    plain, late = tmp_path / "plain.jsonl", tmp_path / "late.jsonl"
+    plain.write_text("".join(rows))
+    rows[700] = rows[700][:-2] + ', "source": "late"}\n'
+    late.write_text("".join(rows))
+    assert late.stat().st_size > 4 * 4096
+    one, other = (evalloss.compare([ckpt], data=d, model=LM).models[0] for d in (plain, late))
+    assert (one.items, one.tokens, one.loss_sum) == (other.items, other.tokens, other.loss_sum)
+    assert one.items == 800
+
+
 def test_a_good_file_with_blank_lines_is_read(ckpt: Path, tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text("\ufeff" + GOOD + "\n \n" + '{"input_ids": [4, 5]}\r\n')

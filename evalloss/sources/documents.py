@@ -178,13 +178,21 @@ def not_integers(path: str, name: str, rule: str, kind: str) -> DataError:
     return DataError(f"token ids must be lists of integers, not {kind}", path=path, key=name)
 
 
+JSON_BLOCK = 1 << 24  # bytes of JSON Lines pyarrow parses at once
+
+
 def reader(path: str, columns: list[str], rank: int, world: int) -> Any:
     """Record batches of ``columns`` (all, if empty): this process's share."""
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
     if path.lower().endswith(JSONL_SUFFIXES):
-        return pajson.open_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
+        # pyarrow takes the schema from the first block and fails on a key that first appears
+        # later ("unexpected field", no line): the first block's schema, later keys ignored.
+        blocks = pajson.ReadOptions(block_size=JSON_BLOCK)
+        schema = pajson.open_json(path, read_options=blocks).schema
+        return pajson.open_json(path, read_options=blocks, parse_options=pajson.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"))  # fmt: skip
     parquet = pq.ParquetFile(path, pre_buffer=False)
     groups = parquet.metadata.num_row_groups
     mine = list(range(groups * rank // world, groups * (rank + 1) // world))
