@@ -83,7 +83,7 @@ def test_a_template_that_takes_memory_is_stopped(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(template, "_peak", lambda: next(peaks))
     source = "{% for i in range(100) %}{{ i }}{% endfor %}"
     compiled = template.ChatTemplate("t", source, {}, template._compiled("t", source))
-    with pytest.raises(template.TemplateFailed, match="more than 1024 MiB"):
+    with pytest.raises(template.RenderError, match="more than 1024 MiB"):
         compiled.render(GOOD)
 
 

@@ -20,8 +20,17 @@ from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError
 from evalloss.io import remote
-from evalloss.sources import (chat, csvfile, documents, factory, parquetfile, tensors, text,
-                              tokenstream)  # fmt: skip
+from evalloss.sources import (
+    chat,
+    csvfile,
+    documents,
+    factory,
+    masks,
+    parquetfile,
+    tensors,
+    text,
+    tokenstream,  # fmt: skip
+)
 from evalloss.sources.base import Block, DataSource
 
 if TYPE_CHECKING:
@@ -60,7 +69,7 @@ def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
 
 def _scored(source: DataSource, options: Options) -> DataSource:
     """``--score assistant`` or ``completion`` only where the data says what those are."""
-    if options.score not in (None, "all") and not isinstance(source, chat.Chat | chat.masks.Masked):
+    if options.score not in (None, "all") and not isinstance(source, chat.Chat | masks.Masked):
         raise DataError(f"--score {options.score} needs chat or instruction data: a messages "
                         "column, prompt and completion columns, or token ids with a "
                         "completion_mask or assistant_masks column (docs/chat-data.md)",

@@ -153,7 +153,8 @@ def agree(source: Any, own: list[str | None], shared: tuple[str | None, ...]) ->
         if mine is not None and used is not None and _beside(mine) != _beside(used):
             raise OptionError(f"{Path(mine).parent} and {Path(used).parent} have the same "
                               "tokenizer.json but not the same chat template or special "
-                              "tokens: evaluate them in separate runs", key="CHECKPOINT")  # fmt: skip
+                              "tokens: evaluate them in separate runs",
+                              key="CHECKPOINT")  # fmt: skip
 
 
 def _beside(tokenizer: str) -> tuple[str | None, dict[str, str]]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError
 from evalloss.sources.jsonlines import written
-from evalloss.sources.template import ChatTemplate, TemplateFailed
+from evalloss.sources.template import ChatTemplate, RenderError
 from evalloss.sources.tokenizer import encode, encodings
 
 if TYPE_CHECKING:
@@ -86,7 +86,6 @@ def pairs(reading: Reading, records: list[dict[str, Any]], first: int, bad: Bad,
           conversational: bool) -> Converted:  # fmt: skip
     """A chunk of ``prompt``/``completion`` records: strings, or (``conversational``) lists
     of messages."""
-    import numpy as np
 
     prompts, wholes, sizes = [], [], []
     scored = reading.score == "completion"
@@ -103,6 +102,7 @@ def pairs(reading: Reading, records: list[dict[str, Any]], first: int, bad: Bad,
             if not isinstance(value, str):
                 raise bad(i, f"{name} must be a string (as in the first record), not "
                           f"{written(value)}", name)  # fmt: skip
+        assert isinstance(prompt, str) and isinstance(completion, str)  # checked just above
         eos = reading.eos or ""
         prompts.append(prompt)
         wholes.append(prompt + (completion if completion.endswith(eos) else completion + eos))
@@ -155,7 +155,7 @@ def _render(reading: Reading, messages: list[dict[str, Any]], i: int, column: st
     assert template is not None  # open_source found it
     try:
         return template.render(messages, add_generation_prompt=generation_prompt)
-    except TemplateFailed as exc:
+    except RenderError as exc:
         raise bad(i, f"{exc} (the template in {template.path})", column) from None
 
 

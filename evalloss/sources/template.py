@@ -17,7 +17,7 @@ What the sandbox leaves to its caller is bounded here, the same on every machine
 - sizes: ``*``, ``**`` and ``%`` refuse results past `MAX_ITEMS` elements or `MAX_BITS` bits,
   and every filter refuses a number argument past `MAX_ITEMS` (``center(10**10)``);
 - memory: the process's peak may grow by at most `MAX_GROWTH` bytes during one conversation.
-A template past a limit, or one that raises, is a `TemplateFailed` (the caller names the row).
+A template past a limit, or one that raises, is a `RenderError` (the caller names the row).
 Includes and imports find nothing: the environment has no loader.
 """
 
@@ -51,7 +51,7 @@ MAX_GROWTH = 1 << 30  # bytes the process's peak memory may grow by, rendering o
 _CONVERSION = re.compile(r"%[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
-class TemplateFailed(Exception):
+class RenderError(Exception):
     """The template raised, refused its input, or went past a limit: ``why`` says which."""
 
 
@@ -79,15 +79,15 @@ class ChatTemplate:
             plain = chat._alias_reasoning_fields(plain)
             kwargs = chat._plain_template_data(dict(self.tokens))
             with _Budget():  # counted by the compiled template (`_Steps`)
-                text, spans = chat._render_with_assistant_indices(
+                text, spans = chat._render_with_assistant_indices(  # type: ignore[no-untyped-call]
                     self.compiled, plain, None, None, add_generation_prompt, **kwargs
                 )
-        except TemplateFailed:
+        except RenderError:
             raise
         except MemoryError:
-            raise TemplateFailed("the chat template ran out of memory") from None
+            raise RenderError("the chat template ran out of memory") from None
         except Exception as exc:  # a template's own error, the sandbox's, or a bad value
-            raise TemplateFailed(f"the chat template failed: {_first(exc)}") from exc
+            raise RenderError(f"the chat template failed: {_first(exc)}") from exc
         return text, [(int(a), int(b)) for a, b in spans]
 
 
@@ -104,13 +104,11 @@ def find(tokenizer: str) -> ChatTemplate | None:
     folder = Path(tokenizer).parent
     config = _json(folder / CONFIG_FILE)
     jinja = folder / TEMPLATE_FILE
-    if jinja.is_file():
-        path, source = str(jinja), _read(jinja)
-    else:
-        path, source = str(folder / CONFIG_FILE), _chosen(config.get("chat_template"),
+    path = str(jinja if jinja.is_file() else folder / CONFIG_FILE)
+    source = _read(jinja) if jinja.is_file() else _chosen(config.get("chat_template"),
                                                           folder / CONFIG_FILE)  # fmt: skip
-        if source is None:
-            return None
+    if source is None:
+        return None
     return ChatTemplate(path, source, special_tokens(folder, config), _compiled(path, source))
 
 
@@ -179,7 +177,7 @@ def _compiled(path: str, source: str) -> Any:
         limited.filters = {name: _bounded(f) for name, f in sandbox.filters.items()}
         limited.filters["format"] = _format(sandbox.filters["format"])
         limited.step = _step
-        limited._compile = _instrumented  # type: ignore[method-assign]
+        limited._compile = _instrumented
         return limited.from_string(source)
     except Exception as exc:  # a syntax error, an unknown tag; jinja2 too old
         raise DataError(f"cannot compile the chat template ({_first(exc)})", path=path,
@@ -194,9 +192,9 @@ def _times(left: Any, right: Any) -> Any:
     sized = [v for v in (left, right) if isinstance(v, str | list | tuple)]
     counts = [v for v in (left, right) if type(v) is int]
     if sized and counts and len(sized[0]) * max(counts[0], 0) > MAX_ITEMS:
-        raise TemplateFailed(f"the chat template asks for more than {MAX_ITEMS} characters")
+        raise RenderError(f"the chat template asks for more than {MAX_ITEMS} characters")
     if len(counts) == 2 and left.bit_length() + right.bit_length() > MAX_BITS:
-        raise TemplateFailed("the chat template computes too large a number")
+        raise RenderError("the chat template computes too large a number")
     return left * right
 
 
@@ -204,7 +202,7 @@ def _power(left: Any, right: Any) -> Any:
     if type(left) is int and type(right) is int and abs(left) > 1 and (
         right * max(left.bit_length(), 1) > MAX_BITS
     ):
-        raise TemplateFailed("the chat template computes too large a number")
+        raise RenderError("the chat template computes too large a number")
     return left**right
 
 
@@ -219,7 +217,7 @@ def _check_conversions(text: str) -> None:
     for match in _CONVERSION.finditer(text):
         for part in match.groups():
             if part == "*" or (part is not None and int(part) > MAX_ITEMS):
-                raise TemplateFailed("the chat template asks for too wide a format")
+                raise RenderError("the chat template asks for too wide a format")
 
 
 def _bounded(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -230,7 +228,7 @@ def _bounded(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if any(_big(v) for v in (*args[skip:], *kwargs.values())):
-            raise TemplateFailed(f"the chat template gives a filter a number past {MAX_ITEMS}")
+            raise RenderError(f"the chat template gives a filter a number past {MAX_ITEMS}")
         return f(*args, **kwargs)
 
     return wrapper
@@ -267,12 +265,12 @@ def _step() -> None:
     """Called by the compiled template at every loop iteration and function call."""
     budget = _ACTIVE.get()
     if budget is None:
-        raise TemplateFailed("the chat template ran outside a render")
+        raise RenderError("the chat template ran outside a render")
     budget.left -= 1
     if budget.left < 0:
-        raise TemplateFailed(f"the chat template ran past {MAX_STEPS} steps")
+        raise RenderError(f"the chat template ran past {MAX_STEPS} steps")
     if _peak() > budget.limit:
-        raise TemplateFailed(f"the chat template took more than {MAX_GROWTH >> 20} MiB")
+        raise RenderError(f"the chat template took more than {MAX_GROWTH >> 20} MiB")
 
 
 class _Steps(ast.NodeTransformer):
@@ -280,15 +278,16 @@ class _Steps(ast.NodeTransformer):
     function (a macro, a block, a recursive loop, the root): no step of a template's own
     goes uncounted."""
 
-    def _counted(self, node: Any) -> Any:
-        self.generic_visit(node)
-        call = ast.Call(ast.Attribute(ast.Name("environment", ast.Load()), "step", ast.Load()),
-                        [], [])  # fmt: skip
-        node.body.insert(0, ast.Expr(call))
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        if isinstance(node, _COUNTED):
+            call = ast.Call(ast.Attribute(ast.Name("environment", ast.Load()), "step",
+                                          ast.Load()), [], [])  # fmt: skip
+            node.body.insert(0, ast.Expr(call))
         return node
 
-    visit_For = visit_AsyncFor = visit_While = _counted
-    visit_FunctionDef = visit_AsyncFunctionDef = _counted
+
+_COUNTED = (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def _instrumented(source: str, filename: str) -> CodeType:
