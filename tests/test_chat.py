@@ -251,3 +251,19 @@ def test_paired_statistics_slices_export_and_cache(folders: dict[str, Path], tmp
     changed = run("compare", other, *common, "--score", "all")
     assert changed.exit_code == 0, changed.stderr
     assert json.loads(changed.stdout)["models"][0]["tokens"] > challenger["tokens"]
+
+
+def test_explain_shows_the_batch_recipes_against_the_scored_tokens(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """explain on conversations: its exact figure is the assistant tokens', and at batch
+    size 1 the average of batch means is the mean of each conversation's own mean."""
+    folder = folders["gpt2"]
+    path = hf.jsonl(tmp_path / "c.jsonl", [{"messages": c} for c in CONVERSATIONS])
+    expected, tokens = _conversation_oracle(folder, CONVERSATIONS)
+    shown = evalloss.explain(folder, data=path, batch_sizes=[1, 2])
+    assert shown.tokens == tokens
+    assert shown.loss_per_token == pytest.approx(expected / tokens, rel=1e-6)
+    means = [s / n for s, n in _per_conversation(folder, CONVERSATIONS)]
+    assert shown.rows[0].average_of_averages == pytest.approx(math.fsum(means) / len(means),
+                                                              rel=1e-6)  # fmt: skip
