@@ -267,3 +267,55 @@ def test_explain_shows_the_batch_recipes_against_the_scored_tokens(
     means = [s / n for s, n in _per_conversation(folder, CONVERSATIONS)]
     assert shown.rows[0].average_of_averages == pytest.approx(math.fsum(means) / len(means),
                                                               rel=1e-6)  # fmt: skip
+
+
+def test_models_of_different_tokenizers_are_ranked_by_the_scored_bytes(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A model whose tokenizer differs reads the conversations in its own pass, with its own
+    template; the scored bytes (the assistant's contents) are the same for both, so the run
+    ranks by bits per byte."""
+    other = tmp_path / "other"
+    hf.chat_folder(other, "llama")
+    hf.tokenizer(other, vocab=260)  # another tokenizer.json
+    path = hf.jsonl(tmp_path / "c.jsonl", [{"messages": c} for c in CONVERSATIONS])
+    report = evalloss.compare([folders["gpt2"], other], data=path)
+    assert report.to_dict().get("ranked_by") == "bits_per_byte"
+    for model in report.models:
+        expected, tokens = _conversation_oracle(Path(model.path), CONVERSATIONS)
+        assert (model.tokens, model.loss_sum) == (tokens, pytest.approx(expected, rel=1e-6))
+        assert model.bits_per_byte == pytest.approx(
+            expected / (_assistant_bytes(CONVERSATIONS) * math.log(2)), rel=1e-6)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_torchrun_chat_data_equals_one_process(folders: dict[str, Path], tmp_path: Path) -> None:
+    """Two processes over conversations in Parquet (each its row groups) and pairs in JSON
+    Lines (chunks dealt out), with a baseline: the one-process report."""
+    import subprocess
+    import sys
+
+    rows = [{"messages": c} for c in CONVERSATIONS * 3]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet", row_group_size=2)
+    hf.jsonl(tmp_path / "p.jsonl", [{"prompt": p, "completion": c} for p, c in PAIRS])
+    other = hf.chat_folder(tmp_path / "other")
+    hf.gpt2(other, positions=512, seed=4)
+    common = ["--format", "json", "--precision", "float64", "--baseline", str(folders["gpt2"])]
+    cases = {name: ["compare", str(other), "--data", str(tmp_path / name), *common]
+             for name in ("c.parquet", "p.jsonl")}  # fmt: skip
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    driver = Path(__file__).parent / "torchrun_driver.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(driver), str(tmp_path / "cases.json")]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    zero = json.loads((tmp_path / "cases.json.0.out").read_text())
+    for name in cases:
+        assert zero[name]["code"] in (None, 0), zero[name]["stderr"]
+        many = json.loads(zero[name]["stdout"])
+        one = evalloss.compare([other], data=tmp_path / name, precision="float64",
+                               baseline=str(folders["gpt2"])).to_dict()  # fmt: skip
+        assert many["world_size"] == 2 and many["data"] == one["data"]
+        for a, b in zip(one["models"], many["models"], strict=True):
+            assert (a["items"], a["tokens"]) == (b["items"], b["tokens"])
+            assert math.isclose(a["loss_sum"], b["loss_sum"], rel_tol=1e-9)
