@@ -47,6 +47,13 @@ def _tokenizer(folder: Path) -> object:
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
+def _written(tmp_path: Path, stem: str, rows: list[dict[str, object]]) -> list[Path]:
+    """``rows`` as JSON Lines and as Parquet."""
+    parquet = tmp_path / f"{stem}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=2)
+    return [hf.jsonl(tmp_path / f"{stem}.jsonl", rows), parquet]
+
+
 def _conversation_oracle(folder: Path, conversations: list[list[dict[str, str]]],
                          every: bool = False) -> tuple[float, int]:  # fmt: skip
     """transformers' own rendering and assistant mask; the model's own token losses."""
@@ -71,11 +78,8 @@ def test_conversations_score_the_assistant_tokens_as_transformers_marks_them(
 ) -> None:
     folder = folders[kind]
     expected, tokens = _conversation_oracle(folder, CONVERSATIONS)
-    rows = [{"messages": c, "id": i} for i, c in enumerate(CONVERSATIONS)]
-    jsonl = hf.jsonl(tmp_path / "c.jsonl", rows)
-    parquet = tmp_path / "c.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=2)
-    for path in (jsonl, parquet):
+    rows: list[dict[str, object]] = [{"messages": c, "id": i} for i, c in enumerate(CONVERSATIONS)]
+    for path in _written(tmp_path, "c", rows):
         report = evalloss.compare([folder], data=path)
         model = report.models[0]
         assert (model.items, model.tokens) == (len(CONVERSATIONS), tokens), path
@@ -141,12 +145,7 @@ def test_prompt_completion_pairs_are_scored_as_trl_builds_them(
         rows = [{"prompt": p, "completion": c} for p, c in PAIRS]
         scored = sum(len(c.encode()) for _, c in PAIRS)
     expected, tokens = _labels_oracle(folder, _trl_dataset(folder, rows, tmp_path))
-    for suffix in (".jsonl", ".parquet"):
-        path = tmp_path / f"p{suffix}"
-        if suffix == ".jsonl":
-            hf.jsonl(path, rows)
-        else:
-            pq.write_table(pa.Table.from_pylist(rows), path)
+    for path in _written(tmp_path, "p", rows):
         report = evalloss.compare([folder], data=path)
         assert (report.models[0].items, report.models[0].tokens) == (len(rows), tokens)
         assert report.models[0].loss_sum == pytest.approx(expected, rel=1e-6)
@@ -188,14 +187,9 @@ def test_mask_columns_score_the_tokens_they_mark(folders: dict[str, Path], tmp_p
     for row in MASKED:  # by hand: a token counts where every mask used marks it
         losses = hf.token_losses(model, row["input_ids"])
         terms += [v for j, v in enumerate(losses, 1) if all(row[m][j] for m in used)]
-    for suffix in (".jsonl", ".parquet"):
-        path = tmp_path / f"m{suffix}"
-        if suffix == ".jsonl":
-            hf.jsonl(path, MASKED)
-        else:
-            pq.write_table(pa.Table.from_pylist(MASKED), path)
+    for path in _written(tmp_path, "m", MASKED):  # type: ignore[arg-type]
         report = evalloss.compare([folder], data=path, score=score)
-        assert report.models[0].tokens == len(terms), suffix
+        assert report.models[0].tokens == len(terms), path
         assert report.models[0].loss_sum == pytest.approx(math.fsum(terms), rel=1e-6)
 
 
@@ -292,8 +286,7 @@ def test_models_of_different_tokenizers_are_ranked_by_the_scored_bytes(
 def test_torchrun_chat_data_equals_one_process(folders: dict[str, Path], tmp_path: Path) -> None:
     """Two processes over conversations in Parquet (each its row groups) and pairs in JSON
     Lines (chunks dealt out), with a baseline: the one-process report."""
-    import subprocess
-    import sys
+    from tests.torchrun_driver import launch
 
     rows = [{"messages": c} for c in CONVERSATIONS * 3]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "c.parquet", row_group_size=2)
@@ -303,13 +296,7 @@ def test_torchrun_chat_data_equals_one_process(folders: dict[str, Path], tmp_pat
     common = ["--format", "json", "--precision", "float64", "--baseline", str(folders["gpt2"])]
     cases = {name: ["compare", str(other), "--data", str(tmp_path / name), *common]
              for name in ("c.parquet", "p.jsonl")}  # fmt: skip
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
-    driver = Path(__file__).parent / "torchrun_driver.py"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", str(driver), str(tmp_path / "cases.json")]  # fmt: skip
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    zero = json.loads((tmp_path / "cases.json.0.out").read_text())
+    zero = launch(cases, tmp_path)
     for name in cases:
         assert zero[name]["code"] in (None, 0), zero[name]["stderr"]
         many = json.loads(zero[name]["stdout"])

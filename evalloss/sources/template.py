@@ -28,7 +28,6 @@ import contextvars
 import functools
 import json
 import re
-import resource
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -297,7 +296,12 @@ def _instrumented(source: str, filename: str) -> CodeType:
 
 
 def _peak() -> int:
-    """The process's peak resident memory, in bytes (Linux counts KiB, macOS bytes)."""
+    """The process's peak resident memory, in bytes (Linux counts KiB, macOS bytes; 0 where
+    the system does not say: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
