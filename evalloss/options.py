@@ -40,6 +40,7 @@ class RunKeywords(TypedDict, total=False):
     token_dtype: str
     tokens_column: str
     text_column: str
+    score: str | None
     batch_tokens: int | None
     inputs_key: str
     targets_key: str
@@ -48,6 +49,7 @@ class RunKeywords(TypedDict, total=False):
 
 
 TOKEN_DTYPES = ("uint16", "uint32")
+SCORES = ("assistant", "completion", "all")  # chat and instruction data: the tokens scored
 DEFAULT_BATCH_TOKENS = 4096  # tokens per forward pass, padding included (docs/performance.md)
 
 
@@ -69,6 +71,7 @@ class Options:
     token_dtype: str = "uint16"  # a .bin token stream's element type
     tokens_column: str = "input_ids"  # documents: the list-of-token-ids column
     text_column: str = "text"  # text data: the column of documents (JSON Lines, Parquet, CSV)
+    score: str | None = None  # chat data: what is scored (`SCORES`; None: the form's default)
     batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
     ordered: bool = False  # sequence data in file order (explain), not packed by length
@@ -109,8 +112,8 @@ class Options:
 
 
 def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
-    """--context, --stride, --token-dtype, --tokens-column, --text-column, --batch-tokens,
-    checked."""
+    """--context, --stride, --token-dtype, --tokens-column, --text-column, --score,
+    --batch-tokens, checked."""
     context, stride = given.get("context"), given.get("stride")
     for option, value in (("--context", context), ("--stride", stride)):
         if value is not None and (isinstance(value, bool) or not 1 <= value <= 1 << 24):
@@ -120,6 +123,9 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
     dtype = given.get("token_dtype", "uint16")
     if dtype not in TOKEN_DTYPES:
         raise OptionError(f"must be one of {', '.join(TOKEN_DTYPES)}", key="--token-dtype")
+    score = given.get("score")
+    if score is not None and score not in SCORES:
+        raise OptionError(f"must be one of {', '.join(SCORES)}", key="--score")
     budget = given.get("batch_tokens") or DEFAULT_BATCH_TOKENS
     if isinstance(budget, bool) or not 1 <= budget <= 1 << 32:
         raise OptionError(f"must be a whole number from 1 to {1 << 32}", key="--batch-tokens")
@@ -129,6 +135,7 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
         "token_dtype": dtype,
         "tokens_column": str(given.get("tokens_column", "input_ids")),
         "text_column": str(given.get("text_column", "text")),
+        "score": score,
         "batch_tokens": budget,
     }
 

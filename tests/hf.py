@@ -104,3 +104,38 @@ def own_loss(folder: Path, documents: list[list[int]], context: int | None = Non
 def jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+# a chat template with the assistant's turns in {% generation %} blocks, as TRL's docs show
+CHAT_TEMPLATE = (
+    "{{ bos_token if bos_token is defined else '' }}{% for m in messages %}"
+    "{{ '<|' + m['role'] + '|>\n' }}{% if m['role'] == 'assistant' %}{% generation %}"
+    "{{ m['content'] + eos_token }}{% endgeneration %}{% else %}{{ m['content'] + eos_token }}"
+    "{% endif %}{{ '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}"
+    "{% endif %}"
+)
+
+
+def chat_folder(folder: Path, kind: str = "gpt2", template: str | None = CHAT_TEMPLATE,
+                jinja: bool = False, **config: object) -> Path:  # fmt: skip
+    """A tiny model folder with a tokenizer, its ``tokenizer_config.json`` (EOS ``<s>``) and a
+    chat template (there, or with ``jinja`` in ``chat_template.jinja``)."""
+    (llama if kind == "llama" else gpt2)(folder, positions=512)
+    tokenizer(folder, vocab=300)
+    settings: dict[str, object] = {"tokenizer_class": "PreTrainedTokenizerFast",
+                                   "eos_token": "<s>", **config}  # fmt: skip
+    if template is not None and jinja:
+        (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+    elif template is not None:
+        settings["chat_template"] = template
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    return folder
+
+
+def token_losses(model: torch.nn.Module, ids: list[int]) -> list[float]:
+    """The model's own loss of every token of one sequence but the first, float64: token j's
+    is -log p(ids[j] | ids[:j])."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    logp = torch.log_softmax(logits[:-1], dim=-1)
+    return [-float(logp[j - 1, ids[j]]) for j in range(1, len(ids))]

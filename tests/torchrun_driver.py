@@ -12,7 +12,10 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from evalloss.cli import cli
 
@@ -53,6 +56,20 @@ def _gloo_threads_after_destroy() -> int:
         with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as f:
             count += f.read().startswith("pt_gloo")
     return count
+
+
+def launch(cases: dict[str, list[str]], cwd: Path, processes: int = 2) -> dict[str, Any]:
+    """Run ``cases`` under torchrun from a test: rank 0's results, by name (its exit code,
+    stdout and stderr)."""
+    listed = cwd / "cases.json"
+    listed.write_text(json.dumps(cases))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", __file__, str(listed)]  # fmt: skip
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = json.loads((cwd / "cases.json.0.out").read_text())
+    return found
 
 
 def _grows_after_the_pass(data: str) -> None:

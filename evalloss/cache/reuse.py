@@ -29,6 +29,7 @@ from evalloss.run import distributed, onepass, prepared
 from evalloss.run.batch import ItemKeys
 from evalloss.run.engine import Accumulator
 from evalloss.run.sequential import Passes, Recorded, Recorder, record, replay
+from evalloss.sources import chat as sources_chat
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,6 +133,9 @@ def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> di
         "device": plan.device.type,
         "torch": None if options.precision == "float64" else _major_minor(torch.__version__),
     }
+    chat = sources_chat.cache_key(plan.source, tokenizer)  # the score, the template's files
+    if chat is not None:
+        found["chat"] = [chat[0], [[Path(f).name, _sha256(f)] for f in chat[1]]]
     normal: dict[str, Any] = json.loads(json.dumps(found))  # tuples -> lists, as read back
     return normal
 

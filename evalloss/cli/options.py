@@ -13,7 +13,7 @@ import click
 
 from evalloss.gate import Threshold, parse_threshold
 from evalloss.losses import NAMES as LOSSES
-from evalloss.options import PRECISIONS, TOKEN_DTYPES
+from evalloss.options import PRECISIONS, SCORES, TOKEN_DTYPES
 from evalloss.render import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -143,6 +143,13 @@ sequence_options = [
         metavar="COL",
         help="Text (JSON Lines, Parquet, CSV), tokenized with the model folders' "
         "tokenizer.json: the column of documents. A .txt file is one document per line.",
+    ),
+    click.option(
+        "--score",
+        type=click.Choice(SCORES),
+        help="Chat and instruction data (docs/chat-data.md): the tokens scored. assistant: "
+        "the chat template's {% generation %} blocks (default for a messages column); "
+        "completion: past the prompt (default for prompt/completion pairs); all: every token.",
     ),
     click.option(
         "--batch-tokens",

@@ -20,7 +20,7 @@ from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
 from evalloss.models.folder import token_classifier
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
-from evalloss.sources import DataSource, open_data
+from evalloss.sources import DataSource, chat, open_data
 from evalloss.sources.textlabels import IGNORE
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def resolve(
         contexts=contexts,
     )
     _windows_agree(plan)
+    chat.agree(plan.source, [c.tokenizer for c in checkpoints], tokenizers)
     groups = tuple(tuple(g) for g in sequential.groups(plan, one_at_a_time))
     mode = Mode.ONE_PASS if len(groups) == 1 else Mode.BY_GROUP
     return replace(plan, batch_size=fitted_batch_size(plan, batch_size), mode=mode, groups=groups)

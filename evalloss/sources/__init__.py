@@ -1,7 +1,8 @@
 """Data sources: a ``--data`` path -> a `DataSource` that reads it as blocks of items.
 
 Each source module has ``accepts(path)`` and ``open_source(path, options)``; the first module
-in `SOURCES` that accepts a path opens it: `text` (text, where the models have a tokenizer),
+in `SOURCES` that accepts a path opens it: `chat` (conversations, prompt-completion pairs and
+masked token ids: TRL's dataset formats), `text` (text, where the models have a tokenizer),
 `tokenstream` (``.bin`` token ids), `documents`
 (JSON Lines, or Parquet with a list-of-token-ids column), `parquetfile` (``.parquet``/``.pq``),
 `tensors` (``.npz``/``.safetensors`` arrays), then `csvfile` (any other file, as CSV/TSV text).
@@ -19,7 +20,17 @@ from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError
 from evalloss.io import remote
-from evalloss.sources import csvfile, documents, factory, parquetfile, tensors, text, tokenstream
+from evalloss.sources import (
+    chat,
+    csvfile,
+    documents,
+    factory,
+    masks,
+    parquetfile,
+    tensors,
+    text,
+    tokenstream,  # fmt: skip
+)
 from evalloss.sources.base import Block, DataSource
 
 if TYPE_CHECKING:
@@ -27,9 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCES", "SPECS", "Block", "DataSource", "open_data"]
 
-# in this order: text claims text where the models have a tokenizer; documents claims Parquet
-# with a list column; csvfile takes any other file
-SOURCES: tuple[ModuleType, ...] = (text, tokenstream, documents, parquetfile, tensors, csvfile)
+# in this order: chat claims TRL's chat and instruction columns; text claims text where the
+# models have a tokenizer; documents claims Parquet with a list column; csvfile any other file
+SOURCES: tuple[ModuleType, ...] = (chat, text, tokenstream, documents, parquetfile, tensors,
+                                   csvfile)  # fmt: skip
 SPECS: tuple[ModuleType, ...] = (factory,)  # --data that names code, not a file
 
 
@@ -41,7 +53,7 @@ def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     for spec in SPECS:
         if spec.accepts(path, options):
             made: DataSource = spec.open_source(path, options)
-            return made
+            return _scored(made, options)
     try:
         if not Path(path).is_file():
             why = "no such file" if not Path(path).exists() else "not a file"
@@ -51,8 +63,18 @@ def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     for source in SOURCES:
         if source.accepts(path, options):
             opened: DataSource = source.open_source(path, options)
-            return opened
+            return _scored(opened, options)
     raise AssertionError("the last source accepts every path")
+
+
+def _scored(source: DataSource, options: Options) -> DataSource:
+    """``--score assistant`` or ``completion`` only where the data says what those are."""
+    if options.score not in (None, "all") and not isinstance(source, chat.Chat | masks.Masked):
+        raise DataError(f"--score {options.score} needs chat or instruction data: a messages "
+                        "column, prompt and completion columns, or token ids with a "
+                        "completion_mask or assistant_masks column (docs/chat-data.md)",
+                        path=source.path)  # fmt: skip
+    return source
 
 
 # the forms read from object storage by ranges; the others need a local file

@@ -46,15 +46,25 @@ def load(path: str) -> Any:
     return tokenizer
 
 
-def encode(tokenizer: Any, texts: list[str], path: str, data: str, first: int) -> list[
-        npt.NDArray[np.int64]]:  # fmt: skip
-    """Each document's token ids, special tokens included: one batch, every core. ``path``
-    names the tokenizer, ``data`` and ``first`` (0-based) the documents, for the error."""
+def encode(tokenizer: Any, texts: list[str], path: str, data: str, first: int, *,
+           special: bool = True) -> list[npt.NDArray[np.int64]]:  # fmt: skip
+    """Each document's token ids, special tokens included (``special``: as the
+    post-processor adds them): one batch, every core. ``path`` names the tokenizer, ``data``
+    and ``first`` (0-based) the documents, for the error."""
     import numpy as np
 
+    encoded = encodings(tokenizer, texts, path, data, first, special=special, offsets=False)
+    return [np.asarray(e.ids, dtype=np.int64) for e in encoded]
+
+
+def encodings(tokenizer: Any, texts: list[str], path: str, data: str, first: int, *,
+              special: bool, offsets: bool = True) -> list[Any]:  # fmt: skip
+    """The `tokenizers` encodings of ``texts`` (with ``offsets``: their characters' spans
+    too), every failure one line (`encode`)."""
     try:
         with _stderr_held():
-            encoded = tokenizer.encode_batch_fast(texts, add_special_tokens=True)
+            batch = tokenizer.encode_batch if offsets else tokenizer.encode_batch_fast
+            encoded: list[Any] = batch(texts, add_special_tokens=special)
     except BaseException as exc:
         if not (isinstance(exc, Exception) or panicked(exc)):
             raise
@@ -62,7 +72,7 @@ def encode(tokenizer: Any, texts: list[str], path: str, data: str, first: int) -
         raise DataError(f"the tokenizer {what} on documents {first + 1}-{first + len(texts)} "
                         f"of {data} ({_first(exc)}): a regex in it that backtracks without "
                         "end? The tokenizer cannot be used", path=path) from exc  # fmt: skip
-    return [np.asarray(e.ids, dtype=np.int64) for e in encoded]
+    return encoded
 
 
 def panicked(exc: BaseException) -> bool:
