@@ -21,6 +21,7 @@ from evalloss.models.folder import token_classifier
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
 from evalloss.sources import DataSource, open_data
+from evalloss.sources.tokenizer import identity
 from evalloss.sources.textlabels import IGNORE
 
 if TYPE_CHECKING:
@@ -191,8 +192,9 @@ def _loss(
 
 
 def _tokenizers(checkpoints: Sequence[Checkpoint]) -> tuple[str | None, ...]:
-    """Each model's ``tokenizer.json``, the same path for the same content (so models that
-    share a tokenizer share one tokenization of text data)."""
+    """Each model's ``tokenizer.json``, the same path for the same tokenizer (so models that
+    share one share one tokenization of text data): files that differ only in what does not
+    decide the ids (``truncation``, ``padding``: `sources.tokenizer.identity`) are one."""
     seen: dict[bytes, str] = {}
     found: list[str | None] = []
     for c in checkpoints:
@@ -204,7 +206,7 @@ def _tokenizers(checkpoints: Sequence[Checkpoint]) -> tuple[str | None, ...]:
         except OSError as exc:
             raise CheckpointError(f"cannot read it ({exc.strerror or exc})",
                                   path=c.tokenizer) from exc  # fmt: skip
-        found.append(seen.setdefault(content, c.tokenizer))
+        found.append(seen.setdefault(identity(content), c.tokenizer))
     return tuple(found)
 
 

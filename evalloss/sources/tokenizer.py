@@ -28,6 +28,27 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 _HELD = threading.Lock()  # one holder of descriptor 2 at a time
+# what turns a text into ids; ``truncation`` and ``padding`` (switched off by `load`), the
+# decoder and the version do not
+DECIDING = ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")
+
+
+def identity(content: bytes) -> bytes:
+    """What decides a ``tokenizer.json``'s ids (`DECIDING`), as canonical JSON: two files with
+    the same identity turn every text into the same ids. A file that is not a JSON object is
+    its own bytes (loading it then says what is wrong)."""
+    import json
+
+    try:
+        value = json.loads(content)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return content
+    if not isinstance(value, dict):
+        return content
+    try:
+        return json.dumps([value.get(k) for k in DECIDING], sort_keys=True).encode()
+    except (ValueError, RecursionError):  # too deep to write back
+        return content
 
 
 def load(path: str) -> Any:
