@@ -72,6 +72,7 @@ def build(
                               path=Path(checkpoint.path) / "config.json",
                               key=name)  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
+    _padding_never_scored(model)
     if wanted.loss != "causal-lm":
         model = _Logits(model, channels_first=head == "token")
     if stamp_of(checkpoint.files) != checkpoint.opened:
@@ -110,6 +111,20 @@ def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted)
                               path=checkpoint.path)  # fmt: skip
     result: nn.Module = model
     return result
+
+
+def _padding_never_scored(model: nn.Module) -> None:
+    """transformers' "We strongly recommend passing in an attention_mask" warning off, for this
+    model only: evalloss pads a row only after its one document or window (the causal mask keeps
+    padding out of every scored position) and never scores it; a classifier's text gets its
+    mask."""
+
+    def unchecked(*_: object) -> None:
+        return None
+
+    for module in model.modules():
+        if hasattr(module, "warn_if_padding_and_no_attention_mask"):
+            object.__setattr__(module, "warn_if_padding_and_no_attention_mask", unchecked)
 
 
 def _Logits(model: nn.Module, channels_first: bool) -> nn.Module:  # noqa: N802 - a module

@@ -117,6 +117,8 @@ def _settled(
     if ignore is None and any(token_classifier(c) for c in checkpoints):
         ignore = IGNORE  # transformers' unscored token label
     loss = _loss(checkpoints, options.loss, ignore)
+    if not target and not loss.per_token:
+        _labels_needed(checkpoints)
     tokenizers = _tokenizers(checkpoints)
     tokenizer, pad = options.tokenizer, options.pad_id
     first = next((t for t in tokenizers if t is not None), None)
@@ -126,6 +128,17 @@ def _settled(
     settled = replace(options, target=target, ignore_index=ignore, loss=loss.name,
                       tokenizer=tokenizer, pad_id=pad)  # fmt: skip
     return settled, loss, tokenizers
+
+
+def _labels_needed(checkpoints: Sequence[Checkpoint]) -> None:
+    """A model folder scored by a classification loss reads its labels from ``--target``:
+    without it, one line (the data would be read as token documents, which it cannot take)."""
+    for checkpoint in checkpoints:
+        if checkpoint.config is not None:
+            kind = "token" if token_classifier(checkpoint) else "sequence"
+            raise OptionError(f"a {kind} classification model folder is scored against "
+                              "labels: give --target, the data's label column",
+                              path=checkpoint.path)  # fmt: skip
 
 
 def _contexts(
