@@ -19,7 +19,7 @@ from evalloss.cache import reuse
 from evalloss.errors import OptionError, shown
 from evalloss.explainer.grouping import BatchGrouping
 from evalloss.explainer.tokengroups import TokenRegrouping
-from evalloss.models import warn_if_unused
+from evalloss.models import trainerrun, warn_if_unused
 from evalloss.options import Options, PathLike
 from evalloss.report import ExplainReport, ExplainRow
 from evalloss.run import distributed
@@ -62,7 +62,7 @@ def explain(
     sizes = _check_batch_sizes(batch_sizes)
     cached = reuse.settings(cache, cache_max_size)
     settings = replace(Options.of(**options), ordered=True)  # batches of consecutive items
-    plan = resolve([checkpoint], settings)
+    plan = resolve([trainerrun.one_checkpoint(checkpoint, "CHECKPOINT")], settings)
     warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
     token = plan.loss.per_token

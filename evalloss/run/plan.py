@@ -16,13 +16,13 @@ from evalloss.errors import CheckpointError, LossError, OptionError, shown
 from evalloss.losses import ROWS as LOSS_ROWS
 from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
-from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
+from evalloss.models import Checkpoint, Wanted, build, open_checkpoint, trainerrun
 from evalloss.models.folder import token_classifier
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
 from evalloss.sources import DataSource, open_data
-from evalloss.sources.tokenizer import identity
 from evalloss.sources.textlabels import IGNORE
+from evalloss.sources.tokenizer import identity
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +53,7 @@ class Plan:
     mode: Mode = Mode.ONE_PASS
     groups: tuple[tuple[int, ...], ...] = ()  # the models' groups, in order: one in one pass
     contexts: tuple[Windowing, ...] = ()  # each model's (context, stride): `_contexts`
+    steps: tuple[trainerrun.Logged | None, ...] = ()  # each model's Trainer step, if it has one
 
     def sequence(self, index: int) -> Windowing:
         """Model ``index``'s (context, stride): its own, whatever else is in the run."""
@@ -98,6 +99,7 @@ def resolve(
         options=options,
         tokenizers=tokenizers,
         contexts=contexts,
+        steps=trainerrun.logged([c.path for c in checkpoints]),
     )
     _windows_agree(plan)
     groups = tuple(tuple(g) for g in sequential.groups(plan, one_at_a_time))

@@ -1,0 +1,100 @@
+"""Trainer run folders (docs/checkpoints.md): a real transformers.Trainer run's output_dir is its
+checkpoints in step order, each with its step and the eval_loss the run logged there; the
+exact figure is the model's own loss, one document at a time."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+import evalloss
+from tests import hf, trainer
+from tests.conftest import run
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = json.loads((ROOT / "docs" / "report-schema.json").read_text())
+STEPS = (5, 10, 15)  # in text order 10, 15, 5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("run")
+    start = hf.gpt2(root / "start", positions=512)
+    hf.tokenizer(start, vocab=300)
+    eval_docs = [d for d in hf.corpus(24, seed=5) if len(d.split()) >= 2]
+    done = trainer.train(start, root / "out", hf.corpus(60, seed=4), eval_docs,
+                         max_steps=STEPS[-1], eval_steps=STEPS[0], save_steps=STEPS[0])  # fmt: skip
+    data = root / "val.txt"
+    data.write_text("".join(d + "\n" for d in eval_docs), encoding="utf-8")
+    marker = root / "unpickled"
+    for step in STEPS:
+        trainer.plant_pickles(root / "out" / f"checkpoint-{step}", marker)
+    logged = {e["step"]: e["eval_loss"] for e in done.state.log_history if "eval_loss" in e}
+    return {"root": root, "out": root / "out", "data": data, "marker": marker, "logged": logged,
+            "start": start}  # fmt: skip
+
+
+def _ids(folder: Path, data: Path) -> list[list[int]]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    return [tokenizer.encode(d).ids for d in data.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_run_folder_is_its_checkpoints_in_step_order(trained: dict[str, Any]) -> None:
+    out, data, logged = trained["out"], trained["data"], trained["logged"]
+    assert sorted(logged) == list(STEPS)  # Trainer evaluated at every save
+    report = evalloss.compare([out], data=data)
+    assert [m.step for m in report.stepped] == list(STEPS)
+    assert [m.name for m in report.stepped] == [f"checkpoint-{s}" for s in STEPS]
+    for model in report.stepped:
+        assert model.logged_eval_loss == logged[model.step]  # what Trainer itself logged
+        folder = Path(model.path)
+        loss_sum, tokens = hf.own_loss(folder, _ids(folder, data))
+        assert model.tokens == tokens
+        assert model.loss_per_token == pytest.approx(loss_sum / tokens, rel=1e-6)
+    exact = sorted(report.models, key=lambda m: (m.loss_per_token or math.inf, m.rank))
+    assert [m.rank for m in exact] == [1, 2, 3]  # ranked by the exact figure, not the step
+    assert not trained["marker"].exists()  # no pickle beside the weights was opened
+
+
+def test_the_json_report_has_the_steps_and_fits_the_schema(trained: dict[str, Any]) -> None:
+    result = run("compare", trained["out"], trained["start"], "--data", trained["data"],
+                 "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(document)
+    by_name = {m["name"]: m for m in document["models"]}
+    assert by_name["start"]["step"] is None and by_name["start"]["logged_eval_loss"] is None
+    for step in STEPS:
+        entry = by_name[f"checkpoint-{step}"]
+        assert entry["step"] == step
+        assert entry["logged_eval_loss"] == trained["logged"][step]
+    plain = json.loads(run("compare", trained["start"], "--data", trained["data"], "--format",
+                           "json").stdout)  # fmt: skip
+    assert "step" not in plain["models"][0]  # no Trainer checkpoint: no step fields
+    assert not trained["marker"].exists()
+
+
+def test_a_checkpoint_of_the_run_is_the_baseline(trained: dict[str, Any]) -> None:
+    out = trained["out"]
+    report = evalloss.compare([out], data=trained["data"], baseline=out / "checkpoint-5")
+    assert len(report.models) == 3  # listed once, not added again
+    base = next(m for m in report.models if m.is_baseline)
+    assert base.step == 5 and all(m.vs_baseline for m in report.models if not m.is_baseline)
+
+
+def test_a_run_folder_where_one_checkpoint_is_wanted_is_one_line(trained: dict[str, Any]) -> None:
+    out, data = trained["out"], trained["data"]
+    for args in (("compare", trained["start"], "--data", data, "--baseline", out),
+                 ("explain", out, "--data", data)):  # fmt: skip
+        result = run(*args)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.count("\n") == 1
+        assert "is a Trainer run folder (3 checkpoints, checkpoint-5 to checkpoint-15)" in (
+            result.stderr)
