@@ -45,10 +45,38 @@ def identity(content: bytes) -> bytes:
         return content
     if not isinstance(value, dict):
         return content
+    deciding = {k: value.get(k) for k in DECIDING}
+    deciding["post_processor"] = _post_processor(deciding["post_processor"])
     try:
-        return json.dumps([value.get(k) for k in DECIDING], sort_keys=True).encode()
+        return json.dumps(deciding, sort_keys=True).encode()
     except (ValueError, RecursionError):  # too deep to write back
         return content
+
+
+def _post_processor(spec: Any) -> Any:
+    """A post-processor as far as it decides the ids of one text: None for one that adds no
+    token (``ByteLevel``, which only moves offsets; a ``TemplateProcessing`` whose single
+    template is the text alone, which transformers 5 writes where the file had none), and a
+    ``Sequence`` of such steps left out."""
+    if not isinstance(spec, dict):
+        return spec
+    kind = spec.get("type")
+    if kind == "ByteLevel":
+        return None
+    if kind == "TemplateProcessing":
+        single = spec.get("single")
+        alone = (isinstance(single, list) and len(single) == 1 and isinstance(single[0], dict)
+                 and list(single[0]) == ["Sequence"] and isinstance(single[0]["Sequence"], dict)
+                 and single[0]["Sequence"].get("id") == "A")  # fmt: skip
+        return None if alone else {"type": kind, "single": single,
+                                   "special_tokens": spec.get("special_tokens")}  # fmt: skip
+    steps = spec.get("processors")
+    if kind == "Sequence" and isinstance(steps, list):
+        kept = [p for p in map(_post_processor, steps) if p is not None]
+        if len(kept) < 2:
+            return kept[0] if kept else None
+        return {"type": kind, "processors": kept}
+    return spec
 
 
 def load(path: str) -> Any:
