@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,13 @@ def _ids(folder: Path, data: Path) -> list[list[int]]:
     return [tokenizer.encode(d).ids for d in data.read_text(encoding="utf-8").splitlines()]
 
 
+def _rows(lines: list[str], header: str) -> list[list[str]]:
+    """The cells of the table under the line that starts with ``header``."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header)) + 2
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return [line.split() for line in lines[start:end]]
+
+
 def test_a_run_folder_is_its_checkpoints_in_step_order(trained: dict[str, Any]) -> None:
     out, data, logged = trained["out"], trained["data"], trained["logged"]
     assert sorted(logged) == list(STEPS)  # Trainer evaluated at every save
@@ -69,6 +77,8 @@ def test_the_json_report_has_the_steps_and_fits_the_schema(trained: dict[str, An
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     jsonschema.Draft202012Validator(SCHEMA).validate(document)
+    # Trainer's tokenizer.json gains a post-processor that adds nothing: the same tokenizer
+    assert "ranked_by" not in document
     by_name = {m["name"]: m for m in document["models"]}
     assert by_name["start"]["step"] is None and by_name["start"]["logged_eval_loss"] is None
     for step in STEPS:
@@ -98,3 +108,58 @@ def test_a_run_folder_where_one_checkpoint_is_wanted_is_one_line(trained: dict[s
         assert result.stderr.count("\n") == 1
         assert "is a Trainer run folder (3 checkpoints, checkpoint-5 to checkpoint-15)" in (
             result.stderr)
+
+
+def test_every_format_shows_the_curve_in_step_order(trained: dict[str, Any], tmp_path: Path) -> None:
+    out, data, logged = trained["out"], trained["data"], trained["logged"]
+    page, picture = tmp_path / "r.html", tmp_path / "r.png"
+    table = run("compare", out, "--data", data, "--plot", picture)
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, table.stdout
+    ranked = [r[1] for r in _rows(lines, "rank ")]
+    assert sorted(ranked) == sorted(f"checkpoint-{s}" for s in STEPS)  # in full, not cut
+    rows = _rows(lines, "step ")
+    assert [r[:2] for r in rows] == [[str(s), f"checkpoint-{s}"] for s in STEPS]
+    assert [float(r[3]) for r in rows] == pytest.approx([logged[s] for s in STEPS], rel=1e-5)
+    markdown = run("compare", out, "--data", data, "--format", "markdown").stdout
+    curve = markdown[markdown.index("in step order") :]
+    found = re.findall(r"^\|\s+(\d+) \| `checkpoint-(\d+)`\s+\|", curve, re.MULTILINE)
+    assert found == [(str(s), str(s)) for s in STEPS], markdown
+    assert run("compare", out, "--data", data, "--format", "html", "-o", page).exit_code == 0
+    html = page.read_text(encoding="utf-8")
+    section = html[html.index("<h2>The run's curve</h2>") :]
+    assert section.count("<polyline") == 2  # exact and logged
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_plot_draws_the_exact_curve_against_the_logged_one(trained: dict[str, Any]) -> None:
+    from matplotlib.figure import Figure
+
+    from evalloss.render import curve
+
+    report = evalloss.compare([trained["out"]], data=trained["data"])
+    ax = Figure().add_subplot()
+    curve.axes(ax, report)
+    exact, logged = ax.get_lines()
+    assert list(exact.get_xdata()) == list(STEPS) == list(logged.get_xdata())
+    assert list(exact.get_ydata()) == [m.loss_per_token for m in report.stepped]
+    assert list(logged.get_ydata()) == [trained["logged"][s] for s in STEPS]
+
+
+def test_two_runs_with_the_same_checkpoint_names_stay_apart(trained: dict[str, Any],
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    import shutil
+
+    first, second = tmp_path / "lr-3e-3", tmp_path / "lr-1e-3"
+    shutil.copytree(trained["out"], first)
+    shutil.copytree(trained["out"], second)
+    result = run("compare", first, second, "--data", trained["data"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, result.stdout
+    names = [r[1] for r in _rows(lines, "rank ")]
+    assert len(set(names)) == 6
+    for run_name in ("lr-3e-3", "lr-1e-3"):  # each name says its run and its step
+        assert sorted(n.rsplit("-", 1)[1] for n in names if n.startswith(run_name + "/")) == (
+            sorted(str(s) for s in STEPS))
