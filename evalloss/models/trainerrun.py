@@ -7,8 +7,8 @@ checkpoints in increasing N (numerically). Each checkpoint is then opened as any
 (`models.open_checkpoint`); nothing else in it is opened. A model whose folder is named
 ``checkpoint-N``, or that has a ``trainer_state.json`` with a ``global_step``, has a step: N,
 else that ``global_step``. Its logged ``eval_loss`` is the one Trainer logged at that step in
-``log_history``: of its own ``trainer_state.json``, else of the run's latest (its highest
-checkpoint's, then the run folder's own).
+``log_history``: of its own ``trainer_state.json``, else of the run's latest (that of its
+highest checkpoint that has one, then the run folder's own).
 
 Only ``trainer_state.json`` is read (JSON), never the pickles Trainer saves beside the weights
 (``optimizer.pt``, ``scheduler.pt``, ``rng_state*.pth``, ``training_args.bin``, ...). A state
@@ -108,7 +108,8 @@ def _logged(folder: Path, states: _States) -> Logged | None:
     if step is None:
         return None
     run = folder.parent  # the run's latest state: its highest checkpoint's, then its own
-    latest = [*(c / STATE for c in checkpoints(run)[-1:]), run / STATE] if named else []
+    saved = [c / STATE for c in checkpoints(run) if (c / STATE).is_file()]
+    latest = [*saved[-1:], run / STATE] if named else []
     for state in (own, *(states.read(p) for p in latest)):
         loss = _eval_loss(state, step)
         if loss is not None:
