@@ -316,6 +316,9 @@ class ExplainReport:
     tokens: int | None = None  # token losses only: the exact figures per token
     loss_per_token: float | None = None
     average_of_item_averages: float | None = None  # the mean of per-document means
+    # token losses: what the Trainer row divides each batch's loss by ("tokens": its scored
+    # tokens; "labels": its unshifted labels, as transformers' Trainer does for that folder)
+    trainer_divisor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's explain JSON: plain types, ``None`` for every non-finite number."""
@@ -323,7 +326,7 @@ class ExplainReport:
         if self.data.bytes is None:
             out["data"].pop("bytes")
         if self.tokens is None:
-            for key in ("tokens", "loss_per_token", "average_of_item_averages"):
+            for key in ("tokens", "loss_per_token", "average_of_item_averages", "trainer_divisor"):
                 out.pop(key)
             for row in out["rows"]:
                 row.pop("sequence_weighted_average")

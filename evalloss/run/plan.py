@@ -119,7 +119,7 @@ def _settled(
     if ignore is None and any(token_classifier(c) for c in checkpoints):
         ignore = IGNORE  # transformers' unscored token label
     loss = _loss(checkpoints, options.loss, ignore)
-    if not target and not loss.per_token:
+    if not target and loss.name == "cross-entropy":
         _labels_needed(checkpoints)
     tokenizers = _tokenizers(checkpoints)
     tokenizer, pad = options.tokenizer, options.pad_id
@@ -133,10 +133,12 @@ def _settled(
 
 
 def _labels_needed(checkpoints: Sequence[Checkpoint]) -> None:
-    """A model folder scored by a classification loss reads its labels from ``--target``:
-    without it, one line (the data would be read as token documents, which it cannot take)."""
+    """A classifier's model folder (its architecture's head) reads its labels from
+    ``--target``: without it, one line (the data would be read as token documents, which it
+    cannot take)."""
     for checkpoint in checkpoints:
-        if checkpoint.config is not None:
+        if checkpoint.config is not None and checkpoint.metadata.get(
+            "evalloss.loss") == "cross-entropy":  # fmt: skip
             kind = "token" if token_classifier(checkpoint) else "sequence"
             raise OptionError(f"a {kind} classification model folder is scored against "
                               "labels: give --target, the data's label column",
