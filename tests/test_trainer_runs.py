@@ -163,3 +163,68 @@ def test_two_runs_with_the_same_checkpoint_names_stay_apart(trained: dict[str, A
     for run_name in ("lr-3e-3", "lr-1e-3"):  # each name says its run and its step
         assert sorted(n.rsplit("-", 1)[1] for n in names if n.startswith(run_name + "/")) == (
             sorted(str(s) for s in STEPS))
+
+
+def test_the_docs_commands_run_and_show_this_run(trained: dict[str, Any], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """docs/fine-tuning-runs.md: its commands run as written on this run (out/, base/,
+    val.txt), and its tables and explain figures are this run's (float32 across machines)."""
+    import shlex
+    import shutil
+
+    page = (ROOT / "docs" / "fine-tuning-runs.md").read_text(encoding="utf-8")
+    shutil.copytree(trained["out"], tmp_path / "out")
+    shutil.copytree(trained["start"], tmp_path / "base")
+    shutil.copy(trained["data"], tmp_path / "val.txt")
+    monkeypatch.chdir(tmp_path)
+    (block,) = re.findall(r"^```sh\n(.*?)^```", page, flags=re.S | re.M)
+    for line in block.splitlines():
+        result = run(*shlex.split(line)[1:])
+        assert result.exit_code == 0, (line, result.stderr)
+    assert (tmp_path / "run.html").is_file() and (tmp_path / "run.png").is_file()
+    shown = re.search(r"^```\n(rank .*?)^```", page, flags=re.S | re.M)
+    assert shown is not None
+    real = run("compare", "out/", "--data", "val.txt").stdout
+    shown_lines, real_lines = shown.group(1).splitlines(), real.splitlines()[2:]
+    assert len(shown_lines) == len(real_lines)
+    for a, b in zip(shown_lines, real_lines, strict=True):
+        if any(c.isdigit() for c in a) and not a.startswith(("the ", "eval_loss")):
+            cells_a, cells_b = a.split(), b.split()
+            assert cells_a[:2] == cells_b[:2]
+            assert [float(c.rstrip("%")) for c in cells_a[2:]] == pytest.approx(
+                [float(c.rstrip("%")) for c in cells_b[2:]], rel=1e-4, abs=0.01)
+        else:
+            assert a == b
+    rows = {r.batch_size: r for r in evalloss.explain(
+        Path("out/checkpoint-15"), data="val.txt", batch_sizes=(1, 4, 32)).rows}  # fmt: skip
+    assert rows[4].sequence_weighted_average == pytest.approx(trained["logged"][15], rel=1e-6)
+    for batch, figure in ((4, "4.67161"), (1, "4.27825"), (32, "4.67207")):
+        assert figure in page
+        assert rows[batch].sequence_weighted_average == pytest.approx(float(figure), rel=1e-4)
+
+
+def test_no_pickle_beside_the_weights_is_even_read(trained: dict[str, Any], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Not unpickled, and not opened either (not even to hash it): every file Python opens
+    during a run is recorded."""
+    import builtins
+    import io
+    import shutil
+
+    out = tmp_path / "out"  # a fresh copy: nothing of it hashed before
+    shutil.copytree(trained["out"], out)
+    opened: list[str] = []
+    real = io.open
+
+    def recording(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording)
+    monkeypatch.setattr(io, "open", recording)
+    result = run("compare", out, "--data", trained["data"], "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["provenance"]["sha256"]  # the run did hash its files
+    assert any(p.endswith("trainer_state.json") for p in opened)
+    touched = sorted({Path(p).name for p in opened} & set(trainer.PICKLES))
+    assert not touched, touched
