@@ -16,15 +16,7 @@ from tests.conftest import run
 
 
 def test_a_classifier_without_target_is_one_line(tmp_path: Path) -> None:
-    import torch
-    import transformers
-
-    config = transformers.GPT2Config(vocab_size=300, n_positions=512, n_embd=16, n_layer=1,
-                                     n_head=2, num_labels=3, pad_token_id=0)  # fmt: skip
-    torch.manual_seed(0)
-    folder = tmp_path / "classifier"
-    transformers.GPT2ForSequenceClassification(config).save_pretrained(folder)
-    hf.tokenizer(folder, vocab=300)
+    folder = hf.classifier(tmp_path / "classifier")
     docs = [d for d in hf.corpus(12, seed=2) if d]
     data = hf.jsonl(tmp_path / "d.jsonl", [{"text": d, "label": i % 3} for i, d in enumerate(docs)])
     result = run("compare", folder, "--data", data)
