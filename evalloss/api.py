@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from evalloss import gate
 from evalloss.cache import reuse
 from evalloss.errors import DataError, EvallossError, OptionError
-from evalloss.models import warn_if_unused
+from evalloss.models import trainerrun, warn_if_unused
 from evalloss.models.user import source_file
 from evalloss.options import Options, PathLike
 from evalloss.render import plot as plotting
@@ -101,7 +101,9 @@ def compare(  # noqa: PLR0913 - the public API: keyword-only, mirrors the CLI
         max_slice_regression=max_slice_regression,
         min_slice_items=min_slice_items,
     )
-    paths, base = _with_baseline(checkpoints, baseline)
+    if baseline is not None:
+        baseline = trainerrun.one_checkpoint(baseline, "--baseline")
+    paths, base = _with_baseline(trainerrun.expand(checkpoints), baseline)
     asked = _Asked(per_item=per_item, plot=plot, sample=sample, progress=progress,
                    batch_size=batch_size, one_at_a_time=one_at_a_time,
                    cache=reuse.settings(cache, cache_max_size))  # fmt: skip

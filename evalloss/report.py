@@ -124,6 +124,8 @@ class ModelResult:
     weight: int | None = None  # items of different weights only: counted elements
     loss_per_element: float | None = None  # (sum of every counted element's loss) / weight
     slices: tuple[SliceResult, ...] = ()  # --slice: per column and value
+    step: int | None = None  # a Trainer checkpoint's global step (`models.trainerrun`)
+    logged_eval_loss: float | None = None  # the eval_loss its run logged at that step
     # its figures read from the result cache (--cache), not evaluated: not in the JSON report,
     # which is the same cached or not
     cached: bool = field(default=False, compare=False)
@@ -208,6 +210,12 @@ class Report:
     sample: ItemSample | None = field(default=None, repr=False, compare=False)
 
     @property
+    def stepped(self) -> tuple[ModelResult, ...]:
+        """The models with a Trainer step, in step order (ties in rank order): the curve."""
+        with_steps = [m for m in self.models if m.step is not None]
+        return tuple(sorted(with_steps, key=lambda m: (m.step, m.rank)))
+
+    @property
     def per_token(self) -> bool:
         """A token loss's report (ranked per token, or per byte of text): token figures."""
         return self.unit != "item"
@@ -218,20 +226,14 @@ class Report:
         hidden = ("has_baseline", "unit", "sample", "by_element", *_unless(self.slicing, "slicing"))
         for key in hidden:
             out.pop(key)
+        drop = ("per_byte", "cached", *_unless(self.has_baseline, "vs_baseline"),
+                *_unless(self.stepped, *_STEP_KEYS), *_unless(self.per_token, *_TOKEN_KEYS),
+                *_unless(self.by_element, *_ELEMENT_KEYS),
+                *_unless(self.data.bytes is not None, "bits_per_byte"))  # fmt: skip
         for model in out["models"]:
-            if not self.has_baseline:
-                model.pop("vs_baseline")
-            model.pop("per_byte")
             _slices_dict(model, self)
-            model.pop("cached")
-            if not self.per_token:
-                for key in _TOKEN_KEYS:
-                    model.pop(key)
-            if not self.by_element:
-                for key in _ELEMENT_KEYS:
-                    model.pop(key)
-            if self.data.bytes is None:
-                model.pop("bits_per_byte")
+            for key in drop:
+                model.pop(key)
         if self.data.bytes is None:
             out["data"].pop("bytes")
         if self.unit == "byte":  # the tokenizers differ: bits per byte ranks
@@ -245,6 +247,7 @@ class Report:
 
 _TOKEN_KEYS = ("tokens", "loss_per_token", "perplexity")
 _ELEMENT_KEYS = ("weight", "loss_per_element")
+_STEP_KEYS = ("step", "logged_eval_loss")  # only where some model has a step
 
 
 def _slices_dict(model: dict[str, Any], report: Report) -> None:
@@ -313,6 +316,9 @@ class ExplainReport:
     tokens: int | None = None  # token losses only: the exact figures per token
     loss_per_token: float | None = None
     average_of_item_averages: float | None = None  # the mean of per-document means
+    # token losses: what the Trainer row divides each batch's loss by ("tokens": its scored
+    # tokens; "labels": its unshifted labels, as transformers' Trainer does for that folder)
+    trainer_divisor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The contract's explain JSON: plain types, ``None`` for every non-finite number."""
@@ -320,7 +326,7 @@ class ExplainReport:
         if self.data.bytes is None:
             out["data"].pop("bytes")
         if self.tokens is None:
-            for key in ("tokens", "loss_per_token", "average_of_item_averages"):
+            for key in ("tokens", "loss_per_token", "average_of_item_averages", "trainer_divisor"):
                 out.pop(key)
             for row in out["rows"]:
                 row.pop("sequence_weighted_average")

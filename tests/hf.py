@@ -69,6 +69,16 @@ def llama(folder: Path, vocab: int = 300, positions: int = 64, seed: int = 0) ->
     return _save(transformers.LlamaForCausalLM, config, folder, seed)
 
 
+def classifier(folder: Path, labels: int = 3) -> Path:
+    """A one-layer GPT-2 sequence classifier (pad token 0) with a tokenizer.json."""
+    config = transformers.GPT2Config(vocab_size=300, n_positions=512, n_embd=16, n_layer=1,
+                                     n_head=2, num_labels=labels, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    transformers.GPT2ForSequenceClassification(config).save_pretrained(folder)
+    tokenizer(folder, vocab=300)
+    return folder
+
+
 def _save(cls: type, config: object, folder: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = cls(config).eval()

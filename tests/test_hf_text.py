@@ -199,12 +199,7 @@ def test_sequence_classification_matches_the_models_own_logits(tmp_path: Path) -
     import torch
     import transformers
 
-    config = transformers.GPT2Config(vocab_size=300, n_positions=512, n_embd=16, n_layer=1,
-                                     n_head=2, num_labels=3, pad_token_id=0)  # fmt: skip
-    torch.manual_seed(0)
-    folder = tmp_path / "classifier"
-    transformers.GPT2ForSequenceClassification(config).save_pretrained(folder)
-    hf.tokenizer(folder, vocab=300)
+    folder = hf.classifier(tmp_path / "classifier")
     docs = [d for d in DOCS if d.strip()]
     labels = [i % 3 for i in range(len(docs))]
     data = hf.jsonl(tmp_path / "d.jsonl", [{"text": d, "label": y} for d, y in zip(docs, labels,

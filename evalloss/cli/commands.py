@@ -104,6 +104,9 @@ def compare(
     storage (s3://bucket/m.safetensors, gs://..., hf://...: its header is checked before
     any tensor is fetched).
 
+    A Trainer run folder (its output_dir) stands for its checkpoint-N folders in step order;
+    each gets its step and the eval_loss the run logged there.
+
     Under torchrun (torchrun --nproc_per_node=K -m evalloss compare ...) each process reads
     and evaluates its share of the rows; rank 0 writes the same report as one process.
 
@@ -206,19 +209,24 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
 
 def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
     """Start hashing what the run will hash (the data, every checkpoint file) on a thread
-    before torch is imported, one process: the hashes overlap with the import and the pass."""
+    before torch is imported, one process: the hashes overlap with the import and the pass.
+    A folder's JSON and safetensors files only (a Trainer checkpoint's pickles are never
+    opened); a Trainer run folder's checkpoints."""
     import os
     from pathlib import Path
 
     from evalloss.io.hashing import hash_ahead
+    from evalloss.models import trainerrun
 
     under_launcher = os.environ.get("WORLD_SIZE", "1") != "1"  # checked later, by distributed
     if under_launcher or (options.get("no_hash") and not options.get("cache")):
         return
     data = [str(options["data"])] if options.get("data") else []
     with contextlib.suppress(OSError):  # a bad path is for the run to name, not for this
-        files = [str(f) for c in checkpoints if Path(c).is_dir() for f in Path(c).iterdir()]
-        hash_ahead(data + files + list(checkpoints))
+        listed = trainerrun.expand(checkpoints)
+        files = [str(f) for c in listed if Path(c).is_dir() for f in Path(c).iterdir()
+                 if f.suffix in (".json", ".safetensors")]  # fmt: skip
+        hash_ahead(data + files + [os.fspath(c) for c in listed])
 
 
 def _inputs(checkpoints: Sequence[str], options: dict[str, Any]) -> list[str | None]:

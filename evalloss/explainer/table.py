@@ -10,22 +10,25 @@ forward batch size is only a throughput knob: the rows do not depend on it.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from evalloss._version import __version__
 from evalloss.cache import reuse
-from evalloss.errors import OptionError, shown
+from evalloss.errors import EvallossWarning, OptionError, shown
 from evalloss.explainer.grouping import BatchGrouping
 from evalloss.explainer.tokengroups import TokenRegrouping
-from evalloss.models import warn_if_unused
+from evalloss.models import trainerrun, warn_if_unused
+from evalloss.models.hf import trainer_counts_first_tokens
 from evalloss.options import Options, PathLike
 from evalloss.report import ExplainReport, ExplainRow
 from evalloss.run import distributed
 from evalloss.run.plan import resolve
 from evalloss.run.prepared import prepare
 from evalloss.run.ranking import data_info
+from evalloss.sources.documents import Documents
 from evalloss.stats.paired import relative_error
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
     from evalloss.options import RunKeywords
     from evalloss.run.batch import Batch
+    from evalloss.run.plan import Plan
 
 DEFAULT_BATCH_SIZES = (1, 10, 32, 64, 256)
 MAX_BATCH_SIZE = 2**62  # a batch count, not memory: any size that fits an int64
@@ -62,12 +66,12 @@ def explain(
     sizes = _check_batch_sizes(batch_sizes)
     cached = reuse.settings(cache, cache_max_size)
     settings = replace(Options.of(**options), ordered=True)  # batches of consecutive items
-    plan = resolve([checkpoint], settings)
+    plan = resolve([trainerrun.one_checkpoint(checkpoint, "CHECKPOINT")], settings)
     warn_if_unused(settings.model, plan.checkpoints)
     (ckpt,) = plan.checkpoints
     token = plan.loss.per_token
     regroup: _Regrouping | TokenRegrouping = (
-        TokenRegrouping(sizes, progress)
+        TokenRegrouping(sizes, progress, first_tokens=_first_tokens(plan))
         if token
         else _Regrouping([BatchGrouping(b) for b in sizes], progress)
     )
@@ -77,6 +81,7 @@ def explain(
     result = acc.result()
     if isinstance(regroup, TokenRegrouping):
         rows, extra = regroup.rows(result), regroup.figures(result)
+        _warn_zero_token_documents(regroup)
     else:
         rows = tuple(_row(g, result.loss_sum, result.loss_per_item, result.items)
                      for g in regroup.groupings)  # fmt: skip
@@ -115,6 +120,23 @@ class _Regrouping:
             return  # keep counting
         for grouping in self.groupings:
             grouping.add(values)
+
+
+def _first_tokens(plan: Plan) -> bool:
+    """The Trainer row divides by the unshifted labels: a Hugging Face folder whose installed
+    transformers' Trainer counts them (`models.hf.trainer_counts_first_tokens`), on data whose
+    every token but the first is scored (text, token documents without a labels mask), so
+    each document's labels are its scored tokens plus its first one."""
+    (checkpoint,) = plan.checkpoints
+    unmasked = isinstance(plan.source, Documents) and plan.source.labels is None
+    return checkpoint.config is not None and unmasked and trainer_counts_first_tokens(checkpoint)
+
+
+def _warn_zero_token_documents(regroup: TokenRegrouping) -> None:
+    if regroup.first_tokens and regroup.zero_token_documents:
+        warnings.warn(f"{regroup.zero_token_documents} documents score no token: where one is a "
+                      "single token, Trainer counts it in its divisor and the Trainer row does "
+                      "not", EvallossWarning, stacklevel=3)  # fmt: skip
 
 
 def _check_batch_sizes(batch_sizes: Sequence[int] | int) -> tuple[int, ...]:

@@ -7,13 +7,19 @@ recipes are its token mean S_b / T_b, and then over the batches:
 
     sum_of_averages           = sum of S_b / T_b            (epoch_loss += loss.item())
     average_of_averages       = that / batches
-    sequence_weighted_average = sum of n_b * S_b / T_b / sum of n_b
+    sequence_weighted_average = sum of n_b * S_b / D_b / sum of n_b
                                 (transformers' Trainer.evaluate eval_loss; Lightning's
                                  self.log(on_epoch=True) with its default batch size)
 
-A batch that scores no token has no mean and is skipped, as those loops skip a NaN-free
-empty batch. The state is bounded: exact sums of the finished batches' figures and the open
-batch's running sums.
+where D_b is T_b, except where the installed transformers' Trainer divides by the batch's
+unshifted label count (``first_tokens``: `models.hf.trainer_counts_first_tokens`, a GPT-2
+folder in transformers 5.25): then D_b = T_b + the batch's documents that have a scored
+token (each one's first token, counted though never scored). A document that scores no token
+adds nothing to D_b (a one-token document's token, which Trainer counts there, cannot be told
+from an empty document here: `zero_token_documents` counts them). A batch with D_b = 0 has no
+mean (D_b = 0 exactly when T_b = 0) and is skipped, as Trainer drops a NaN batch loss
+(``logging_nan_inf_filter``). The state is bounded: exact sums of the finished batches'
+figures and the open batch's running sums.
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ if TYPE_CHECKING:
 class TokenGrouping:
     """Feed every document's (loss sum, tokens) once, in file order (any chunking)."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, *, first_tokens: bool = False) -> None:
+        self.size, self.first_tokens = size, first_tokens
         self.documents = self.batches = self.counted = 0
-        self._means, self._weighted = ExactSum(), ExactSum()  # sum S/T, sum n S/T
+        self._means, self._weighted = ExactSum(), ExactSum()  # sum S/T, sum n S/D
         self._open_sum, self._open_tokens, self._open_docs = ExactSum(), 0, 0
+        self._open_scored = 0  # the open batch's documents with a scored token
         self._counted_docs = 0  # documents in batches that have a mean
 
     def add(self, sums: Sequence[float], tokens: Sequence[int]) -> None:
@@ -45,6 +52,7 @@ class TokenGrouping:
             self._open_sum.add([s])
             self._open_tokens += int(t)
             self._open_docs += 1
+            self._open_scored += int(t) > 0
             if self._open_docs == self.size:
                 self._close()
 
@@ -53,12 +61,13 @@ class TokenGrouping:
             self.batches += 1
             self.documents += self._open_docs
             if self._open_tokens:
-                mean = self._open_sum.value / self._open_tokens
-                self._means.add([mean])
-                self._weighted.add([self._open_docs * mean])
+                self._means.add([self._open_sum.value / self._open_tokens])
                 self.counted += 1
                 self._counted_docs += self._open_docs
+                divisor = self._open_tokens + (self._open_scored if self.first_tokens else 0)
+                self._weighted.add([self._open_docs * self._open_sum.value / divisor])
         self._open_sum, self._open_tokens, self._open_docs = ExactSum(), 0, 0
+        self._open_scored = 0
 
     def finish(self) -> TokenGrouping:
         """Close the last (smaller) batch; returns self."""
@@ -88,9 +97,17 @@ class TokenRegrouping:
     """`explain`'s observer for token losses: every grouping fed each document's (loss sum,
     tokens) in file order, and the mean of per-document means kept on the side."""
 
-    def __init__(self, sizes: Sequence[int], progress: Callable[[int], None] | None) -> None:
-        self.groupings = [TokenGrouping(b) for b in sizes]
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        progress: Callable[[int], None] | None,
+        *,
+        first_tokens: bool = False,
+    ) -> None:
+        self.groupings = [TokenGrouping(b, first_tokens=first_tokens) for b in sizes]
         self.progress = progress
+        self.first_tokens = first_tokens
+        self.zero_token_documents = 0
         self._item_means, self._items_counted = ExactSum(), 0
 
     def batch(self, batch: Batch) -> None:
@@ -103,6 +120,7 @@ class TokenRegrouping:
         means = [s / t for s, t in zip(sums, tokens, strict=True) if t]
         self._item_means.add(means)
         self._items_counted += len(means)
+        self.zero_token_documents += len(tokens) - len(means)
 
     def rows(self, result: Result) -> tuple[ExplainRow, ...]:
         """One row per batch size: the loop's figures and their errors against the exact
@@ -137,4 +155,5 @@ class TokenRegrouping:
             "average_of_item_averages": (
                 self._item_means.value / self._items_counted if counted else None
             ),
+            "trainer_divisor": "labels" if self.first_tokens else "tokens",
         }

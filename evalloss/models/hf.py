@@ -72,6 +72,7 @@ def build(
                               path=Path(checkpoint.path) / "config.json",
                               key=name)  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
+    _padding_never_scored(model)
     if wanted.loss != "causal-lm":
         model = _Logits(model, channels_first=head == "token")
     if stamp_of(checkpoint.files) != checkpoint.opened:
@@ -79,6 +80,43 @@ def build(
                               "time); run again once it is written",
                               path=checkpoint.path)  # fmt: skip
     return model
+
+
+def trainer_counts_first_tokens(checkpoint: Checkpoint) -> bool:
+    """Whether the installed transformers' ``Trainer`` divides a batch's summed loss for this
+    folder's causal LM by its *unshifted* label count (every document's first token counted,
+    though never scored) rather than by its scored tokens: Trainer's own rules, read off the
+    model class built on the meta device (no weights): it passes ``num_items_in_batch`` where
+    the model takes loss keywords (``accepts_loss_kwargs``, else a ``**kwargs`` forward), and
+    counts ``labels[..., 1:]`` only where the model's ``loss_type`` maps to ``ForCausalLMLoss``
+    (transformers 5.25: a ``GPT2LMHeadModel``'s ``loss_type`` is None, a ``LlamaForCausalLM``'s
+    ``ForCausalLM``)."""
+    import inspect
+
+    import torch
+    from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+    from transformers.models.auto import modeling_auto
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    assert checkpoint.config is not None
+    config_class = CONFIG_MAPPING[checkpoint.config["model_type"]]
+    try:
+        config = config_class.from_dict(dict(checkpoint.config))
+        with _quiet(), torch.device("meta"):
+            model_class: Any = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
+            model = model_class(config)
+    except Exception as exc:  # as building it for the pass would fail
+        raise CheckpointError(f"transformers cannot build it ({type(exc).__name__}: {exc})",
+                              path=checkpoint.path) from exc  # fmt: skip
+    if hasattr(model, "accepts_loss_kwargs"):  # Trainer.__init__'s rule
+        accepts = bool(model.accepts_loss_kwargs)
+    else:
+        accepts = any(p.kind == inspect.Parameter.VAR_KEYWORD
+                      for p in inspect.signature(model.forward).parameters.values())  # fmt: skip
+    loss_type: Any = getattr(model, "loss_type", None)
+    shifts = LOSS_MAPPING.get(loss_type) is ForCausalLMLoss and not getattr(
+        config, "is_encoder_decoder", False)
+    return accepts and not shifts
 
 
 def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted) -> nn.Module:
@@ -110,6 +148,20 @@ def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted)
                               path=checkpoint.path)  # fmt: skip
     result: nn.Module = model
     return result
+
+
+def _padding_never_scored(model: nn.Module) -> None:
+    """transformers' "We strongly recommend passing in an attention_mask" warning off, for this
+    model only: evalloss pads a row only after its one document or window (the causal mask keeps
+    padding out of every scored position) and never scores it; a classifier's text gets its
+    mask."""
+
+    def unchecked(*_: object) -> None:
+        return None
+
+    for module in model.modules():
+        if hasattr(module, "warn_if_padding_and_no_attention_mask"):
+            object.__setattr__(module, "warn_if_padding_and_no_attention_mask", unchecked)
 
 
 def _Logits(model: nn.Module, channels_first: bool) -> nn.Module:  # noqa: N802 - a module

@@ -67,6 +67,12 @@ TOKEN_NOTE = (
     "the exact loss per token (every token's loss added up, then divided by the tokens) does not "
     "move with the batch size. 'per document' is the mean of each document's own mean.",
 )
+LABELS_NOTE = (
+    "For this folder the installed transformers' Trainer divides each batch's summed loss by "
+    "its labels, every document's first token counted though it is never scored (the model's "
+    "loss_type is unset): the sequence-weighted row does too, as Trainer.evaluate prints it; "
+    "Lightning's self.log would divide by the scored tokens."
+)
 EXPLAIN_NOTE = (
     "Only the exact loss sum and loss per item can be compared across batch sizes: they add up "
     "every item's own loss, however the items are batched.",
@@ -100,6 +106,8 @@ def render(report: ExplainReport, fmt: str) -> str:
     else:
         rows.append(["exact", "", "", "", cell(report.loss_sum), "", cell(report.per_item), ""])
     note = list(TOKEN_NOTE if token else EXPLAIN_NOTE)
+    if report.trainer_divisor == "labels":
+        note.append(LABELS_NOTE)
     if report.nonfinite_items:
         note.insert(0, f"{report.nonfinite_items} items have a non-finite loss: no figure exists.")
     if fmt == "markdown":

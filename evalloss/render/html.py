@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evalloss.render import curve
 from evalloss.render.cells import cell, columns, unit, verdict, vs_cells
-from evalloss.render.svg import Histogram, Interval, escape, histograms, intervals
+from evalloss.render.svg import Histogram, Interval, Series, curves, escape, histograms, intervals
 from evalloss.report import ModelResult, Report
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def render(report: Report) -> str:
         f"{escape(report.precision)} on {escape(report.device)}</p>"
     )
     body = [head, _verdict(report), _table(report), _intervals(report)]
-    body += [_distributions(report), _slices(report), _provenance(report)]
+    body += [_curve(report), _distributions(report), _slices(report), _provenance(report)]
     return page(title, body, report.evalloss_version)
 
 
@@ -173,6 +174,31 @@ def _intervals(report: Report) -> str:
         f"dashed zero line: lower loss than the baseline <b>{escape(baseline.name)}</b>, item "
         "by item. Exact over all items."
         "</figcaption></figure></section>"
+    )
+
+
+def _curve(report: Report) -> str:
+    """A Trainer run's checkpoints in step order: the table, and the two curves where two
+    or more checkpoints have a step."""
+    curved = curve.table(report)
+    if curved is None:
+        return ""
+    th = "".join(f"<th scope='col'>{escape(h)}</th>" for h in curved.headers)
+    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                   for row in curved.rows)  # fmt: skip
+    chart = ""
+    if curve.drawn(report):
+        styles = {curve.EXACT: ("currentColor", ""), curve.LOGGED: ("#d62728", "6 4")}
+        lines = [Series(escape(label), [(float(s), v) for s, v in points], *styles[label])
+                 for label, points in curve.series(report).items() if points]  # fmt: skip
+        chart = (f"<div class='scroll'>{curves(lines, 'step', 'the run: exact and logged')}"
+                 "</div>")  # fmt: skip
+    return (
+        "<section><h2>The run's curve</h2><figure style='margin:0'>"
+        f"{chart}<figcaption>{escape(curved.title)}. Trainer's eval_loss is a mean of batch "
+        "means weighted by sequences, which moves with the eval batch size; the exact figure "
+        "is over every token once.</figcaption></figure><div class='scroll'><table><thead>"
+        f"<tr>{th}</tr></thead><tbody>{rows}</tbody></table></div></section>"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
+from evalloss.render import curve
 from evalloss.render.cells import (
     cell,
     columns,
@@ -43,10 +44,20 @@ def render(report: Report) -> str:
         table,
         *(f"\n{note}" for note in notes(report)),
     ]
+    lines += _markdown_curve(report)
     lines += _markdown_slices(report)
     lines += _markdown_gate(report)
     lines += _markdown_provenance(report)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_curve(report: Report) -> list[str]:
+    """A Trainer run's checkpoints in step order, exact beside logged."""
+    curved = curve.table(report, lambda m: f"`{md(m.name)}`")
+    if curved is None:
+        return []
+    align = ["right", "left", "right", "right", "right"]
+    return ["", f"{md(curved.title)}:", "", pipe_table(curved.rows, curved.headers, align)]
 
 
 def _markdown_slices(report: Report) -> list[str]:

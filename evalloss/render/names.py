@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 _ELLIPSIS = "..."  # ASCII: safe on any console encoding
 _SEPARATORS = "-_./ "
+_WORDS = re.compile(r"([-_./ ])")  # split at a separator, keeping it
 
 
 def shorten(names: Sequence[str], limit: int | Sequence[int]) -> list[str]:
     """Every name in at most ``limit`` characters (one limit, or one per name), keeping the
     part that tells them apart.
 
-    Checkpoint stems of one experiment share a long prefix and suffix
-    (``run-lr0.001-bs10-final``, ``run-lr0.001-bs50-final``): those shared parts are cut
-    first, at their inner ends, so the distinctive middle survives.
+    Names of one experiment share words: whole words every name has in the same place give
+    way to "..." first, longest first (``runA/checkpoint-300``, ``runB/checkpoint-300`` ->
+    ``runA/...-300``, ``runB/...-300``), so that no word is cut. Where that is not enough, the
+    long prefix and suffix they share (``run-lr0.001-bs10-final``, ``run-lr0.001-bs50-final``)
+    are cut, at their inner ends, so the distinctive middle survives.
     """
     limits = [limit] * len(names) if isinstance(limit, int) else list(limit)
     if len(names) < 2:
         return [_cut(n, k) for n, k in zip(names, limits, strict=True)]
+    elided = _elided(names, limits)
+    if elided is not None:
+        return elided
     pre, suf = _shared(names)
     out = [_keep_core(n, pre, suf, k) for n, k in zip(names, limits, strict=True)]
     if len(set(out)) == len(set(names)):
         return out
     return [_cut(n, k) for n, k in zip(names, limits, strict=True)]
+
+
+def _elided(names: Sequence[str], limits: Sequence[int]) -> list[str] | None:
+    """``names`` with the words they share, in the same places, elided (the longest first)
+    until each fits its limit; None where that is not enough."""
+    split = [_WORDS.split(n) for n in names]  # words at even places, separators between
+    if len({len(p) for p in split}) > 1:
+        return None
+    first = split[0]
+    shared = [i for i in range(0, len(first), 2)  # words worth eliding, in every name
+              if len(first[i]) > len(_ELLIPSIS) and all(p[i] == first[i] for p in split)]
+    shared.sort(key=lambda i: -len(first[i]))
+    for i in shared:
+        if all(len(n) <= k for n, k in zip(names, limits, strict=True)):
+            break
+        for parts in split:
+            parts[i] = _ELLIPSIS
+        names = ["".join(p) for p in split]
+    return list(names) if all(len(n) <= k for n, k in zip(names, limits, strict=True)) else None
 
 
 def _keep_core(name: str, pre: int, suf: int, limit: int) -> str:

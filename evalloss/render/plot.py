@@ -1,5 +1,6 @@
 """``--plot``: the per-item loss distribution of each model, and with a baseline the
-distribution of paired differences with the exact mean and its 95% CI marked.
+distribution of paired differences with the exact mean and its 95% CI marked; beside them,
+for two or more Trainer checkpoints, the run's exact curve against its logged one (`curve`).
 
 Needs the optional extra (``pip install 'evalloss[plot]'``: matplotlib). Drawn with the Agg
 canvas on a `Figure` object (no pyplot, no global state, no display needed), returned as the
@@ -38,12 +39,16 @@ def draw(
     baseline = next((m for m in report.models if m.is_baseline), None)
     rivals = [m for m in report.models if baseline is not None and not m.is_baseline]
     paired = baseline is not None and bool(rivals)
-    from evalloss.render import sliceplot
+    from evalloss.render import curve, sliceplot
 
     sliced = paired and sliceplot.wanted(report)
-    fig = Figure(figsize=(19 if sliced else 13 if paired else 8, 5.2), layout="constrained")
+    stepped = curve.drawn(report)  # a Trainer run's exact curve against its logged one
+    width = (19 if sliced else 13 if paired else 8) + (6 if stepped else 0)
+    fig = Figure(figsize=(width, 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, (2 + sliced if paired else 1) + stepped, height_ratios=(3, 1.1))
+    if stepped:
+        curve.axes(fig.add_subplot(grid[:, -1]), report)
     if paired:
-        grid = fig.add_gridspec(2, 3 if sliced else 2, height_ratios=(3, 1.1))
         if sliced:
             sliceplot.draw(fig.add_subplot(grid[:, 2]), report, colours(report)[rivals[0].name])
         _losses(fig.add_subplot(grid[:, 0]), report, names, values, order)
@@ -53,7 +58,7 @@ def draw(
         _differences(fig.add_subplot(grid[0, 1]), rivals, baseline, diffs, report)
         _intervals(fig.add_subplot(grid[1, 1]), rivals, report)
     else:
-        _losses(fig.add_subplot(), report, names, values, order)
+        _losses(fig.add_subplot(grid[:, 0]), report, names, values, order)
     kept = len(values)
     items = f"{_item(report)}s"
     sampled = (

@@ -1,12 +1,13 @@
 """The HTML report's charts as inline SVG: no script, no font or file from the network.
 
-Two charts, both scaled to the page's width (``viewBox``) and drawn in ``currentColor`` where
+Three charts, each scaled to the page's width (``viewBox``) and drawn in ``currentColor`` where
 they are not a model's colour (so they print and follow a dark theme):
 
 - `intervals`: each model's mean paired difference from the baseline with its 95% CI, one
   row per model, the zero line marked;
 - `histograms`: one small histogram per model on a shared x axis (log when ``log``), the
-  exact figure marked by a dashed line.
+  exact figure marked by a dashed line;
+- `curves`: lines of points on shared axes (a Trainer run's exact and logged curves).
 
 Callers give plain numbers and already-escaped labels (`escape`).
 """
@@ -67,6 +68,47 @@ def intervals(rows: Sequence[Interval], axis: str) -> str:
             parts.append(_line(end, mid - 6, end, mid + 6, r.colour, width=2))
         parts.append(f"<circle cx='{point:.1f}' cy='{mid}' r='5' fill='{r.colour}'/>")
     parts += _axis(scale, top + step * len(rows) + 4, axis)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str  # escaped
+    points: Sequence[tuple[float, float]]  # (x, y), in x order
+    colour: str
+    dash: str  # "" for a solid line
+
+
+def curves(series: Sequence[Series], axis: str, title: str) -> str:
+    """Lines of (x, y) points on shared axes (each series' points marked), a legend above."""
+    xs = [x for s in series for x, _ in s.points]
+    ys = [y for s in series for _, y in s.points]
+    across = _Scale(min(xs), max(xs), log=False)
+    top, bottom = 20 + 20 * len(series), 20 + 20 * len(series) + 180
+    low, high = min(ys), max(ys)
+    if not high > low:
+        low, high = low - 1.0, high + 1.0
+    low, high = low - 0.08 * (high - low), high + 0.08 * (high - low)
+
+    def y(v: float) -> float:
+        return bottom - (bottom - top) * (v - low) / (high - low)
+
+    parts = [_svg_open(bottom + 48, title)]
+    for tick in _nice(low, high, 4):
+        parts.append(_line(LEFT, y(tick), WIDTH - RIGHT, y(tick), "currentColor", opacity=0.2))
+        parts.append(_text(LEFT, y(tick) - 3, f"{tick:.4g}", size=11))
+    for i, s in enumerate(series):
+        drawn = " ".join(f"{across.x(a):.1f},{y(b):.1f}" for a, b in s.points)
+        dash = f" stroke-dasharray='{s.dash}'" if s.dash else ""
+        parts.append(f"<polyline points='{drawn}' fill='none' stroke='{s.colour}' "
+                     f"stroke-width='2'{dash}/>")  # fmt: skip
+        parts += [f"<circle cx='{across.x(a):.1f}' cy='{y(b):.1f}' r='3.5' fill='{s.colour}'/>"
+                  for a, b in s.points]  # fmt: skip
+        parts.append(_line(LEFT, 12 + 20 * i, LEFT + 28, 12 + 20 * i, s.colour, width=2,
+                           dash=s.dash))  # fmt: skip
+        parts.append(_text(LEFT + 36, 16 + 20 * i, s.label, size=13))
+    parts += _axis(across, bottom + 4, axis)
     parts.append("</svg>")
     return "".join(parts)
 

@@ -16,12 +16,13 @@ from evalloss.errors import CheckpointError, LossError, OptionError, shown
 from evalloss.losses import ROWS as LOSS_ROWS
 from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
-from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
+from evalloss.models import Checkpoint, Wanted, build, open_checkpoint, trainerrun
 from evalloss.models.folder import token_classifier
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
 from evalloss.sources import DataSource, chat, open_data
 from evalloss.sources.textlabels import IGNORE
+from evalloss.sources.tokenizer import identity
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +53,7 @@ class Plan:
     mode: Mode = Mode.ONE_PASS
     groups: tuple[tuple[int, ...], ...] = ()  # the models' groups, in order: one in one pass
     contexts: tuple[Windowing, ...] = ()  # each model's (context, stride): `_contexts`
+    steps: tuple[trainerrun.Logged | None, ...] = ()  # each model's Trainer step, if it has one
 
     def sequence(self, index: int) -> Windowing:
         """Model ``index``'s (context, stride): its own, whatever else is in the run."""
@@ -97,6 +99,7 @@ def resolve(
         options=options,
         tokenizers=tokenizers,
         contexts=contexts,
+        steps=trainerrun.logged([c.path for c in checkpoints]),
     )
     _windows_agree(plan)
     chat.agree(plan.source, [c.tokenizer for c in checkpoints], tokenizers)
@@ -117,6 +120,8 @@ def _settled(
     if ignore is None and any(token_classifier(c) for c in checkpoints):
         ignore = IGNORE  # transformers' unscored token label
     loss = _loss(checkpoints, options.loss, ignore)
+    if not target and loss.name == "cross-entropy":
+        _labels_needed(checkpoints)
     tokenizers = _tokenizers(checkpoints)
     tokenizer, pad = options.tokenizer, options.pad_id
     first = next((t for t in tokenizers if t is not None), None)
@@ -126,6 +131,19 @@ def _settled(
     settled = replace(options, target=target, ignore_index=ignore, loss=loss.name,
                       tokenizer=tokenizer, pad_id=pad)  # fmt: skip
     return settled, loss, tokenizers
+
+
+def _labels_needed(checkpoints: Sequence[Checkpoint]) -> None:
+    """A classifier's model folder (its architecture's head) reads its labels from
+    ``--target``: without it, one line (the data would be read as token documents, which it
+    cannot take)."""
+    for checkpoint in checkpoints:
+        if checkpoint.config is not None and checkpoint.metadata.get(
+            "evalloss.loss") == "cross-entropy":  # fmt: skip
+            kind = "token" if token_classifier(checkpoint) else "sequence"
+            raise OptionError(f"a {kind} classification model folder is scored against "
+                              "labels: give --target, the data's label column",
+                              path=checkpoint.path)  # fmt: skip
 
 
 def _contexts(
@@ -192,8 +210,9 @@ def _loss(
 
 
 def _tokenizers(checkpoints: Sequence[Checkpoint]) -> tuple[str | None, ...]:
-    """Each model's ``tokenizer.json``, the same path for the same content (so models that
-    share a tokenizer share one tokenization of text data)."""
+    """Each model's ``tokenizer.json``, the same path for the same tokenizer (so models that
+    share one share one tokenization of text data): files that differ only in what does not
+    decide the ids (``truncation``, ``padding``: `sources.tokenizer.identity`) are one."""
     seen: dict[bytes, str] = {}
     found: list[str | None] = []
     for c in checkpoints:
@@ -205,7 +224,7 @@ def _tokenizers(checkpoints: Sequence[Checkpoint]) -> tuple[str | None, ...]:
         except OSError as exc:
             raise CheckpointError(f"cannot read it ({exc.strerror or exc})",
                                   path=c.tokenizer) from exc  # fmt: skip
-        found.append(seen.setdefault(content, c.tokenizer))
+        found.append(seen.setdefault(identity(content), c.tokenizer))
     return tuple(found)
 
 

@@ -71,6 +71,7 @@ def build_report(
             **(_element_figures(results[i]) if by_element else {}),
             slices=() if slices is None else slices.models[i],
             cached=accumulators[i].cached,
+            **_logged(plan, i),
         )
         for rank, i in enumerate(order, start=1)
     )
@@ -95,6 +96,14 @@ def build_report(
             hashed=plan.source.checksum and (world is None or world.rank == 0),
         ),
     )
+
+
+def _logged(plan: Plan, index: int) -> dict[str, Any]:
+    """A Trainer checkpoint's step and the eval_loss its run logged there."""
+    logged = plan.steps[index] if plan.steps else None
+    if logged is None:
+        return {}
+    return {"step": logged.step, "logged_eval_loss": logged.eval_loss}
 
 
 def _comparisons(

@@ -28,6 +28,55 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 _HELD = threading.Lock()  # one holder of descriptor 2 at a time
+# what turns a text into ids; ``truncation`` and ``padding`` (switched off by `load`), the
+# decoder and the version do not
+DECIDING = ("model", "normalizer", "pre_tokenizer", "post_processor", "added_tokens")
+
+
+def identity(content: bytes) -> bytes:
+    """What decides a ``tokenizer.json``'s ids (`DECIDING`), as canonical JSON: two files with
+    the same identity turn every text into the same ids. A file that is not a JSON object is
+    its own bytes (loading it then says what is wrong)."""
+    import json
+
+    try:
+        value = json.loads(content)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return content
+    if not isinstance(value, dict):
+        return content
+    deciding = {k: value.get(k) for k in DECIDING}
+    deciding["post_processor"] = _post_processor(deciding["post_processor"])
+    try:
+        return json.dumps(deciding, sort_keys=True).encode()
+    except (ValueError, RecursionError):  # too deep to write back
+        return content
+
+
+def _post_processor(spec: Any) -> Any:
+    """A post-processor as far as it decides the ids of one text: None for one that adds no
+    token (``ByteLevel``, which only moves offsets; a ``TemplateProcessing`` whose single
+    template is the text alone, which transformers 5 writes where the file had none), and a
+    ``Sequence`` of such steps left out."""
+    if not isinstance(spec, dict):
+        return spec
+    kind = spec.get("type")
+    if kind == "ByteLevel":
+        return None
+    if kind == "TemplateProcessing":
+        single = spec.get("single")
+        alone = (isinstance(single, list) and len(single) == 1 and isinstance(single[0], dict)
+                 and list(single[0]) == ["Sequence"] and isinstance(single[0]["Sequence"], dict)
+                 and single[0]["Sequence"].get("id") == "A")  # fmt: skip
+        return None if alone else {"type": kind, "single": single,
+                                   "special_tokens": spec.get("special_tokens")}  # fmt: skip
+    steps = spec.get("processors")
+    if kind == "Sequence" and isinstance(steps, list):
+        kept = [p for p in map(_post_processor, steps) if p is not None]
+        if len(kept) < 2:
+            return kept[0] if kept else None
+        return {"type": kind, "processors": kept}
+    return spec
 
 
 def load(path: str) -> Any:
