@@ -114,7 +114,7 @@ def test_early_stopping_and_the_best_model_read_it(docs: list[list[int]]) -> Non
     trainer = training.trainer(
         model, _rows(docs), 4, train_dataset=_rows(docs),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=50), ExactEvalCallback()],
-        eval_strategy="steps", eval_steps=2, max_steps=4, per_device_train_batch_size=4,
+        eval_strategy="steps", eval_steps=1, max_steps=2, per_device_train_batch_size=4,
         metric_for_best_model="eval_loss_per_token", greater_is_better=False, learning_rate=1e-2,
     )  # fmt: skip
     trainer.train()
@@ -147,12 +147,6 @@ def test_an_unknown_model_asks_for_the_task() -> None:
         ExactEvalCallback()._hook(torch.nn.Linear(2, 2))
     with pytest.raises(evalloss.OptionError, match="must be one of"):
         ExactEvalCallback(task="seq2seq")
-
-
-def test_importing_the_integration_leaves_lightning_alone() -> None:
-    code = ("import sys, evalloss.integrations.transformers; "
-            "assert 'lightning' not in sys.modules and 'lightning.pytorch' not in sys.modules")  # fmt: skip
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.slow

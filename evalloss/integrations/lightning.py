@@ -53,19 +53,27 @@ def default_select(outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor
         elif isinstance(batch, tuple | list) and len(batch) > 1:
             targets = batch[-1]
     if not isinstance(preds, torch.Tensor) or preds.dim() == 0:
-        what = "nothing" if preds is None else f"{type(preds).__name__} {getattr(preds, 'shape', '')}"
         raise OptionError(
-            f"ExactValidation: validation_step returned {what}; return the model's outputs, "
-            "e.g. {'loss': loss, 'logits': logits} (or give select=)",
-            key="validation_step",
+            f"validation_step returned {_what(preds)}; return the model's outputs, e.g. "
+            "{'loss': loss, 'logits': logits} (or give select=)",
+            key="ExactValidation",
         )
     if not isinstance(targets, torch.Tensor):
         raise OptionError(
-            "ExactValidation: no targets: return them as 'labels' beside 'logits', use "
-            "(inputs, targets) batches or a batch dict with 'labels' (or give select=)",
-            key="validation_step",
+            "no targets: return them as 'labels' beside 'logits', use (inputs, targets) "
+            "batches or a batch dict with 'labels' (or give select=)",
+            key="ExactValidation",
         )
     return preds, targets
+
+
+def _what(found: Any) -> str:
+    if found is None:
+        return "nothing"
+    shape = getattr(found, "shape", None)
+    if shape is not None and len(shape) == 0:
+        return "one number (a mean?)"
+    return type(found).__name__
 
 
 def _owned(loader: Any) -> int | None:

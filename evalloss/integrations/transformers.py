@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from evalloss.errors import EvallossWarning, OptionError
+from evalloss.errors import EvallossWarning, OptionError, shown
 from evalloss.integrations import _shards
 from evalloss.losses import get as get_loss
 from evalloss.losses.causal import IGNORE
@@ -65,9 +65,9 @@ def task_of(model: Any) -> str:
             or loss_type == "ForSequenceClassification"):  # fmt: skip
         return "classification"
     raise OptionError(
-        f"ExactEvalCallback: {name} is neither a causal language model nor a sequence "
-        f"classifier; pass task= one of {', '.join(TASKS)}",
-        key="task",
+        f"{name} is neither a causal language model nor a sequence classifier; pass task= "
+        f"one of {', '.join(TASKS)}",
+        key="ExactEvalCallback",
     )
 
 
@@ -91,7 +91,8 @@ class ExactEvalCallback(TrainerCallback):  # type: ignore[misc]
 
     def __init__(self, task: str | None = None) -> None:
         if task is not None and task not in TASKS:
-            raise OptionError(f"must be one of {', '.join(TASKS)}, got {task!r}", key="task")
+            raise OptionError(f"task must be one of {', '.join(TASKS)}, got {shown(task)}",
+                              key="ExactEvalCallback")  # fmt: skip
         self.task = task
         self._model: nn.Module | None = None
         self._handle: Any = None
@@ -162,9 +163,9 @@ class ExactEvalCallback(TrainerCallback):  # type: ignore[misc]
                     control: TrainerControl, **kwargs: Any) -> None:  # fmt: skip
         if getattr(args, "label_smoothing_factor", 0):
             raise OptionError(
-                "ExactEvalCallback: label smoothing takes the labels from the model's inputs, "
-                "so the evaluation forward cannot be observed; set label_smoothing_factor=0",
-                key="label_smoothing_factor",
+                "label smoothing takes the labels out of the model's inputs, so the "
+                "evaluation forward cannot be observed; set label_smoothing_factor=0",
+                key="ExactEvalCallback",
             )
         self._hook(kwargs.get("model"))
 
