@@ -25,7 +25,7 @@ def _blocks() -> list[str]:
 
 def _run(index: int, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], list[str]]:
     namespace: dict[str, Any] = {}
-    exec(_blocks()[index], namespace)  # noqa: S102 - our own docs
+    exec(_blocks()[index], namespace)
     return namespace, capsys.readouterr().out.splitlines()
 
 

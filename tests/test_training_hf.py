@@ -5,6 +5,7 @@ callbacks (attached first), early stopping and the best-model metric."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import subprocess
@@ -157,12 +158,12 @@ def test_two_processes_equal_one(tmp_path: Path, docs: list[list[int]]) -> None:
     out = _torchrun(tmp_path, "hf")
     oracle, tokens = training.own_token_loss(training.gpt2(), docs)
     for rank in (0, 1):
-        found = eval((out / f"rank{rank}.txt").read_text())  # noqa: S307 - our own driver's repr
+        found = json.loads((out / f"rank{rank}.json").read_text())
         for batch in (1, 4):
-            assert found[batch]["eval_loss_per_token"] == pytest.approx(oracle, rel=1e-6)
-            assert found[batch]["eval_tokens"] == tokens
+            assert found[str(batch)]["eval_loss_per_token"] == pytest.approx(oracle, rel=1e-6)
+            assert found[str(batch)]["eval_tokens"] == tokens
         assert found["running"] == pytest.approx(math.fsum(range(1, 8)) / 7, rel=1e-15)
-    assert (out / "rank0.txt").read_text() == (out / "rank1.txt").read_text()
+    assert (out / "rank0.json").read_text() == (out / "rank1.json").read_text()
 
 
 def _torchrun(tmp_path: Path, which: str) -> Path:

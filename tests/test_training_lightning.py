@@ -4,6 +4,7 @@ fit and validate, per validation loader; a DistributedSampler's padding is not c
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -14,13 +15,13 @@ import pytest
 
 pytest.importorskip("lightning", reason="needs the lightning extra")
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data.distributed import DistributedSampler  # noqa: E402
+import torch
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
 
-import evalloss  # noqa: E402
-from evalloss.integrations.lightning import ExactValidation, _owned  # noqa: E402
-from tests import training, training_pl  # noqa: E402
+import evalloss
+from evalloss.integrations.lightning import ExactValidation, _owned
+from tests import training, training_pl
 
 pytestmark = [  # Lightning's advice (workers, logging) and its use of a torch API torch deprecates
     pytest.mark.filterwarnings("ignore::UserWarning:lightning.*"),
@@ -139,7 +140,7 @@ def test_two_devices_equal_one(tmp_path: Path, docs: list[list[int]]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     oracle = training_pl.token_oracle(training_pl.TinyLM(), docs)
     for rank in (0, 1):
-        found = eval((tmp_path / f"rank{rank}.txt").read_text())  # noqa: S307 - our driver's repr
+        found = json.loads((tmp_path / f"rank{rank}.json").read_text())
         for batch in (1, 4):
-            assert found[batch] == pytest.approx(oracle, rel=1e-6)
-    assert (tmp_path / "rank0.txt").read_text() == (tmp_path / "rank1.txt").read_text()
+            assert found[str(batch)] == pytest.approx(oracle, rel=1e-6)
+    assert (tmp_path / "rank0.json").read_text() == (tmp_path / "rank1.json").read_text()

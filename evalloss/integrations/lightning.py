@@ -86,7 +86,7 @@ def _owned(loader: Any) -> int | None:
     return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]
 
 
-class ExactValidation(Callback):  # type: ignore[misc]
+class ExactValidation(Callback):
     """Give it to ``lightning.Trainer(callbacks=[ExactValidation(loss="cross-entropy")])``:
     after every validation epoch, ``val_exact_loss`` is the exact loss per item (per token for
     ``causal-lm``) over the validation data, whatever the batch size and number of devices.

@@ -80,7 +80,7 @@ def _logits(output: Any) -> torch.Tensor | None:
     return found if isinstance(found, torch.Tensor) else None
 
 
-class ExactEvalCallback(TrainerCallback):  # type: ignore[misc]
+class ExactEvalCallback(TrainerCallback):
     """Give it to ``Trainer(callbacks=[ExactEvalCallback()])`` (or `attach` it): every
     evaluation returns and logs ``eval_loss_per_token``, ``eval_tokens`` and
     ``eval_perplexity`` for a causal LM (``eval_loss_per_item`` and ``eval_items`` for a
@@ -153,9 +153,10 @@ class ExactEvalCallback(TrainerCallback):  # type: ignore[misc]
             return item_terms(get_loss("causal-lm"), logits, shifted.to(logits.device))
         config = getattr(_base(module), "config", None)
         problem = getattr(config, "problem_type", None) or "single_label_classification"
-        loss = get_loss(_CLASSIFIER_LOSSES[problem], IGNORE if problem.startswith("single") else None)
+        single = problem.startswith("single")
+        loss = get_loss(_CLASSIFIER_LOSSES[problem], IGNORE if single else None)
         labels = labels.to(logits.device)
-        if problem.startswith("single"):
+        if single:
             logits, labels = logits.reshape(len(labels), -1), labels.reshape(-1)
         return item_terms(loss, logits, labels)
 
@@ -204,9 +205,10 @@ class ExactEvalCallback(TrainerCallback):  # type: ignore[misc]
             entry.update(exact)
         if exact and not self._first and args.report_to and not self._warned:
             self._warned = True
+            loggers = ", ".join(args.report_to)
             warnings.warn(
-                f"ExactEvalCallback runs after the reporting callbacks ({', '.join(args.report_to)})"
-                ": they do not log the exact figures; use ExactEvalCallback().attach(trainer)",
+                f"ExactEvalCallback runs after the reporting callbacks ({loggers}): they do not "
+                "log the exact figures; use ExactEvalCallback().attach(trainer)",
                 EvallossWarning, stacklevel=2,
             )  # fmt: skip
 

@@ -153,8 +153,8 @@ class RunningLoss(Reducible):
         if not self._waiting:
             return
         per_item = _host([t for t, n in self._waiting if n is None])
-        means = iter(_host([t for t, n in self._waiting
-                            if n is not None and isinstance(t, torch.Tensor)]).tolist())  # fmt: skip
+        tensors = [t for t, n in self._waiting if n is not None and isinstance(t, torch.Tensor)]
+        means = iter(_host(tensors).tolist())
         finite = np.isfinite(per_item)
         self._loss.add(per_item if finite.all() else per_item[finite])
         self._nonfinite += int(per_item.size - finite.sum())
@@ -255,7 +255,7 @@ class RunningLoss(Reducible):
         """The sum of batch means / batches: per item only when every batch is the same size."""
         return self.sum_of_batch_means / self.batches if self.batches else math.nan
 
-    def merge(self, other: Reducible | Iterable[Mapping[str, Any]]) -> None:  # type: ignore[override]
+    def merge(self, other: Reducible | Iterable[Mapping[str, Any]]) -> None:
         """Fold in another meter, or other meters' ``state()``s (other processes'), as if
         their batches came here."""
         found = [other] if isinstance(other, Reducible) else list(other)
@@ -274,11 +274,13 @@ class RunningLoss(Reducible):
         return self
 
     def __repr__(self) -> str:
-        return (f"RunningLoss(loss_per_item={self.loss_per_item!r}, items={self.items}, "
-                f"batches={self.batches}, sum_of_batch_means={self.sum_of_batch_means!r})")  # fmt: skip
+        figures = f"loss_per_item={self.loss_per_item!r}, items={self.items}, "
+        return f"RunningLoss({figures}batches={self.batches}, sum={self.sum_of_batch_means!r})"
 
 
-def item_terms(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def item_terms(
+    loss: Loss, outputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """What each item adds to an exact figure, on the device, no sync: (values, weights).
 
     A token loss: each item's summed loss and its scored tokens (the token is the unit).
@@ -287,9 +289,10 @@ def item_terms(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor) -> tupl
     """
     import torch
 
+    if loss.per_token:  # its per_item takes the shapes as given: checked here (no sync)
+        outputs, targets = loss.align(outputs, targets)
+        return loss.per_item(outputs, targets)
     sums, weights = loss.per_item(outputs, targets)
-    if loss.per_token:
-        return sums, weights
     counted = weights > 0
     return torch.where(counted, sums / weights.clamp(min=1), 0.0), counted.long()
 
