@@ -4,8 +4,10 @@
     python benchmarks/bench_training.py --steps 300 --rounds 15
     python benchmarks/bench_training.py --device cuda
 
-Cases, each timed in blocks interleaved with its baseline (A B B A ...), the median of the
-per-round ratios printed:
+The step cases alternate single steps without and with the update (A B B A ...: the machine's
+load drifts alike for both) and compare the median step times, the final read (the one sync)
+spread over the measured steps; the evaluation cases alternate whole runs and print the median
+of the per-round ratios:
 - ``mlp``: the 64-256-256-10 MLP, batch 256, SGD: forward, cross-entropy (``reduction='none'``),
   backward, step; with ``meter.update(losses)``, and the epoch's figure read at the end of the
   block (the one sync). ``item()`` is the usual ``epoch_loss += loss.mean().item()`` instead
@@ -39,34 +41,56 @@ import evalloss
 Block = Callable[[bool], None]
 
 
-def _mlp_case(device: str, steps: int, mode: str) -> Block:
+class Steps:
+    """A training step, with (``measured``) or without the meter's update; ``finish`` reads the
+    figure (the one sync, at the end of an epoch)."""
+
+    def __init__(self, device: str, run: Callable[[int], torch.Tensor], tokens: int | None,
+                 mode: str = "meter") -> None:  # fmt: skip
+        self.device, self.run, self.tokens, self.mode = device, run, tokens, mode
+        self.meter = evalloss.RunningLoss()
+        self.epoch_loss = 0.0
+        self.updates: list[float] = []  # seconds of each update call alone
+
+    def step(self, i: int, measured: bool) -> None:
+        losses = self.run(i)
+        start = time.perf_counter()
+        self._update(losses, measured)
+        if measured:
+            self.updates.append(time.perf_counter() - start)
+        _sync(self.device)
+
+    def _update(self, losses: torch.Tensor, measured: bool) -> None:
+        if measured and self.mode == "item":
+            self.epoch_loss += losses.mean().item()
+        elif measured and self.tokens is None:
+            self.meter.update(losses)
+        elif measured:
+            self.meter.update(losses, self.tokens)
+
+    def finish(self) -> None:
+        _ = self.meter.loss_per_item
+        self.meter.reset()
+
+
+def _mlp_case(device: str, steps: int, mode: str) -> Steps:
     torch.manual_seed(0)
     model = mlp().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(steps, 256, FEATURES, device=device)
     y = torch.randint(0, CLASSES, (steps, 256), device=device)
-    meter = evalloss.RunningLoss()
 
-    def block(measured: bool) -> None:
-        meter.reset()
-        epoch_loss = 0.0
-        for i in range(steps):
-            losses = nn.functional.cross_entropy(model(x[i]), y[i], reduction="none")
-            losses.mean().backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if measured and mode == "meter":
-                meter.update(losses)
-            elif measured:
-                epoch_loss += losses.mean().item()
-        if measured and mode == "meter":
-            _ = meter.loss_per_item
-        _sync(device)
+    def run(i: int) -> torch.Tensor:
+        losses = nn.functional.cross_entropy(model(x[i % steps]), y[i % steps], reduction="none")
+        losses.mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return losses
 
-    return block
+    return Steps(device, run, None, mode)
 
 
-def _gpt2_case(device: str, steps: int) -> Block:
+def _gpt2_case(device: str, steps: int) -> Steps:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -75,22 +99,35 @@ def _gpt2_case(device: str, steps: int) -> Block:
     model = GPT2LMHeadModel(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, 1000, (steps, 8, 64), device=device)
-    meter = evalloss.RunningLoss()
 
-    def block(measured: bool) -> None:
-        meter.reset()
-        for i in range(steps):
-            out = model(input_ids=ids[i], labels=ids[i])
-            out.loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if measured:
-                meter.update(out.loss, 8 * 63)
-        if measured:
-            _ = meter.loss_per_item
-        _sync(device)
+    def run(i: int) -> torch.Tensor:
+        out = model(input_ids=ids[i % steps], labels=ids[i % steps])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return out.loss  # type: ignore[no-any-return]
 
-    return block
+    return Steps(device, run, 8 * 63)
+
+
+def measure_steps(case: Steps, steps: int) -> tuple[float, float, float]:
+    """Steps alternating without / with the update (load drifts alike for both); the
+    figure read once at the end, its time spread over the measured steps. (median seconds
+    per step without, with, ratio)."""
+    for i in range(10):
+        case.step(i, i % 2 == 1)  # warm up
+    case.finish()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(2 * steps):
+        measured = (i % 4) in (1, 2)  # A B B A
+        start = time.perf_counter()
+        case.step(i, measured)
+        times[measured].append(time.perf_counter() - start)
+    start = time.perf_counter()
+    case.finish()
+    read = (time.perf_counter() - start) / steps
+    base, with_ = statistics.median(times[False]), statistics.median(times[True]) + read
+    return base, with_, with_ / base
 
 
 def _trainer_case(device: str) -> Block:
@@ -182,16 +219,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {opts.device}"
           + (f" ({torch.cuda.get_device_name()})" if opts.device == "cuda" else ""))  # fmt: skip
-    cases: dict[str, Callable[[], Block]] = {
+    cases: dict[str, Callable[[], Block | Steps]] = {
         "mlp": lambda: _mlp_case(opts.device, opts.steps, "meter"),
         "item": lambda: _mlp_case(opts.device, opts.steps, "item"),
-        "gpt2": lambda: _gpt2_case(opts.device, max(1, opts.steps // 10)),
+        "gpt2": lambda: _gpt2_case(opts.device, opts.steps),
         "trainer": lambda: _trainer_case(opts.device),
         "lightning": lambda: _lightning_case(opts.device),
     }
     for name in opts.cases.split(","):
-        base, with_, ratio = measure(cases[name](), opts.rounds)
-        print(f"{name:10} without {base * 1e3:9.2f} ms  with {with_ * 1e3:9.2f} ms  "
+        case = cases[name]()
+        if isinstance(case, Steps):
+            base, with_, ratio = measure_steps(case, opts.steps)
+            alone = statistics.median(case.updates)
+            print(f"{name:10} the update call alone: {alone * 1e6:.1f} us median, "
+                  f"{alone / base:.2%} of a step")  # fmt: skip
+        else:
+            base, with_, ratio = measure(case, opts.rounds)
+        unit = "per step" if isinstance(case, Steps) else "per run"
+        print(f"{name:10} {unit:8} without {base * 1e3:8.3f} ms  with {with_ * 1e3:8.3f} ms  "
               f"ratio {ratio:.4f}", flush=True)
 
 
