@@ -65,14 +65,10 @@ def test_the_trainer_script(capsys: pytest.CaptureFixture[str]) -> None:
     namespace, printed = _run(1, capsys)
     lines = [line for line in printed if line.startswith("eval batch")]
     assert len(lines) == 2
-    twin = copy.deepcopy(namespace["model"]).double().eval()
-    terms, tokens = [], 0
-    with torch.no_grad():  # the model's own loss, one document at a time
-        for d in namespace["documents"]:
-            x = torch.tensor([d["input_ids"]])
-            terms.append(float(twin(input_ids=x, labels=x).loss) * (x.shape[1] - 1))
-            tokens += x.shape[1] - 1
-    exact = math.fsum(terms) / tokens
+    from tests import training  # the model's own loss, float64, one document at a time
+
+    docs = [d["input_ids"] for d in namespace["documents"]]
+    exact, tokens = training.own_token_loss(namespace["model"], docs)
     assert namespace["metrics"]["eval_loss_per_token"] == pytest.approx(exact, rel=1e-6)
     (own1, exact1), (own16, exact16) = (_figures(line) for line in lines)
     assert exact1 == exact16 == round(exact, 4)
