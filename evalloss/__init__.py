@@ -34,6 +34,7 @@ __all__ = [
     "PeerError",
     "Report",
     "Result",
+    "RunningLoss",
     "__version__",
     "compare",
     "evaluate",
@@ -49,6 +50,7 @@ _LAZY = {
     "Result": "report",
     "explain": "explainer.table",
     "ExplainReport": "report",
+    "RunningLoss": "run.running",
 }
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from evalloss.models.save import save
     from evalloss.report import ExplainReport, Report, Result
     from evalloss.run.engine import evaluate
+    from evalloss.run.running import RunningLoss
 
 
 def _html(report: Any) -> str:

@@ -175,4 +175,8 @@ def test_import_and_help_load_no_heavy_module(args: list[str]) -> None:
         "matplotlib",
         "jsonschema",
         "mlflow",
+        "transformers",
+        "lightning",
+        "peft",
+        "accelerate",
     }

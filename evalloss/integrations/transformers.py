@@ -1,0 +1,261 @@
+"""The exact evaluation loss inside transformers' ``Trainer``: `ExactEvalCallback`.
+
+How it observes Trainer's own pass (no second pass): a forward hook on ``trainer.model`` sees
+every evaluation forward (the model in eval mode, under ``no_grad``, called with ``labels=``)
+and turns its logits and labels into each item's float64 (sum, weight) on the device, no sync
+(`run.running.item_terms`: per token for a causal LM, per item for a classifier).
+``on_prediction_step`` files that step's items; accelerate's eval loader says which step is
+the last (``end_of_dataloader``) and how many of the last global batch are real
+(``remainder``): the padding duplicates of several processes are the tail of that batch in
+rank order, exactly what ``gather_for_metrics`` cuts off for Trainer's own ``eval_loss``.
+
+How the figures reach what is logged: ``evaluate()`` builds its metrics, then
+``Trainer.log(metrics)`` appends them to ``state.log_history`` and calls every callback's
+``on_log`` with that very dict (the one ``evaluate()`` returns), and only then any
+``on_evaluate``. So `ExactEvalCallback.on_log` gathers every process's sums (one
+``all_gather_object``), and adds the figures to that dict and to the log-history entry: the
+returned metrics, the printed log, early stopping and ``metric_for_best_model`` (on every rank)
+see them. The reporting callbacks (W&B, TensorBoard, MLflow) come before any callback given
+in ``callbacks=[...]``; `ExactEvalCallback.attach(trainer)` puts it first, ahead of them, so
+they log the exact figures too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback
+
+from evalloss.errors import EvallossWarning, OptionError, shown
+from evalloss.integrations import _shards
+from evalloss.losses import get as get_loss
+from evalloss.losses.causal import IGNORE
+from evalloss.run.running import DeviceSums, item_terms
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
+
+TASKS = ("causal-lm", "classification")
+_CLASSIFIER_LOSSES = {"regression": "mse", "single_label_classification": "cross-entropy",
+                      "multi_label_classification": "bce-logits"}  # fmt: skip
+
+
+def _base(model: Any) -> Any:
+    """The model under a PEFT wrapper (or the model)."""
+    getter = getattr(model, "get_base_model", None)
+    return getter() if callable(getter) else model
+
+
+def task_of(model: Any) -> str:
+    """``causal-lm`` or ``classification``, from transformers' own model tables."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    base = _base(model)
+    name = type(base).__name__
+    loss_type = getattr(base, "loss_type", None) or ""
+    if name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() or loss_type == "ForCausalLM":
+        return "causal-lm"
+    if (name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values()
+            or loss_type == "ForSequenceClassification"):  # fmt: skip
+        return "classification"
+    raise OptionError(
+        f"{name} is neither a causal language model nor a sequence classifier; pass task= "
+        f"one of {', '.join(TASKS)}",
+        key="ExactEvalCallback",
+    )
+
+
+def _logits(output: Any) -> torch.Tensor | None:
+    import torch
+
+    found = getattr(output, "logits", None)
+    if found is None and isinstance(output, tuple | list) and len(output) > 1:
+        found = output[1]  # (loss, logits, ...) with return_dict=False
+    return found if isinstance(found, torch.Tensor) else None
+
+
+class ExactEvalCallback(TrainerCallback):
+    """Give it to ``Trainer(callbacks=[ExactEvalCallback()])`` (or `attach` it): every
+    evaluation returns and logs ``eval_loss_per_token``, ``eval_tokens`` and
+    ``eval_perplexity`` for a causal LM (``eval_loss_per_item`` and ``eval_items`` for a
+    classifier), exact whatever ``per_device_eval_batch_size`` and the number of processes.
+
+    ``task``: ``"causal-lm"`` or ``"classification"``; by default read off the model's class.
+    """
+
+    def __init__(self, task: str | None = None) -> None:
+        if task is not None and task not in TASKS:
+            raise OptionError(f"task must be one of {', '.join(TASKS)}, got {shown(task)}",
+                              key="ExactEvalCallback")  # fmt: skip
+        self.task = task
+        self._model: nn.Module | None = None
+        self._handle: Any = None
+        self._first = self._warned = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sums = DeviceSums()
+        self._calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # this step's forwards
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._remainder = -1
+        self._steps = 0
+        self._broken: str | None = None
+
+    def attach(self, trainer: Trainer) -> ExactEvalCallback:
+        """Put this callback first among ``trainer``'s, ahead of the reporting callbacks, so
+        that W&B, TensorBoard, MLflow... log the exact figures too. Returns the callback."""
+        callbacks = trainer.callback_handler.callbacks
+        if self in callbacks:
+            callbacks.remove(self)
+        callbacks.insert(0, self)
+        self._first = True
+        self._hook(trainer.model)
+        return self
+
+    # -- observing Trainer's pass --
+
+    def _hook(self, model: nn.Module | None) -> None:
+        if model is None or model is self._model:
+            return
+        if self.task is None:
+            self.task = task_of(model)
+        if self._handle is not None:
+            self._handle.remove()
+        self._handle = model.register_forward_hook(self._observe, with_kwargs=True)
+        self._model = model
+
+    def _observe(self, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        """An evaluation forward (eval mode, no grad, labels given): its items' terms."""
+        import torch
+
+        labels = kwargs.get("labels")
+        if module.training or torch.is_grad_enabled() or labels is None:
+            return
+        logits = _logits(output)
+        if logits is None:
+            self._broken = "the model returned no logits"
+            return
+        self._calls.append(self._terms(module, logits, labels, kwargs.get("shift_labels")))
+
+    def _terms(self, module: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+               shifted: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        import torch.nn.functional as F
+
+        if self.task == "causal-lm":
+            if shifted is None:  # as the model's own loss: position p predicts label p + 1
+                shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+            return item_terms(get_loss("causal-lm"), logits, shifted.to(logits.device))
+        config = getattr(_base(module), "config", None)
+        problem = getattr(config, "problem_type", None) or "single_label_classification"
+        single = problem.startswith("single")
+        loss = get_loss(_CLASSIFIER_LOSSES[problem], IGNORE if single else None)
+        labels = labels.to(logits.device)
+        if single:
+            logits, labels = logits.reshape(len(labels), -1), labels.reshape(-1)
+        return item_terms(loss, logits, labels)
+
+    def on_init_end(self, args: TrainingArguments, state: TrainerState,
+                    control: TrainerControl, **kwargs: Any) -> None:  # fmt: skip
+        if getattr(args, "label_smoothing_factor", 0):
+            raise OptionError(
+                "label smoothing takes the labels out of the model's inputs, so the "
+                "evaluation forward cannot be observed; set label_smoothing_factor=0",
+                key="ExactEvalCallback",
+            )
+        self._hook(kwargs.get("model"))
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState,
+                       control: TrainerControl, **kwargs: Any) -> None:  # fmt: skip
+        self._hook(kwargs.get("model"))
+
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState,
+                           control: TrainerControl, **kwargs: Any) -> None:  # fmt: skip
+        """File this step's items; the last step's wait for the padding rule."""
+        calls, self._calls = self._calls, []
+        self._steps += 1
+        if len(calls) != 1:
+            self._broken = self._broken or (
+                "the model was called without labels= (a compute_loss_func pops them)"
+                if not calls else f"the model was called {len(calls)} times in one step")
+            return
+        loader = kwargs.get("eval_dataloader")
+        if getattr(loader, "end_of_dataloader", False):
+            self._last, self._remainder = calls[0], int(getattr(loader, "remainder", -1))
+        else:
+            self._sums.add(*calls[0])
+
+    # -- the figures, into what is logged --
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+        prefix = _prefix(logs or {})
+        if prefix is None or not self._steps or logs is None:
+            return
+        exact = self._finish(args, prefix)
+        logs.update(exact)
+        entry = state.log_history[-1] if state.log_history else None
+        runtime = f"{prefix}_runtime"
+        if isinstance(entry, dict) and entry.get(runtime) == logs.get(runtime):
+            entry.update(exact)
+        if exact and not self._first and args.report_to and not self._warned:
+            self._warned = True
+            loggers = ", ".join(args.report_to)
+            warnings.warn(
+                f"ExactEvalCallback runs after the reporting callbacks ({loggers}): they do not "
+                "log the exact figures; use ExactEvalCallback().attach(trainer)",
+                EvallossWarning, stacklevel=2,
+            )  # fmt: skip
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+        self._into(args, metrics)  # an evaluate() that did not log (a subclass's)
+
+    def on_predict(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                   metrics: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+        self._into(args, metrics)
+
+    def _into(self, args: TrainingArguments, metrics: dict[str, Any] | None) -> None:
+        prefix = _prefix(metrics or {})
+        if metrics is not None and prefix is not None and self._steps:
+            metrics.update(self._finish(args, prefix))
+
+    def _finish(self, args: TrainingArguments, prefix: str) -> dict[str, float | int]:
+        """Every process's items, merged on every process; this evaluation's figures."""
+        last = self._last
+        values, weights = ([], []) if last is None else (last[0].tolist(), last[1].tolist())
+        mine = (_shards.dump(self._sums), values, weights, self._remainder, self._broken)
+        self._reset()
+        gathered = _shards.gather(mine)
+        broken = next((g[4] for g in gathered if g[4]), None)
+        remainder = gathered[0][3]
+        if broken is None and remainder < 0 and len(gathered) > 1 and not args.dataloader_drop_last:
+            broken = "the eval loader has no length, so its padding duplicates are unknown"
+        if broken is not None:
+            warnings.warn(f"ExactEvalCallback: no exact figures: {broken}", EvallossWarning,
+                          stacklevel=3)  # fmt: skip
+            return {}
+        tail = _shards.DeviceSums()
+        kept_values = [v for g in gathered for v in g[1]]
+        kept_weights = [w for g in gathered for w in g[2]]
+        if remainder > 0:  # the real items of the last global batch come first, in rank order
+            kept_values, kept_weights = kept_values[:remainder], kept_weights[:remainder]
+        _shards.add_exactly(tail, kept_values, kept_weights)
+        loss, weight = _shards.figures([*(g[0] for g in gathered), _shards.dump(tail)])
+        if self.task == "causal-lm":
+            return {f"{prefix}_loss_per_token": loss, f"{prefix}_tokens": weight,
+                    f"{prefix}_perplexity": _shards.perplexity(loss)}  # fmt: skip
+        return {f"{prefix}_loss_per_item": loss, f"{prefix}_items": weight}
+
+
+def _prefix(logs: dict[str, Any]) -> str | None:
+    """An evaluation's metric prefix (``eval``, ``eval_<name>``, ``test``): its ``_runtime``."""
+    for key in logs:
+        if key.endswith("_runtime") and key != "train_runtime":
+            return key[: -len("_runtime")]
+    return None
