@@ -41,6 +41,7 @@ class RunKeywords(TypedDict, total=False):
     tokens_column: str
     text_column: str
     batch_tokens: int | None
+    prefix_token: str | int | None
     inputs_key: str
     targets_key: str
     ignore_index: int | None
@@ -70,6 +71,7 @@ class Options:
     tokens_column: str = "input_ids"  # documents: the list-of-token-ids column
     text_column: str = "text"  # text data: the column of documents (JSON Lines, Parquet, CSV)
     batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
+    prefix_token: str | None = None  # auto, bos, eos or an id: each document's first token
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
     ordered: bool = False  # sequence data in file order (explain), not packed by length
     tokenizer: str | None = None  # the models' tokenizer.json, for text data (set by the plan)
@@ -130,7 +132,22 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
         "tokens_column": str(given.get("tokens_column", "input_ids")),
         "text_column": str(given.get("text_column", "text")),
         "batch_tokens": budget,
+        "prefix_token": prefix_token(given.get("prefix_token")),
     }
+
+
+PREFIX_NAMES = ("auto", "bos", "eos")
+
+
+def prefix_token(value: object) -> str | None:
+    """``--prefix-token`` checked: None, a name (`PREFIX_NAMES`) or a token id, as text."""
+    if value is None:
+        return None
+    text = str(value).strip().lower() if isinstance(value, str | int) else ""
+    if isinstance(value, bool) or not (text in PREFIX_NAMES or (text.isascii() and text.isdigit()
+                                                                and int(text) < 1 << 63)):
+        raise OptionError("must be auto, bos, eos or a token id", key="--prefix-token")
+    return text if text in PREFIX_NAMES else str(int(text))
 
 
 MAX_WORKERS = 256

@@ -46,15 +46,16 @@ def load(path: str) -> Any:
     return tokenizer
 
 
-def encode(tokenizer: Any, texts: list[str], path: str, data: str, first: int) -> list[
-        npt.NDArray[np.int64]]:  # fmt: skip
-    """Each document's token ids, special tokens included: one batch, every core. ``path``
-    names the tokenizer, ``data`` and ``first`` (0-based) the documents, for the error."""
+def encode(tokenizer: Any, texts: list[str], path: str, data: str, first: int, *,
+           special: bool = True) -> list[npt.NDArray[np.int64]]:  # fmt: skip
+    """Each document's token ids, special tokens included (unless not ``special``): one
+    batch, every core. ``path`` names the tokenizer, ``data`` and ``first`` (0-based) the
+    documents, for the error."""
     import numpy as np
 
     try:
         with _stderr_held():
-            encoded = tokenizer.encode_batch_fast(texts, add_special_tokens=True)
+            encoded = tokenizer.encode_batch_fast(texts, add_special_tokens=special)
     except BaseException as exc:
         if not (isinstance(exc, Exception) or panicked(exc)):
             raise
