@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from evalloss.errors import ModelError, OptionError
+from evalloss.errors import ModelError, OptionError, shown
 
 if TYPE_CHECKING:
     from typing import Required
@@ -146,7 +146,8 @@ def prefix_token(value: object) -> str | None:
     text = str(value).strip().lower() if isinstance(value, str | int) else ""
     if isinstance(value, bool) or not (text in PREFIX_NAMES or (text.isascii() and text.isdigit()
                                                                 and int(text) < 1 << 63)):
-        raise OptionError("must be auto, bos, eos or a token id", key="--prefix-token")
+        raise OptionError(f"must be auto, bos, eos or a token id, not {shown(value)}",
+                          key="--prefix-token")  # fmt: skip
     return text if text in PREFIX_NAMES else str(int(text))
 
 

@@ -78,17 +78,17 @@ def _resolved(given: str, path: str) -> Prefix:
     if given in NAMES:
         found = _declared(Path(path).parent)
         names = ("bos", "eos") if given == "auto" else (given,)
-        token = next((found[n] for n in names if found.get(n) is not None), None)
+        name = next((n for n in names if found.get(n) is not None), None)
+        token = None if name is None else found[name]
         if token is None:
-            asked = "a BOS or an EOS" if given == "auto" else f"an {given.upper()}"
+            asked = "BOS or EOS" if given == "auto" else given.upper()
             raise OptionError(f"the tokenizer declares no {asked} token (bos_token, eos_token "
                               f"in {' or '.join(CONFIGS)}): give the token id",
                               path=path, key=OPTION)  # fmt: skip
         ident = tokenizer.token_to_id(token)
         if ident is None:
-            raise DataError(f"its {names[0] if given != 'auto' else 'prefix'} token "
-                            f"{shown(token)} is not in the tokenizer", path=path,
-                            key=OPTION)  # fmt: skip
+            raise DataError(f"the {str(name).upper()} token its folder declares, {shown(token)}, "
+                            "is not in the tokenizer", path=path, key=OPTION)  # fmt: skip
     else:
         ident = int(given)
         size = tokenizer.get_vocab_size(with_added_tokens=True)
