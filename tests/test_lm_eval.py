@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,15 +21,18 @@ from evalloss.sources import text, windows
 from tests import hf
 from tests.conftest import run
 
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # an empty document, spaces at both ends, a tab and a line separator, one that starts with the
 # BOS token's own text (lm-evaluation-harness then tokenizes it without special tokens)
 DOCS = [*hf.corpus(24, seed=3), "", "  spaced  ", "tab\tand \u2028 separator", "<s>the model"]
 CONTEXT = 16  # shorter than the longest document: the rolling windows matter
 
 
-def _folder(root: Path, kind: str, declared: dict[str, str] | None = None) -> Path:
+def _folder(root: Path, kind: str, declared: dict[str, str] | None = None,
+            positions: int = 512) -> Path:  # fmt: skip
     """A tiny folder with a tokenizer config that declares its special tokens (``<s>``)."""
-    folder = (hf.llama if kind == "llama" else hf.gpt2)(root / kind, positions=512)
+    folder = (hf.llama if kind == "llama" else hf.gpt2)(root / kind, positions=positions)
     hf.tokenizer(folder, vocab=260, bos=kind == "llama")
     config = {"bos_token": "<s>", "eos_token": "<s>"} if declared is None else declared
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
@@ -230,3 +236,30 @@ def test_a_prefix_where_there_are_no_documents_is_one_line(folders: dict[str, Pa
                 "--target", "label", "--loss", "cross-entropy")  # fmt: skip
     assert found.exit_code == 2 and "--prefix-token" in found.stderr, found.stderr
     assert found.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_the_docs_commands_give_the_same_figures(tmp_path: Path) -> None:
+    """docs/language-models.md's lines as written: lm_eval on a local task, then evalloss
+    with lm-evaluation-harness's convention; the three figures agree to 1e-6."""
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness not installed")
+    page = (ROOT / "docs" / "language-models.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"^```bash\n(.*?)^```", page, flags=re.S | re.M)
+                 if "lm_eval --model" in b)  # fmt: skip
+    _folder(tmp_path / "runs", "gpt2", positions=1024)
+    (tmp_path / "eval").mkdir()
+    hf.jsonl(tmp_path / "eval" / "heldout.jsonl", [{"text": d} for d in DOCS])
+    env = os.environ | OFFLINE | {"HF_HOME": str(tmp_path / "hf"),
+                                  "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env, timeout=600,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = sorted((tmp_path / "lm-eval").glob("**/results_*.json"))
+    theirs = json.loads(found[-1].read_text())["results"]["heldout"]
+    ours = json.loads((tmp_path / "evalloss.json").read_text())["models"][0]
+    for figure in ("bits_per_byte", "byte_perplexity"):
+        assert ours[figure] == pytest.approx(theirs[f"{figure},none"], rel=1e-6), figure
+    # this random model's loss is 35 nats a word: exp() makes float32's 3e-8 (lm-eval's batch
+    # of 8 against evalloss's packing) 1e-6; the nats per word agree to 1e-6
+    per_word = math.log(theirs["word_perplexity,none"])
+    assert math.log(ours["word_perplexity"]) == pytest.approx(per_word, rel=1e-6)
