@@ -24,7 +24,7 @@ from evalloss.run import distributed, onepass, readahead
 from evalloss.run.observers import TOKENS, Pairing, Plot, Taps
 from evalloss.run.plan import Mode, Plan, resolve
 from evalloss.run.prepared import Prepared, prepare
-from evalloss.run.ranking import build_report, unique_names
+from evalloss.run.ranking import TextCounts, build_report, unique_names
 from evalloss.slices import gating
 from evalloss.slices.sums import SliceSums
 from evalloss.sources.slicing import check_bins
@@ -203,7 +203,10 @@ def _report(
             world.agree(DataError("no data rows", path=plan.source.path))
         if sliced is not None:
             world.agree(_one_slice(sliced, plan.source.path))
-        counted = None if passes.text_bytes is None else sum(world.gather(passes.text_bytes))
+        counted = None
+        if passes.text_bytes is not None:
+            words = None if passes.text_words is None else sum(world.gather(passes.text_words))
+            counted = TextCounts(sum(world.gather(passes.text_bytes)), words)
         error, built = None, None
         try:  # rank 0 alone hashes the data now: its error is every process's
             built = build_report(plan, accumulators, pairing, world, counted,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from evalloss.errors import ModelError, OptionError
+from evalloss.errors import ModelError, OptionError, shown
 
 if TYPE_CHECKING:
     from typing import Required
@@ -42,6 +42,7 @@ class RunKeywords(TypedDict, total=False):
     text_column: str
     score: str | None
     batch_tokens: int | None
+    prefix_token: str | int | None
     inputs_key: str
     targets_key: str
     ignore_index: int | None
@@ -73,6 +74,7 @@ class Options:
     text_column: str = "text"  # text data: the column of documents (JSON Lines, Parquet, CSV)
     score: str | None = None  # chat data: what is scored (`SCORES`; None: the form's default)
     batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
+    prefix_token: str | None = None  # auto, bos, eos or an id: each document's first token
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
     ordered: bool = False  # sequence data in file order (explain), not packed by length
     tokenizer: str | None = None  # the models' tokenizer.json, for text data (set by the plan)
@@ -137,7 +139,23 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
         "text_column": str(given.get("text_column", "text")),
         "score": score,
         "batch_tokens": budget,
+        "prefix_token": prefix_token(given.get("prefix_token")),
     }
+
+
+PREFIX_NAMES = ("auto", "bos", "eos")
+
+
+def prefix_token(value: object) -> str | None:
+    """``--prefix-token`` checked: None, a name (`PREFIX_NAMES`) or a token id, as text."""
+    if value is None:
+        return None
+    text = str(value).strip().lower() if isinstance(value, str | int) else ""
+    if isinstance(value, bool) or not (text in PREFIX_NAMES or (text.isascii() and text.isdigit()
+                                                                and int(text) < 1 << 63)):
+        raise OptionError(f"must be auto, bos, eos or a token id, not {shown(value)}",
+                          key="--prefix-token")  # fmt: skip
+    return text if text in PREFIX_NAMES else str(int(text))
 
 
 MAX_WORKERS = 256

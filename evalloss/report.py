@@ -120,6 +120,8 @@ class ModelResult:
     loss_per_token: float | None = None  # loss_sum / tokens: what ranks a token loss
     perplexity: float | None = None  # exp(loss_per_token)
     bits_per_byte: float | None = None  # text data: loss_sum / (bytes x ln 2)
+    byte_perplexity: float | None = None  # text data: exp(loss_sum / bytes)
+    word_perplexity: float | None = None  # text data: exp(loss_sum / words)
     per_byte: bool = field(default=False, repr=False)  # ranked by bits per byte
     weight: int | None = None  # items of different weights only: counted elements
     loss_per_element: float | None = None  # (sum of every counted element's loss) / weight
@@ -161,6 +163,8 @@ class DataInfo:
     targets: tuple[str, ...]
     features: int
     bytes: int | None = None  # text data: UTF-8 bytes of every document
+    words: int | None = None  # text data: lm-evaluation-harness's word count of every document
+    prefix_token: str | None = None  # --prefix-token as given: each document's first token
 
 
 @dataclass(frozen=True)
@@ -229,13 +233,13 @@ class Report:
         drop = ("per_byte", "cached", *_unless(self.has_baseline, "vs_baseline"),
                 *_unless(self.stepped, *_STEP_KEYS), *_unless(self.per_token, *_TOKEN_KEYS),
                 *_unless(self.by_element, *_ELEMENT_KEYS),
-                *_unless(self.data.bytes is not None, "bits_per_byte"))  # fmt: skip
+                *(key for key, count in _TEXT_KEYS.items()
+                  if getattr(self.data, count) is None))  # fmt: skip
         for model in out["models"]:
             _slices_dict(model, self)
             for key in drop:
                 model.pop(key)
-        if self.data.bytes is None:
-            out["data"].pop("bytes")
+        _data_dict(out["data"], self.data)
         if self.unit == "byte":  # the tokenizers differ: bits per byte ranks
             out["ranked_by"] = "bits_per_byte"
         return out
@@ -246,6 +250,16 @@ class Report:
 
 
 _TOKEN_KEYS = ("tokens", "loss_per_token", "perplexity")
+# a text figure, and the count of the data it needs
+_TEXT_KEYS = {"bits_per_byte": "bytes", "byte_perplexity": "bytes", "word_perplexity": "words"}
+
+
+def _data_dict(data: dict[str, Any], info: DataInfo) -> None:
+    """The report's ``data`` as the contract shows it: the text counts only for text, the
+    prefix token only where one was given."""
+    for key in ("bytes", "words", "prefix_token"):
+        if getattr(info, key) is None:
+            data.pop(key)
 _ELEMENT_KEYS = ("weight", "loss_per_element")
 _STEP_KEYS = ("step", "logged_eval_loss")  # only where some model has a step
 
@@ -323,8 +337,7 @@ class ExplainReport:
     def to_dict(self) -> dict[str, Any]:
         """The contract's explain JSON: plain types, ``None`` for every non-finite number."""
         out: dict[str, Any] = _clean(asdict(self))
-        if self.data.bytes is None:
-            out["data"].pop("bytes")
+        _data_dict(out["data"], self.data)
         if self.tokens is None:
             for key in ("tokens", "loss_per_token", "average_of_item_averages", "trainer_divisor"):
                 out.pop(key)

@@ -147,8 +147,9 @@ def test_sixteen_bit_runs_stay_near_float64(folder: Path, tmp_path: Path, precis
 @pytest.mark.slow
 def test_torchrun_text_equals_one_process(folder: Path, tmp_path: Path) -> None:
     """Two processes over text in Parquet (each takes its row groups; a .txt or JSON Lines
-    file's 8192-document chunks are dealt out as token documents' are), with a baseline, and
-    with models of different tokenizers (bits per byte): the one-process report."""
+    file's 8192-document chunks are dealt out as token documents' are), with a baseline, with
+    models of different tokenizers (bits per byte), and with a prefix token (the words merged:
+    word perplexity): the one-process report."""
     import subprocess
     import sys
 
@@ -162,6 +163,8 @@ def test_torchrun_text_equals_one_process(folder: Path, tmp_path: Path) -> None:
     cases = {
         "tokens": ["compare", str(folder), str(same), "--data", str(forms[".parquet"]), *common],
         "bytes": ["compare", str(folder), str(other), "--data", str(forms[".parquet"]), *common],
+        "prefix": ["compare", str(folder), str(same), "--data", str(forms[".parquet"]), *common,
+                   "--prefix-token", "0"],
     }
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     driver = Path(__file__).parent / "torchrun_driver.py"
@@ -179,14 +182,15 @@ def test_torchrun_text_equals_one_process(folder: Path, tmp_path: Path) -> None:
         assert zero[name]["code"] in (None, 0), zero[name]["stderr"]
         many = json.loads(zero[name]["stdout"])
         paths = args[1:3]
-        one = evalloss.compare(paths, data=args[4], precision="float64",
-                               baseline=str(folder)).to_dict()  # fmt: skip
+        one = evalloss.compare(paths, data=args[4], precision="float64", baseline=str(folder),
+                               prefix_token="0" if name == "prefix" else None).to_dict()  # fmt: skip
         assert many["world_size"] == 2 and many["data"] == one["data"]
         assert many.get("ranked_by") == one.get("ranked_by")
         for a, b in zip(one["models"], many["models"], strict=True):
             assert (a["path"], a["items"], a["tokens"]) == (b["path"], b["items"], b["tokens"])
             assert math.isclose(a["loss_sum"], b["loss_sum"], rel_tol=1e-9)
             assert math.isclose(a["bits_per_byte"], b["bits_per_byte"], rel_tol=1e-9)
+            assert math.isclose(a["word_perplexity"], b["word_perplexity"], rel_tol=1e-9)
             if a.get("vs_baseline"):
                 assert math.isclose(a["vs_baseline"]["delta"], b["vs_baseline"]["delta"],
                                     rel_tol=1e-6)  # fmt: skip

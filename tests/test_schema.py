@@ -99,3 +99,20 @@ def test_a_report_with_slices_matches_the_schema(tmp_path: Path) -> None:
 def test_the_schema_names_the_loss_table() -> None:
     """The report's ``loss`` is one of the loss table's names, and every name is allowed."""
     assert SCHEMA["properties"]["loss"]["enum"] == list(losses.ROWS)
+
+
+def test_a_text_report_with_a_prefix_token_matches_the_schema(tmp_path: Path) -> None:
+    """Text (bytes, words and their figures) under --prefix-token, with a baseline."""
+    from tests import hf
+
+    folder = hf.gpt2(tmp_path / "gpt2", positions=512)
+    hf.tokenizer(folder, vocab=260)
+    data = hf.jsonl(tmp_path / "d.jsonl", [{"text": d} for d in hf.corpus(8)])
+    other = hf.gpt2(tmp_path / "other", positions=512, seed=1)
+    (other / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
+    result = run("compare", folder, other, "--data", data, "--prefix-token", "0",
+                 "--baseline", folder, "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["data"]["prefix_token"] == "0" and document["data"]["words"] > 0
+    _check(document)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-FIGURE_FORMAT = 1  # bump when what an entry's figures mean changes: every old entry misses
+FIGURE_FORMAT = 2  # bump when what an entry's figures mean changes: every old entry misses
 SUFFIX = ".parquet"
 META = b"evalloss.cache"  # the footer's key (unchanged since v2: older entries still read)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -54,6 +54,7 @@ class Entry:
     targets: npt.NDArray[np.float64] | None = None
     correct: npt.NDArray[np.int64] | None = None  # each item's correct and counted target
     counted: npt.NDArray[np.int64] | None = None  # elements: per-slice accuracy (--slice)
+    text_words: int | None = None  # the text data's words (lm-evaluation-harness's count)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def load(folder: str | os.PathLike[str], key: dict[str, Any]) -> Entry | None:
             targets = np.stack([_numpy(table.column(c), np.float64) for c in named], axis=1)
         hits = [_numpy(table.column(c), np.int64) if c in table.column_names else None
                 for c in ("correct", "counted")]  # fmt: skip
-        entry = Entry(values, weights, meta["state"], meta["text_bytes"], targets, *hits)
+        entry = Entry(values, weights, meta["state"], meta["text_bytes"], targets, hits[0],
+                      hits[1], meta["text_words"])  # fmt: skip
         why = None
         if meta.get("key") != key:
             why = "it holds another key"
@@ -120,7 +122,8 @@ def store(folder: str | os.PathLike[str], key: dict[str, Any], entry: Entry,
     import pyarrow.parquet as pq
 
     meta = {"format": FIGURE_FORMAT, "key": key, "state": entry.state,
-            "text_bytes": entry.text_bytes, "checksum": _checksum(key, entry)}  # fmt: skip
+            "text_bytes": entry.text_bytes, "text_words": entry.text_words,
+            "checksum": _checksum(key, entry)}  # fmt: skip
     columns = {"value": _arrow(entry.values, pa.float64()),
                "weight": _arrow(entry.weights, pa.int64())}  # fmt: skip
     if entry.targets is not None:
@@ -254,7 +257,8 @@ def _key_of(path: Path) -> dict[str, Any] | None:
 def _checksum(key: dict[str, Any], entry: Entry) -> str:
     import numpy as np
 
-    digest = hashlib.sha256(_canonical([key, entry.state, entry.text_bytes]).encode())
+    digest = hashlib.sha256(_canonical([key, entry.state, entry.text_bytes,
+                                        entry.text_words]).encode())  # fmt: skip
     digest.update(np.ascontiguousarray(entry.values, dtype="<f8").tobytes())
     digest.update(np.ascontiguousarray(entry.weights, dtype="<i8").tobytes())
     for array, kind in ((entry.targets, "<f8"), (entry.correct, "<i8"), (entry.counted, "<i8")):

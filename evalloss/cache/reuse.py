@@ -30,6 +30,7 @@ from evalloss.run.batch import ItemKeys
 from evalloss.run.engine import Accumulator
 from evalloss.run.sequential import Passes, Recorded, Recorder, record, replay
 from evalloss.sources import chat as sources_chat
+from evalloss.sources import prefix
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,6 +125,7 @@ def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> di
         "sequence": [
             *plan.sequence(index), options.token_dtype, options.tokens_column,
             options.text_column, ordered if plan.loss.per_token else None,
+            _prefix_id(plan, index),
         ],
         "tensors": [options.inputs_key, options.targets_key, options.ignore_index],
         "tokenizer": None if tokenizer is None else _sha256(tokenizer),
@@ -138,6 +140,15 @@ def key(plan: Plan, index: int, data: list[str], *, ordered: bool = False) -> di
         found["chat"] = [chat[0], [[Path(f).name, _sha256(f)] for f in chat[1]]]
     normal: dict[str, Any] = json.loads(json.dumps(found))  # tuples -> lists, as read back
     return normal
+
+
+def _prefix_id(plan: Plan, index: int) -> int | None:
+    """The token model ``index``'s documents get first (``--prefix-token``), as its source
+    resolves it: by its own tokenizer for text, the run's for token ids."""
+    text = plan.source.bytes_read() is not None
+    tokenizer = plan.tokenizers[index] if text and plan.tokenizers else plan.options.tokenizer
+    found = prefix.resolve(plan.options.prefix_token, tokenizer)
+    return None if found is None else found.id
 
 
 def prepare(plan: Plan, cached: Lookup) -> Cached:
@@ -160,6 +171,7 @@ class Cached(prepared.Prepared):
         models = len(plan.checkpoints)
         fresh, accumulators, source = self._fresh(world)
         text_bytes = None if source is None else source.bytes_read()
+        words = None if source is None else source.words_read()
         groups = None  # sliced: the items' slice codes, from the pass's recorder (first) or,
         if sliced(plan):  # where no model ran, from the data alone
             groups = {} if fresh else _slice_codes(plan, world)
@@ -168,13 +180,13 @@ class Cached(prepared.Prepared):
             accumulators[i] = _restored(plan, i, entry)
             recorders.append(([i], _recorded(entry, groups)))
             if text_bytes is None:
-                text_bytes = entry.text_bytes
-        _store(cached, fresh, accumulators, text_bytes)
+                text_bytes, words = entry.text_bytes, entry.text_words
+        _store(cached, fresh, accumulators, (text_bytes, words))
         done = [a for a in accumulators if a is not None]
         assert len(done) == models
         shown = _targets(fresh[0][1]) if fresh else next(iter(cached.hits.values())).targets
         replay(recorders, recorders[0][1].weights, observers, models, plan.options.data, shown)
-        return Passes(done, text_bytes, by_bytes=False)
+        return Passes(done, text_bytes, by_bytes=False, text_words=words)
 
     def _fresh(self, world: distributed.World
                ) -> tuple[Recorded, list[Accumulator | None], DataSource | None]:  # fmt: skip
@@ -198,8 +210,9 @@ class Cached(prepared.Prepared):
 
 
 def _store(cached: Lookup, fresh: list[tuple[list[int], Recorder]],
-           accumulators: list[Accumulator | None], text_bytes: int | None) -> None:  # fmt: skip
-    """Every freshly evaluated model's entry."""
+           accumulators: list[Accumulator | None],
+           text: tuple[int | None, int | None]) -> None:  # fmt: skip
+    """Every freshly evaluated model's entry (``text``: the text data's bytes and words)."""
     import numpy as np
 
     for group, recorder in fresh:
@@ -217,7 +230,7 @@ def _store(cached: Lookup, fresh: list[tuple[list[int], Recorder]],
             state = {**acc.state(), "seconds": 0.0}
             correct = np.concatenate([c[column] for c, _ in hits]) if hits else None
             entry = disk.Entry(np.ascontiguousarray(values[:, column]), weights, state,
-                                text_bytes, targets, correct, counted)  # fmt: skip
+                                text[0], targets, correct, counted, text[1])  # fmt: skip
             disk.store(cached.folder, cached.keys[i], entry, cached.max_size)
 
 

@@ -158,6 +158,13 @@ sequence_options = [
         help="causal-lm: tokens per forward pass, padding included (throughput only; the "
         "figure does not depend on it). Default: 4096.",
     ),
+    click.option(
+        "--prefix-token",
+        metavar="auto|bos|eos|ID",
+        help="causal-lm on documents or text: give each document this token first and score "
+        "every token of it, the first included (lm-evaluation-harness's loglikelihood_rolling; "
+        "auto: the tokenizer's BOS, else its EOS). Default: none, the first token unscored.",
+    ),
 ]
 
 

@@ -33,8 +33,11 @@ def columns(report: Report) -> tuple[tuple[str, ...], tuple[str, ...]]:
             *TOKEN_HEADERS[:2], "bits/byte", *TOKEN_HEADERS[2:])  # fmt: skip
     if report.data.bytes is None:
         return TOKEN_COLUMNS, TOKEN_HEADERS
-    return (*TOKEN_COLUMNS[:4], "bits_per_byte", *TOKEN_COLUMNS[4:]), (
-        *TOKEN_HEADERS[:4], "bits/byte", *TOKEN_HEADERS[4:])  # fmt: skip
+    # lm-evaluation-harness's convention (--prefix-token): its word perplexity beside
+    text, names = ("bits_per_byte", "word_perplexity"), ("bits/byte", "word ppl")
+    shown = 2 if report.data.prefix_token is not None and report.data.words is not None else 1
+    return (*TOKEN_COLUMNS[:4], *text[:shown], *TOKEN_COLUMNS[4:]), (
+        *TOKEN_HEADERS[:4], *names[:shown], *TOKEN_HEADERS[4:])  # fmt: skip
 
 
 def unit(report: Report) -> str:

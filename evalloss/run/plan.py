@@ -88,6 +88,7 @@ def resolve(
         raise OptionError("give at least one checkpoint", key="CHECKPOINT")
     checkpoints = tuple(open_checkpoint(p) for p in paths)
     options, loss, tokenizers = _settled(checkpoints, options)
+    _prefix_fits(checkpoints, options.prefix_token)
     contexts = _contexts(checkpoints, loss, options)
     options = replace(options, context=contexts[0][0], stride=contexts[0][1])
     plan = Plan(
@@ -144,6 +145,17 @@ def _labels_needed(checkpoints: Sequence[Checkpoint]) -> None:
             raise OptionError(f"a {kind} classification model folder is scored against "
                               "labels: give --target, the data's label column",
                               path=checkpoint.path)  # fmt: skip
+
+
+def _prefix_fits(checkpoints: Sequence[Checkpoint], prefix: str | None) -> None:
+    """A ``--prefix-token`` id every model's vocabulary has (its config's ``vocab_size``)."""
+    if prefix is None or not prefix.isdigit():
+        return
+    for checkpoint in checkpoints:
+        size = (checkpoint.config or {}).get("vocab_size")
+        if type(size) is int and int(prefix) >= size:
+            raise OptionError(f"token id {prefix} is outside the model's vocabulary [0, "
+                              f"{size})", path=checkpoint.path, key="--prefix-token")  # fmt: skip
 
 
 def _contexts(

@@ -38,7 +38,8 @@ class Prepared:
             return sequential.evaluate(self, observers, world)
         onepass.one_pass(plan.source, plan.dtype, plan.device, self.built, observers,
                          plan.batch_size, world)  # fmt: skip
-        return sequential.Passes(self.built, plan.source.bytes_read(), by_bytes=False)
+        return sequential.Passes(self.built, plan.source.bytes_read(), by_bytes=False,
+                                 text_words=plan.source.words_read())  # fmt: skip
 
 
 def prepare(plan: Plan, cached: Container[int] = ()) -> Prepared:

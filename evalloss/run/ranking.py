@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,20 +29,31 @@ if TYPE_CHECKING:
     from evalloss.run.plan import Plan
 
 
+@dataclass(frozen=True)
+class TextCounts:
+    """Text data's counts over every process: UTF-8 bytes, and lm-evaluation-harness's words
+    (None where the source does not count them)."""
+
+    bytes: int
+    words: int | None = None
+
+
 def build_report(
     plan: Plan,
     accumulators: Sequence[Accumulator],
     pairing: Pairing | None = None,
     world: distributed.World | None = None,
-    text_bytes: int | None = None,
+    text: TextCounts | None = None,
     *,
     by_bytes: bool = False,
     slices: SliceFigures | None = None,
 ) -> Report:
-    """The report of a finished (and reduced) pass; ``text_bytes``: the UTF-8 bytes of text
-    data (bits per byte); ``by_bytes``: the models' tokenizers differ, so bits per byte
-    ranks and the paired statistics are per byte (the pairing saw bytes as weights);
+    """The report of a finished (and reduced) pass; ``text``: the UTF-8 bytes (bits per byte)
+    and words (word perplexity) of text data; ``by_bytes``: the models' tokenizers differ, so
+    bits per byte ranks and the paired statistics are per byte (the pairing saw bytes as
+    weights);
     ``slices``: the run's slice columns and each model's figures on them (``--slice``)."""
+    text_bytes, text_words = (None, None) if text is None else (text.bytes, text.words)
     results = [a.result() for a in accumulators]
     vs = _comparisons(pairing, results, text_bytes if by_bytes else None)
     token = plan.loss.per_token
@@ -66,7 +77,7 @@ def build_report(
             is_baseline=i == base,
             seconds=round(results[i].seconds, 6),
             vs_baseline=vs.get(i),
-            **(_token_figures(results[i], text_bytes) if token else {}),
+            **(_token_figures(results[i], text_bytes, text_words) if token else {}),
             per_byte=by_bytes,
             **(_element_figures(results[i]) if by_element else {}),
             slices=() if slices is None else slices.models[i],
@@ -77,7 +88,7 @@ def build_report(
     )
     return Report(
         evalloss_version=__version__,
-        data=data_info(plan, results[0].items, text_bytes),
+        data=data_info(plan, results[0].items, text_bytes, text_words),
         loss=plan.loss.name,
         device=str(plan.device),
         precision=plan.precision,
@@ -124,21 +135,28 @@ def _comparisons(
     }  # fmt: skip
 
 
-def _token_figures(result: Result, text_bytes: int | None) -> dict[str, Any]:
+def _token_figures(result: Result, text_bytes: int | None, text_words: int | None = None
+                   ) -> dict[str, Any]:  # fmt: skip
     """tokens, loss_per_token, perplexity = exp(loss_per_token) (None past float64), and for
-    text bits_per_byte = loss_sum / (bytes x ln 2)."""
-    per_token = result.loss_per_token
-    perplexity = None
-    if per_token is not None and per_token < _MAX_EXP:
-        perplexity = math.exp(per_token)
-    bits = None
-    if text_bytes and result.loss_sum is not None:
-        bits = result.loss_sum / (text_bytes * math.log(2))
-    return {"tokens": result.weight, "loss_per_token": per_token, "perplexity": perplexity,
-            "bits_per_byte": bits}  # fmt: skip
+    text bits_per_byte = loss_sum / (bytes x ln 2), byte_perplexity = exp(loss_sum / bytes)
+    and word_perplexity = exp(loss_sum / words): lm-evaluation-harness's three."""
+    per_token, total = result.loss_per_token, result.loss_sum
+    bits = per_byte = per_word = None
+    if total is not None and text_bytes:
+        bits, per_byte = total / (text_bytes * math.log(2)), total / text_bytes
+    if total is not None and text_words:
+        per_word = total / text_words
+    return {"tokens": result.weight, "loss_per_token": per_token, "perplexity": _exp(per_token),
+            "bits_per_byte": bits, "byte_perplexity": _exp(per_byte),
+            "word_perplexity": _exp(per_word)}  # fmt: skip
 
 
 _MAX_EXP = math.log(sys.float_info.max)
+
+
+def _exp(x: float | None) -> float | None:
+    """exp(x); None for None or past float64's range."""
+    return math.exp(x) if x is not None and x < _MAX_EXP else None
 
 
 def _element_figures(result: Result) -> dict[str, Any]:
@@ -146,10 +164,12 @@ def _element_figures(result: Result) -> dict[str, Any]:
     return {"weight": result.weight, "loss_per_element": result.loss_per_element}
 
 
-def data_info(plan: Plan, items: int, text_bytes: int | None = None) -> DataInfo:
+def data_info(plan: Plan, items: int, text_bytes: int | None = None,
+              text_words: int | None = None) -> DataInfo:  # fmt: skip
     source = plan.source
     return DataInfo(path=source.path, items=items, targets=source.targets,
-                    features=len(source.features), bytes=text_bytes)  # fmt: skip
+                    features=len(source.features), bytes=text_bytes, words=text_words,
+                    prefix_token=plan.options.prefix_token)  # fmt: skip
 
 
 def unique_names(paths: Sequence[str]) -> list[str]:

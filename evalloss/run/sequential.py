@@ -135,12 +135,13 @@ class Recorder:
 
 @dataclass(frozen=True)
 class Passes:
-    """What the passes leave: every model's accumulator; for text, this process's bytes; and
-    whether the items were weighted by their bytes (the tokenizers differ)."""
+    """What the passes leave: every model's accumulator; for text, this process's bytes (and
+    words); and whether the items were weighted by their bytes (the tokenizers differ)."""
 
     accumulators: list[Accumulator]
     text_bytes: int | None
     by_bytes: bool
+    text_words: int | None = None
 
 
 def evaluate(prepared: Prepared, observers: Sequence[Observer], world: distributed.World
@@ -158,7 +159,7 @@ def evaluate(prepared: Prepared, observers: Sequence[Observer], world: distribut
     if by_bytes:  # tokenizers differ: items weigh their bytes (text data)
         weights = [np.asarray(first.document_bytes(), dtype=np.int64)]
     replay(recorders, weights, observers, len(done), prepared.plan.options.data)
-    return Passes(done, text_bytes, by_bytes=by_bytes)
+    return Passes(done, text_bytes, by_bytes=by_bytes, text_words=first.words_read())
 
 
 Recorded = list[tuple[list[int], Recorder]]  # each group's models and their recorded items

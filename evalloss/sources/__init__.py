@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from evalloss.errors import DataError
+from evalloss.errors import DataError, OptionError
 from evalloss.io import remote
 from evalloss.sources import (
     chat,
@@ -47,7 +47,15 @@ SPECS: tuple[ModuleType, ...] = (factory,)  # --data that names code, not a file
 
 def open_data(path: str | os.PathLike[str], options: Options) -> DataSource:
     """Open ``path`` with the first source that accepts it: columns resolved, nothing read."""
-    path = os.fspath(path)
+    opened = _open(os.fspath(path), options)
+    if options.prefix_token is not None and not isinstance(opened, documents.Documents):
+        raise OptionError("is for documents and text, where each document gets the token "
+                          "first; this data has no documents", key="--prefix-token")  # fmt: skip
+    return opened
+
+
+def _open(path: str, options: Options) -> DataSource:
+    """`open_data`'s source, not yet checked against the options it cannot take."""
     if remote.is_uri(path):
         return _open_object(path, options)
     for spec in SPECS:

@@ -92,6 +92,11 @@ class DataSource(Protocol):
         else None)."""
         ...
 
+    def words_read(self) -> int | None:
+        """lm-evaluation-harness's word count of the documents this process read in its
+        last pass (text data; else None)."""
+        ...
+
     def for_pass(self, batch_size: int, device: torch.device) -> DataSource:
         """The source set up for a pass of ``batch_size`` items per forward pass on
         ``device``: sources that batch for themselves (a Dataset's ``DataLoader``, whole
@@ -156,6 +161,9 @@ class Plain:
         return None
 
     def document_bytes(self) -> npt.NDArray[np.int64] | None:
+        return None
+
+    def words_read(self) -> int | None:
         return None
 
 

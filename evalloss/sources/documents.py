@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import DataError, OptionError
 from evalloss.io import remote
-from evalloss.sources import jsonlines, slicing, textlabels, windows
+from evalloss.sources import jsonlines, prefix, slicing, textlabels, windows
 from evalloss.sources.base import Block, Gather, OneFile
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ def open_source(path: str, options: Options) -> Documents:
                      options.batch_tokens, options.checksum, options.ordered,
                      targets=(labels,) if tagged and labels else ("next token",),
                      tagged=tagged, pad_id=options.pad_id,
-                     slicing=open_slicing(path, names, options, tagged))  # fmt: skip
+                     slicing=open_slicing(path, names, options, tagged),
+                     prefix=prefix.of(options, tagged))  # fmt: skip
 
 
 def open_slicing(
@@ -216,6 +217,7 @@ class Documents(OneFile):
     tagged: bool = False  # ``labels`` are a classifier's class ids, not a causal-lm mask
     pad_id: int = 0  # what a classifier's inputs are padded with (its config's pad token)
     slicing: slicing.Slicing | None = None  # --slice columns: metadata beside the tokens
+    prefix: prefix.Prefix | None = None  # --prefix-token: every document's first token
 
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
@@ -266,14 +268,12 @@ class Documents(OneFile):
         order = range(len(tokens)) if self.ordered else np.argsort([len(t) for t in tokens])
         rows, where = [], []  # each row, and its (document row, window start)
         for i in order:
-            ids = tokens[i]
-            if labels is not None and len(labels[i]) != len(ids):
-                raise self.where(first + int(i), f"{len(labels[i])} labels for {len(ids)} "
-                                 "tokens", self.labels or LABELS)  # fmt: skip
+            ids, mask = self._sequence(tokens, labels, first, int(i))
+            shift = 0 if self.prefix is None else 1  # the prefix is no token of the document
             for w in range(windows.count(len(ids), self.stride)):
                 win = windows.window(len(ids), w, self.context, self.stride)
-                rows.append(windows.row(ids, win, None if labels is None else labels[i]))
-                where.append((first + int(i), win.start))
+                rows.append(windows.row(ids, win, mask))
+                where.append((first + int(i), win.start - shift))
         located = np.asarray(where, dtype=np.int64).reshape(-1, 2)
         joined = len(rows) > len(tokens)  # some document takes several windows
         start = 0
@@ -291,6 +291,28 @@ class Documents(OneFile):
             yield Block(int(part[0, 0]), inputs, targets, groups, locator=part,
                         items=part[:, 0].copy() if joined else None)  # fmt: skip
             start = end
+
+    def _sequence(
+        self,
+        tokens: list[npt.NDArray[np.int64]],
+        labels: list[npt.NDArray[np.int64]] | None,
+        first: int,
+        i: int,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+        """Document ``i``'s sequence and its labels (if any): the prefix token first
+        (``--prefix-token``), so that every token of the document is a target."""
+        import numpy as np
+
+        ids, mask = tokens[i], None if labels is None else labels[i]
+        if mask is not None and len(mask) != len(ids):
+            raise self.where(first + i, f"{len(mask)} labels for {len(ids)} tokens",
+                             self.labels or LABELS)  # fmt: skip
+        if self.prefix is None:
+            return ids, mask
+        ids = np.concatenate([np.array([self.prefix.id], dtype=np.int64), ids])
+        if mask is not None:  # the prefix's own label: never a target
+            mask = np.concatenate([np.array([windows.IGNORE], dtype=np.int64), mask])
+        return ids, mask
 
     def at(self, block: Block, index: int, column: str, why: str | None = None) -> DataError:
         return self.where(int(block.locator[index, 0]), why or "bad value", self.column)

@@ -1,17 +1,21 @@
-"""Text, tokenized with a model folder's ``tokenizer.json``: ``.txt`` (one document per line),
+r"""Text, tokenized with a model folder's ``tokenizer.json``: ``.txt`` (one document per line),
 or JSON Lines, Parquet or CSV with a text column (``--text-column``, default ``text``).
 
 Read a chunk of documents at a time (`documents.CHUNK_DOCS`), tokenized in one batch by the
 `tokenizers` library (Rust, on every core), special tokens as the tokenizer's post-processor
 adds them; truncation and padding the file may ask for are switched off (a truncated document
 would lose tokens silently). Then packed as token documents are (`documents.Documents`), so
-windows, packing and the figure are theirs. The UTF-8 bytes of every document are counted as
-they go by: ``bits_per_byte`` = loss_sum / (bytes x ln 2), lm-evaluation-harness's definition.
-Under torchrun each process takes every K-th chunk (Parquet: its row groups).
+windows, packing and the figure are theirs. The UTF-8 bytes and the words of every document
+are counted as they go by (lm-evaluation-harness's counts: ``len(text.encode())`` and
+``len(re.split(r"\s+", text))``): ``bits_per_byte`` = loss_sum / (bytes x ln 2) and
+``word_perplexity`` = exp(loss_sum / words), its formulas (its figures too where the tokens
+scored are its own: ``--prefix-token``, `prefix`). Under torchrun each process takes every
+K-th chunk (Parquet: its row groups).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from evalloss.errors import DataError, OptionError, shown
 from evalloss.io import remote
 from evalloss.losses import ROWS as LOSSES
-from evalloss.sources import csvtext, documents, jsonlines, slicing, textlabels
+from evalloss.sources import csvtext, documents, jsonlines, prefix, slicing, textlabels
 from evalloss.sources.base import Block, Gather
 from evalloss.sources.tokenizer import encode, load
 
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 
 TEXT_SUFFIXES = (".txt", ".text")
 TABLE_SUFFIXES = (*documents.JSONL_SUFFIXES, *documents.PARQUET_SUFFIXES, ".csv", ".tsv")
+SPACE = re.compile(r"\s+")  # lm-evaluation-harness's word boundary (`words`)
 
 
 def accepts(path: str, options: Options) -> bool:
@@ -85,6 +90,7 @@ def open_source(path: str, options: Options) -> Text:
     return Text(path, "input_ids", label, options.context, options.stride, options.batch_tokens,
                 options.checksum, options.ordered, targets=(label,) if label else ("next token",),
                 tagged=label is not None, pad_id=options.pad_id, slicing=sliced,
+                prefix=prefix.of(options, label is not None),
                 text_column=options.text_column, tokenizer=options.tokenizer)  # fmt: skip
 
 
@@ -157,7 +163,7 @@ class Text(documents.Documents):
         import pyarrow as pa
 
         tokenizer = load(self.tokenizer)
-        self.counted.update(bytes=0, documents=[])
+        self.counted.update(bytes=0, words=0, documents=[])
         first = 0
         try:
             for number, (texts, labels, table) in enumerate(self._chunks(rank, world)):
@@ -167,7 +173,8 @@ class Text(documents.Documents):
                     sizes = np.fromiter((len(t.encode("utf-8")) for t in texts), np.int64)
                     self.counted["bytes"] += int(sizes.sum())
                     self.counted["documents"].append(sizes)
-                    ids = encode(tokenizer, texts, self.tokenizer, self.path, first)
+                    self.counted["words"] += words(texts)
+                    ids = self._encoded(tokenizer, texts, first)
                     if labels is None:
                         codes = None if self.slicing is None else self.slicing.encode(table)
                         yield from self._pack(ids, None, first, codes)
@@ -176,6 +183,21 @@ class Text(documents.Documents):
                 first += len(texts)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise documents.unreadable(self.path, exc, self.rules()) from exc
+
+    def _encoded(self, tokenizer: Any, texts: list[str], first: int) -> list[
+            npt.NDArray[np.int64]]:  # fmt: skip
+        """The documents' token ids; under ``--prefix-token``, lm-evaluation-harness's rule
+        (``HFLM.tok_encode``): a text that starts with the prefix token's own text is
+        tokenized without special tokens."""
+        ids = encode(tokenizer, texts, self.tokenizer, self.path, first)
+        marker = None if self.prefix is None else self.prefix.marker
+        if marker is not None:
+            plain = [i for i, t in enumerate(texts) if t.startswith(marker)]
+            again = encode(tokenizer, [texts[i] for i in plain], self.tokenizer, self.path,
+                           first, special=False) if plain else []  # fmt: skip
+            for i, found in zip(plain, again, strict=True):
+                ids[i] = found
+        return ids
 
     def rules(self) -> dict[str, str]:
         """What every record's columns must hold (`jsonlines.diagnose`)."""
@@ -242,11 +264,22 @@ class Text(documents.Documents):
         None)."""
         return int(self.counted.get("bytes", 0))
 
+    def words_read(self) -> int:
+        """lm-evaluation-harness's word count of the documents this process read in its last
+        pass (`words`)."""
+        return int(self.counted.get("words", 0))
+
     def document_bytes(self) -> npt.NDArray[np.int64]:
         """Each document's UTF-8 bytes, in the order its last pass read them."""
         import numpy as np
 
         return np.concatenate(self.counted.get("documents") or [np.empty(0, np.int64)])
+
+
+def words(texts: list[str]) -> int:
+    r"""lm-evaluation-harness's words of each text, summed: ``len(re.split(r"\s+", text))``
+    (an empty text is one word; a text with a space at each end, three)."""
+    return sum(len(SPACE.split(t)) for t in texts)
 
 
 def _per_token(loss: str | None) -> bool:
