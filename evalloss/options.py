@@ -39,7 +39,7 @@ class RunKeywords(TypedDict, total=False):
     stride: int | None
     token_dtype: str
     tokens_column: str
-    text_column: str
+    text_column: str | None
     batch_tokens: int | None
     inputs_key: str
     targets_key: str
@@ -69,6 +69,7 @@ class Options:
     token_dtype: str = "uint16"  # a .bin token stream's element type
     tokens_column: str = "input_ids"  # documents: the list-of-token-ids column
     text_column: str = "text"  # text data: the column of documents (JSON Lines, Parquet, CSV)
+    text_column_given: bool = False  # named by the user (else an encoder-decoder's is "input")
     batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
     ordered: bool = False  # sequence data in file order (explain), not packed by length
@@ -128,7 +129,8 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
         "stride": stride if stride is not None else context,
         "token_dtype": dtype,
         "tokens_column": str(given.get("tokens_column", "input_ids")),
-        "text_column": str(given.get("text_column", "text")),
+        "text_column": str(given.get("text_column") or "text"),
+        "text_column_given": given.get("text_column") is not None,
         "batch_tokens": budget,
     }
 

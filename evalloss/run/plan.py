@@ -20,7 +20,7 @@ from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
 from evalloss.models.folder import token_classifier
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
-from evalloss.sources import DataSource, open_data
+from evalloss.sources import DataSource, open_data, pairs
 from evalloss.sources.textlabels import IGNORE
 
 if TYPE_CHECKING:
@@ -124,6 +124,9 @@ def _settled(
         tokenizer, pad = first, next((p for p in pads if type(p) is int and p >= 0), 0)
     settled = replace(options, target=target, ignore_index=ignore, loss=loss.name,
                       tokenizer=tokenizer, pad_id=pad)  # fmt: skip
+    if loss.name == pairs.LOSS:  # an encoder-decoder's pairs: their columns' defaults
+        settled = replace(settled, target=target or (pairs.TARGET,), text_column=(
+            options.text_column if options.text_column_given else pairs.INPUT))  # fmt: skip
     return settled, loss, tokenizers
 
 
@@ -136,6 +139,8 @@ def _contexts(
     found: list[Windowing] = []
     for checkpoint in checkpoints:
         declared = _declared_context(checkpoint) if loss.per_token else None
+        if loss.name == pairs.LOSS:  # T5's relative positions have no limit; BART's have
+            declared = pairs.declared_limit(checkpoint.config)
         if declared is not None and options.context is None:
             found.append((declared, declared))
             continue

@@ -1,7 +1,8 @@
 """Data sources: a ``--data`` path -> a `DataSource` that reads it as blocks of items.
 
 Each source module has ``accepts(path)`` and ``open_source(path, options)``; the first module
-in `SOURCES` that accepts a path opens it: `text` (text, where the models have a tokenizer),
+in `SOURCES` that accepts a path opens it: `pairs` (input/target text for an encoder-decoder,
+``seq2seq-lm``), `text` (text, where the models have a tokenizer),
 `tokenstream` (``.bin`` token ids), `documents`
 (JSON Lines, or Parquet with a list-of-token-ids column), `parquetfile` (``.parquet``/``.pq``),
 `tensors` (``.npz``/``.safetensors`` arrays), then `csvfile` (any other file, as CSV/TSV text).
@@ -19,7 +20,16 @@ from typing import TYPE_CHECKING
 
 from evalloss.errors import DataError
 from evalloss.io import remote
-from evalloss.sources import csvfile, documents, factory, parquetfile, tensors, text, tokenstream
+from evalloss.sources import (
+    csvfile,
+    documents,
+    factory,
+    pairs,
+    parquetfile,
+    tensors,
+    text,
+    tokenstream,
+)
 from evalloss.sources.base import Block, DataSource
 
 if TYPE_CHECKING:
@@ -27,9 +37,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCES", "SPECS", "Block", "DataSource", "open_data"]
 
-# in this order: text claims text where the models have a tokenizer; documents claims Parquet
-# with a list column; csvfile takes any other file
-SOURCES: tuple[ModuleType, ...] = (text, tokenstream, documents, parquetfile, tensors, csvfile)
+# in this order: pairs claims every file for an encoder-decoder (seq2seq-lm); text claims text
+# where the models have a tokenizer; documents claims Parquet with a list column; csvfile
+# takes any other file
+SOURCES: tuple[ModuleType, ...] = (pairs, text, tokenstream, documents, parquetfile, tensors,
+                                   csvfile)  # fmt: skip
 SPECS: tuple[ModuleType, ...] = (factory,)  # --data that names code, not a file
 
 
