@@ -61,15 +61,19 @@ def _saved(tok: object, folder: Path) -> Path:
     return path
 
 
-def t5(folder: Path, vocab: int = 300, seed: int = 0) -> Path:
-    """A one-layer T5 folder (relative positions: no declared limit), with its tokenizer."""
+def t5(folder: Path, vocab: int = 300, seed: int = 0, like: Path | None = None) -> Path:
+    """A one-layer T5 folder (relative positions: no declared limit), with its tokenizer (the
+    folder ``like``'s, byte for byte: Unigram training is not deterministic)."""
     config = transformers.T5Config(
         vocab_size=vocab, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
         relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
         decoder_start_token_id=0,
     )  # fmt: skip
     hf._save(transformers.T5ForConditionalGeneration, config, folder, seed)
-    t5_tokenizer(folder)
+    if like is None:
+        t5_tokenizer(folder)
+    else:
+        (folder / "tokenizer.json").write_bytes((like / "tokenizer.json").read_bytes())
     return folder
 
 
@@ -96,18 +100,23 @@ def pairs(count: int = 30, seed: int = 0) -> list[dict[str, object]]:
     return found
 
 
-def own_loss(folder: Path, rows: list[dict[str, object]]) -> tuple[float, int]:
-    """(loss sum, target tokens): the model's own ``model(input_ids, labels=target).loss`` x
-    target tokens, one pair at a time, float64, added with math.fsum; tokenized by
-    transformers' own fast tokenizer (``text_target=``)."""
+def own_losses(folder: Path, rows: list[dict[str, object]]) -> list[tuple[float, int]]:
+    """Each pair's (loss sum, target tokens): the model's own ``model(input_ids,
+    labels=target).loss`` x target tokens, one pair at a time, in float64; tokenized by
+    transformers' own fast tokenizer (``text_target=`` for the target)."""
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
         folder, local_files_only=True, dtype=torch.float64).eval()  # fmt: skip
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
-    terms, tokens = [], 0
+    found = []
     with torch.no_grad():
         for row in rows:
             x = tokenizer(str(row["input"]), return_tensors="pt")["input_ids"]
             y = tokenizer(text_target=str(row["target"]), return_tensors="pt")["input_ids"]
-            terms.append(float(model(input_ids=x, labels=y).loss) * y.shape[1])
-            tokens += y.shape[1]
-    return math.fsum(terms), tokens
+            found.append((float(model(input_ids=x, labels=y).loss) * y.shape[1], y.shape[1]))
+    return found
+
+
+def own_loss(folder: Path, rows: list[dict[str, object]]) -> tuple[float, int]:
+    """(loss sum, target tokens) over every pair: `own_losses` added with math.fsum."""
+    each = own_losses(folder, rows)
+    return math.fsum(s for s, _ in each), sum(t for _, t in each)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import CheckpointError, shown
 from evalloss.models.checkpoint import Checkpoint
-from evalloss.models.folder import encoder_decoder, known_types, stamp_of, token_classifier
+from evalloss.models.folder import known_types, stamp_of, token_classifier
 from evalloss.models.seq2seq import teacher_forced
 
 if TYPE_CHECKING:
@@ -58,10 +58,6 @@ def build(
     if wanted.loss not in ("causal-lm", "seq2seq-lm", "cross-entropy"):
         raise CheckpointError(f"a model folder is scored with causal-lm, seq2seq-lm or "
                               f"cross-entropy, not {shown(wanted.loss)}",
-                              path=checkpoint.path)  # fmt: skip
-    if wanted.loss == "causal-lm" and encoder_decoder(checkpoint.config):
-        raise CheckpointError(f"is an encoder-decoder model ({shown(kind)}): it scores input and "
-                              "target pairs with --loss seq2seq-lm (docs/language-models.md)",
                               path=checkpoint.path)  # fmt: skip
     head = wanted.loss
     if wanted.loss == "cross-entropy" and token_classifier(checkpoint):

@@ -13,12 +13,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from evalloss.errors import CheckpointError
+from evalloss.errors import CheckpointError, shown
+from evalloss.models.folder import encoder_decoder
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from evalloss.models.checkpoint import Checkpoint
+
 SHIFT = "prepare_decoder_input_ids_from_labels"
+
+
+def refuse_causal(checkpoint: Checkpoint, loss: str) -> None:
+    """An encoder-decoder folder under ``causal-lm`` (or a loss given by hand): named before
+    any data is read (its data are pairs, not documents)."""
+    if loss == "causal-lm" and encoder_decoder(checkpoint.config):
+        kind = (checkpoint.config or {}).get("model_type")
+        raise CheckpointError(f"is an encoder-decoder model ({shown(kind)}): it scores input and "
+                              "target pairs with --loss seq2seq-lm (docs/language-models.md)",
+                              path=checkpoint.path)  # fmt: skip
 
 
 def teacher_forced(model: nn.Module, path: str) -> nn.Module:

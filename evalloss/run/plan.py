@@ -18,6 +18,7 @@ from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
 from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
 from evalloss.models.folder import token_classifier
+from evalloss.models.seq2seq import refuse_causal
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
 from evalloss.sources import DataSource, open_data, pairs
@@ -116,6 +117,8 @@ def _settled(
     if ignore is None and any(token_classifier(c) for c in checkpoints):
         ignore = IGNORE  # transformers' unscored token label
     loss = _loss(checkpoints, options.loss, ignore)
+    for checkpoint in checkpoints:
+        refuse_causal(checkpoint, loss.name)
     tokenizers = _tokenizers(checkpoints)
     tokenizer, pad = options.tokenizer, options.pad_id
     first = next((t for t in tokenizers if t is not None), None)

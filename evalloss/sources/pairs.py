@@ -157,8 +157,12 @@ class Pairs(text.Text):
         binned = self.slicing is not None and self.slicing.columns[0].edges is not None
         types = {**dict.fromkeys(extra, "double" if binned else "string"),
                  self.target_column: "string"}  # fmt: skip
+        csv = not self.path.lower().endswith((*documents.PARQUET_SUFFIXES,
+                                              *documents.JSONL_SUFFIXES))  # fmt: skip
         for batch in text._table_reader(self.path, columns, rank, world, types):
-            texts = [self._texts(batch.column(c), c, first) for c in named]
+            read = [batch.column(c) for c in named]
+            texts = [self._texts(v.fill_null("") if csv else v, c, first)  # CSV: empty cells
+                     for v, c in zip(read, named, strict=True)]  # fmt: skip
             table = pa.table([batch.column(c) for c in extra], names=list(extra))
             for start in range(0, len(texts[0]), documents.CHUNK_DOCS):
                 end = start + documents.CHUNK_DOCS
