@@ -44,7 +44,8 @@ def teacher_forced(model: nn.Module, path: str) -> nn.Module:
         raise CheckpointError(f"transformers' {type(model).__name__} has no {SHIFT}: evalloss "
                               "cannot feed its decoder as its labels= loss does",
                               path=path)  # fmt: skip
-    vocabulary = int(model.get_input_embeddings().num_embeddings)
+    embeddings: Any = getattr(model, "get_input_embeddings")()  # noqa: B009 - a Module's method
+    vocabulary = int(embeddings.num_embeddings)
 
     class TeacherForced(nn.Module):
         def __init__(self, inner: nn.Module) -> None:
