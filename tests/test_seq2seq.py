@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -276,3 +277,105 @@ def test_the_json_report_fits_the_schema(folders: dict[str, Path], tmp_path: Pat
     report = json.loads(result.stdout)
     jsonschema.validate(report, schema)
     assert report["loss"] == "seq2seq-lm" and report["models"][0]["bits_per_byte"] > 0
+
+
+def test_slices_and_the_cache_work_on_pairs(
+    folders: dict[str, Path], oracle: dict[str, list[tuple[float, int]]], tmp_path: Path
+) -> None:
+    rows = [{**r, "group": "short" if len(str(r["input"])) < 40 else "long"} for r in PAIRS]
+    data = hf.jsonl(tmp_path / "p.jsonl", rows)
+    args = ["compare", folders["t5"], "--data", data, "--precision", "float64", "--format",
+            "json"]  # fmt: skip
+    sliced = run(*args, "--slice", "group")
+    assert sliced.exit_code == 0, sliced.stderr
+    cache = ["--cache", tmp_path / "cache"]
+    first, second = run(*args, *cache), run(*args, *cache)
+    assert first.exit_code == second.exit_code == 0, first.stderr + second.stderr
+    figures = [[{k: v for k, v in m.items() if k != "seconds"} for m in json.loads(r.stdout)[
+        "models"]] for r in (first, second)]  # fmt: skip
+    assert figures[0] == figures[1]
+    assert figures[0][0]["loss_sum"] == pytest.approx(_summed(oracle["t5"])[0], rel=1e-9)
+    slices = {s["value"]: s for s in json.loads(sliced.stdout)["models"][0]["slices"]}
+    for value in ("short", "long"):
+        each = [o for o, r in zip(oracle["t5"], rows, strict=True) if r["group"] == value]
+        total, tokens = _summed(each)
+        assert slices[value]["items"] == len(each) and slices[value]["weight"] == tokens
+        assert slices[value]["loss_per_token"] == pytest.approx(total / tokens, rel=1e-9)
+    listed = run("cache", "list", "--cache", tmp_path / "cache")
+    assert listed.exit_code == 0 and "1 entries" in listed.stdout and "seq2seq-lm" in listed.stdout
+
+
+def test_token_ids_past_the_models_vocabulary_are_one_line(tmp_path: Path) -> None:
+    """A tokenizer larger than the model: a target token by its row and position, an input
+    token by the batch's rows."""
+    folder = encdec.t5(tmp_path / "small", vocab=20)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    pieces = (tokenizer.id_to_token(i).replace("\u2581", " ").strip() for i in range(20, tokenizer.get_vocab_size()))
+    word = next(p for p in pieces if p and max(tokenizer.encode(p).ids) >= 20)
+    for rows, message in (
+        ([{"input": "a", "target": "a"}, {"input": "a", "target": f"a {word}"}],
+         "p.jsonl:2: target: token "),
+        ([{"input": word, "target": "a"}], "forward failed on row 1 with input of shape"),
+    ):  # fmt: skip
+        result = run("compare", folder, "--data", hf.jsonl(tmp_path / "p.jsonl", rows))
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert message in result.stderr and "outside the" in result.stderr, result.stderr
+
+
+def _section(page: str, heading: str) -> str:
+    return page.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_docs_command_runs(
+    folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/language-models.md's example, as written: its pairs and its command."""
+    import shlex
+
+    page = (Path(__file__).parents[1] / "docs" / "language-models.md").read_text("utf-8")
+    section = _section(page, "Encoder-decoder models")
+    (lines,) = re.findall(r"```jsonl\n(.*?)```", section, flags=re.S)
+    (command,) = re.findall(r"```sh\n(evalloss .*?)\n```", section, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "val.jsonl").write_text(lines, encoding="utf-8")
+    for name, folder in (("runs/t5-ft", folders["t5b"]), ("models/t5-base", folders["t5"])):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).symlink_to(folder)
+    result = run(*shlex.split(command)[1:], "--precision", "float64", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in lines.splitlines()]
+    models = {m["path"]: m for m in json.loads(result.stdout)["models"]}
+    for name, folder in (("runs/t5-ft", folders["t5b"]), ("models/t5-base", folders["t5"])):
+        assert models[name]["loss_sum"] == pytest.approx(encdec.own_loss(folder, rows)[0],
+                                                         rel=1e-9)  # fmt: skip
+    assert "vs_baseline" in models["runs/t5-ft"]
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "scores input/target pairs: no column ",
+        "scores input/target text pairs: give JSON Lines, Parquet or CSV with an ",
+        "input/target pairs need a tokenizer",
+        "the target is empty: a pair needs a target to score",
+        "longer than the 16 positions the model takes (max_position_embeddings, or --context); "
+        "evalloss never truncates: shorten it or leave it out",
+        "(it adds no special tokens to an empty text)",
+        "an encoder-decoder pair is scored whole, never in windows",
+        "it scores input and target pairs with --loss seq2seq-lm (docs/language-models.md)",
+        "cannot feed its decoder as its labels= loss does",
+        "is outside the model's vocabulary",
+        "takes one target text column",
+        "the input and the target are both column",
+    ],
+)
+def test_errors_doc_quotes_the_code(phrase: str) -> None:
+    """Each line's words are in the code and in docs/errors.md: change one, update the other."""
+    root = Path(__file__).parents[1]
+    code = "\n".join(p.read_text("utf-8") for p in (root / "evalloss").rglob("*.py"))
+    code = re.sub(r'"\s*\n\s*f?"', "", code)  # a message split over lines, joined
+    doc = (root / "docs" / "errors.md").read_text("utf-8")
+    assert phrase.replace("16", "{self.context}") in code or phrase in code, phrase
+    assert phrase in doc, phrase

@@ -6,7 +6,9 @@ A pair's block gives the encoder's ``input_ids`` and ``attention_mask`` and the 
 ``prepare_decoder_input_ids_from_labels`` makes of the labels (shifted right after its
 ``decoder_start_token_id``, -100 as its pad token: what its ``labels=`` loss feeds the decoder);
 the decoder is causal, so a position past a target's end changes none before it and needs no
-mask. The forward returns the logits (N, Lt, V), aligned with the labels.
+mask. The forward returns the logits (N, Lt, V), aligned with the labels. An input token
+past the embedding is refused with the batch's rows; a target token, by the loss, with its
+row and position.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def teacher_forced(model: nn.Module, path: str) -> nn.Module:
                 raise ValueError(f"input token id {token} is outside the model's vocabulary "
                                  f"[0, {vocabulary})")  # fmt: skip
             decoder = getattr(self.inner, SHIFT)(labels=labels)
+            # a target token past the vocabulary is refused by the loss, by its row and
+            # position (`CausalLM.invalid_target`): the decoder's lookup must not fail first
+            decoder = decoder.masked_fill((decoder < 0) | (decoder >= vocabulary), 0)
             return self.inner(input_ids=input_ids, attention_mask=attention_mask,
                               decoder_input_ids=decoder, use_cache=False).logits  # fmt: skip
 
