@@ -117,27 +117,32 @@ class Pairs(text.Text):
     def blocks(
         self, dtype: torch.dtype, *, rank: int = 0, world: int = 1, gather: Gather | None = None
     ) -> Iterator[Block]:
-        """This process's pairs, tokenized a chunk at a time and packed by length."""
-        import numpy as np
+        """This process's pairs (Parquet: its row groups; else every K-th chunk), tokenized a
+        chunk at a time and packed by length."""
         import pyarrow as pa
+
+        try:
+            yield from self._tokenized(rank, world)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise documents.unreadable(self.path, exc, self.rules()) from exc
+
+    def _tokenized(self, rank: int, world: int) -> Iterator[Block]:
+        import numpy as np
 
         tokenizer = load(self.tokenizer)
         self.counted.update(bytes=0, documents=[])
-        first = 0
         parquet = self.path.lower().endswith(documents.PARQUET_SUFFIXES)
-        try:
-            for number, (sources, targets, table) in enumerate(self._pairs(rank, world)):
-                if parquet or number % world == rank:
-                    sizes = np.fromiter((len(t.encode("utf-8")) for t in targets), np.int64)
-                    self.counted["bytes"] += int(sizes.sum())
-                    self.counted["documents"].append(sizes)
-                    ids = encode(tokenizer, sources, self.tokenizer, self.path, first)
-                    labels = encode(tokenizer, targets, self.tokenizer, self.path, first)
-                    codes = None if self.slicing is None else self.slicing.encode(table)
-                    yield from self._pack(ids, labels, first, codes)
-                first += len(sources)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise documents.unreadable(self.path, exc, self.rules()) from exc
+        first = 0
+        for number, (sources, targets, table) in enumerate(self._pairs(rank, world)):
+            if parquet or number % world == rank:
+                sizes = np.fromiter((len(t.encode("utf-8")) for t in targets), np.int64)
+                self.counted["bytes"] += int(sizes.sum())
+                self.counted["documents"].append(sizes)
+                ids = encode(tokenizer, sources, self.tokenizer, self.path, first)
+                labels = encode(tokenizer, targets, self.tokenizer, self.path, first)
+                codes = None if self.slicing is None else self.slicing.encode(table)
+                yield from self._pack(ids, labels, first, codes)
+            first += len(sources)
 
     def rules(self) -> dict[str, str]:
         """What every record's columns must hold (`jsonlines.diagnose`)."""
