@@ -12,8 +12,7 @@ import torch
 
 from evalloss import LossError
 from evalloss.losses import NAMES as ALL_NAMES
-from evalloss.losses import ROWS
-from evalloss.losses import Loss, get
+from evalloss.losses import ROWS, Loss, get
 from evalloss.losses.accuracy import correct_items
 from tests import oracles
 
