@@ -39,7 +39,7 @@ class RunKeywords(TypedDict, total=False):
     stride: int | None
     token_dtype: str
     tokens_column: str
-    text_column: str
+    text_column: str | None
     score: str | None
     batch_tokens: int | None
     prefix_token: str | int | None
@@ -73,6 +73,7 @@ class Options:
     tokens_column: str = "input_ids"  # documents: the list-of-token-ids column
     text_column: str = "text"  # text data: the column of documents (JSON Lines, Parquet, CSV)
     score: str | None = None  # chat data: what is scored (`SCORES`; None: the form's default)
+    text_column_given: bool = False  # named by the user (else an encoder-decoder's is "input")
     batch_tokens: int = DEFAULT_BATCH_TOKENS  # sequence models: tokens per forward pass
     prefix_token: str | None = None  # auto, bos, eos or an id: each document's first token
     checksum: bool = True  # hash the data while reading it (off with --no-hash)
@@ -136,7 +137,8 @@ def _sequence_options(given: dict[str, Any]) -> dict[str, Any]:
         "stride": stride if stride is not None else context,
         "token_dtype": dtype,
         "tokens_column": str(given.get("tokens_column", "input_ids")),
-        "text_column": str(given.get("text_column", "text")),
+        "text_column": str(given.get("text_column") or "text"),
+        "text_column_given": given.get("text_column") is not None,
         "score": score,
         "batch_tokens": budget,
         "prefix_token": prefix_token(given.get("prefix_token")),

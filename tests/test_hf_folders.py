@@ -227,7 +227,7 @@ def test_not_a_folder_of_a_model(folders: dict[str, Path], tmp_path: Path) -> No
 
 def test_other_losses_and_heads(folders: dict[str, Path]) -> None:
     result = run("compare", folders["gpt2"], "--data", folders["data"], "--loss", "mse")
-    assert result.exit_code == 2 and "scored with causal-lm or cross-entropy, not 'mse'" in result.stderr
+    assert result.exit_code == 2 and "scored with causal-lm, seq2seq-lm or cross-entropy, not 'mse'" in result.stderr
 
 
 def test_missing_extra_is_one_line(

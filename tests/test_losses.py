@@ -12,11 +12,12 @@ import torch
 
 from evalloss import LossError
 from evalloss.losses import NAMES as ALL_NAMES
-from evalloss.losses import Loss, get
+from evalloss.losses import ROWS, Loss, get
 from evalloss.losses.accuracy import correct_items
 from tests import oracles
 
-NAMES = [n for n in ALL_NAMES if n != "causal-lm"]  # the per-item losses (test_causal.py: tokens)
+# the per-item losses (token losses: test_causal.py, test_seq2seq.py)
+NAMES = [n for n in ALL_NAMES if not ROWS[n].per_token]
 
 
 def _means(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -138,11 +138,11 @@ sequence_options = [
     ),
     click.option(
         "--text-column",
-        default="text",
-        show_default=True,
         metavar="COL",
         help="Text (JSON Lines, Parquet, CSV), tokenized with the model folders' "
-        "tokenizer.json: the column of documents. A .txt file is one document per line.",
+        "tokenizer.json: the column of documents. A .txt file is one document per line. "
+        "An encoder-decoder folder (seq2seq-lm): the encoder's input column, beside the "
+        "--target column. Default: text (input for seq2seq-lm).",
     ),
     click.option(
         "--score",
@@ -236,7 +236,7 @@ def data_options(f: F) -> F:
                 multiple=True,
                 metavar="COL",
                 help="Target column (repeatable). Default: evalloss.target metadata, "
-                "else the last column.",
+                "else the last column (seq2seq-lm: the target text column, target).",
             ),
             click.option(
                 "--feature",

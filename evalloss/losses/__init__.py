@@ -1,6 +1,7 @@
 """The losses: the table (`rows.py`, one `Row` per loss) and `get`, the `Loss` built from a
 row (`loss.py`: per-item loss, accuracy, and what targets it takes). Every loss gives each
-item's (sum, weight); ``causal-lm`` (`CausalLM`, in `causal.py`) makes the token the unit.
+item's (sum, weight); ``causal-lm`` (`CausalLM`, in `causal.py`) makes the token the unit,
+as ``seq2seq-lm`` (`Seq2SeqLM`, in `seq2seq.py`: an encoder-decoder's target tokens) does.
 """
 
 from __future__ import annotations

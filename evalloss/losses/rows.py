@@ -8,6 +8,7 @@ from __future__ import annotations
 from evalloss.losses.accuracy import Accuracy
 from evalloss.losses.causal import IGNORE, CausalLM
 from evalloss.losses.loss import Row, Target, cross_entropy
+from evalloss.losses.seq2seq import Seq2SeqLM
 
 ROWS: dict[str, Row] = {r.name: r for r in (
     Row("cross-entropy", cross_entropy, Target.CLASSES, Accuracy.ARGMAX),
@@ -19,4 +20,5 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     Row("smooth-l1", "smooth_l1_loss", Target.VALUES),
     Row("huber", "huber_loss", Target.VALUES),
     Row("causal-lm", "cross_entropy", Target.TOKENS, ignore_index=IGNORE, kind=CausalLM),
+    Row("seq2seq-lm", "cross_entropy", Target.TOKENS, ignore_index=IGNORE, kind=Seq2SeqLM),
 )}  # fmt: skip

@@ -36,6 +36,8 @@ REFUSED = {"auto_map": f"{CODE}; use a model type transformers has",
 _HEADS = {"ForCausalLM": "causal-lm", "LMHeadModel": "causal-lm",
           "ForSequenceClassification": "cross-entropy",
           "ForTokenClassification": "cross-entropy"}  # fmt: skip
+# an encoder-decoder's language-model heads (`encoder_decoder` decides, not the name alone)
+SEQ2SEQ_HEADS = ("ForConditionalGeneration", "MTModel")
 
 
 def open_folder(path: str) -> Checkpoint:
@@ -56,6 +58,8 @@ def open_folder(path: str) -> Checkpoint:
         [index[0]] if index else []), *([tokenizer] if tokenizer else [])))  # fmt: skip
     architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
     heads = [loss for end, loss in _HEADS.items() if any(a.endswith(end) for a in architectures)]
+    if encoder_decoder(config) and any(a.endswith(SEQ2SEQ_HEADS) for a in architectures):
+        heads = ["seq2seq-lm"]
     metadata = {"evalloss.loss": heads[0]} if heads else {}
     return Checkpoint(path=path, metadata=metadata, shapes=shapes, opened=stamp_of(files),
                       files=files, config=config,
@@ -66,6 +70,22 @@ def token_classifier(checkpoint: Checkpoint) -> bool:
     """A folder whose architecture is a token classifier (a label per token)."""
     names = (checkpoint.config or {}).get("architectures") or []
     return any(isinstance(a, str) and a.endswith("ForTokenClassification") for a in names)
+
+
+def encoder_decoder(config: dict[str, Any] | None) -> bool:
+    """The config is an encoder-decoder model's (T5, BART, ...): its ``is_encoder_decoder``,
+    else its config class's default (transformers' own rule)."""
+    if config is None:
+        return False
+    given = config.get("is_encoder_decoder")
+    if isinstance(given, bool):
+        return given
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    kind = config.get("model_type")
+    default = getattr(CONFIG_MAPPING[kind], "is_encoder_decoder", False) if (
+        isinstance(kind, str) and kind in CONFIG_MAPPING) else False  # fmt: skip
+    return default is True
 
 
 def stamp_of(files: tuple[str, ...]) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """Hugging Face model folders -> transformers' own class for the config's ``model_type``, with
-the head the loss needs (``causal-lm``: a causal LM; ``cross-entropy`` on a label column:
-sequence classification, its output's logits handed to the loss). `folder` has already checked
-the folder against the trust boundary.
+the head the loss needs (``causal-lm``: a causal LM; ``seq2seq-lm``: an encoder-decoder's
+conditional generation head, fed teacher-forced by `seq2seq`; ``cross-entropy`` on a label
+column: sequence classification, its output's logits handed to the loss). `folder` has
+already checked the folder against the trust boundary.
 
 The class comes from transformers' auto mappings keyed by the config class, never from the
 folder's ``architectures`` or ``auto_map``; weights are loaded from the safetensors files only
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from evalloss.errors import CheckpointError, shown
 from evalloss.models.checkpoint import Checkpoint
 from evalloss.models.folder import known_types, stamp_of, token_classifier
+from evalloss.models.seq2seq import teacher_forced
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,10 +29,12 @@ if TYPE_CHECKING:
     from evalloss.models import Wanted
 
 MAPPINGS = {"causal-lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
+            "seq2seq-lm": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING",
             "cross-entropy": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING",
             "token": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING"}  # fmt: skip
 TEXT_CONFIGS = ("text_encoder", "decoder", "generator", "text_config")  # get_text_config's
-HEADS = {"causal-lm": "causal LM", "cross-entropy": "sequence classification",
+HEADS = {"causal-lm": "causal LM", "seq2seq-lm": "sequence-to-sequence LM",
+         "cross-entropy": "sequence classification",
          "token": "token classification"}  # fmt: skip
 
 
@@ -51,10 +55,13 @@ def build(
 
     kind = checkpoint.config["model_type"]
     config_class = CONFIG_MAPPING[kind]
-    if wanted.loss not in ("causal-lm", "cross-entropy"):
-        raise CheckpointError(f"a model folder is scored with causal-lm or cross-entropy, not "
-                              f"{shown(wanted.loss)}", path=checkpoint.path)  # fmt: skip
-    head = "token" if wanted.loss != "causal-lm" and token_classifier(checkpoint) else wanted.loss
+    if wanted.loss not in ("causal-lm", "seq2seq-lm", "cross-entropy"):
+        raise CheckpointError(f"a model folder is scored with causal-lm, seq2seq-lm or "
+                              f"cross-entropy, not {shown(wanted.loss)}",
+                              path=checkpoint.path)  # fmt: skip
+    head = wanted.loss
+    if wanted.loss == "cross-entropy" and token_classifier(checkpoint):
+        head = "token"
     mapping = getattr(modeling_auto, MAPPINGS[head])
     if config_class not in mapping:
         raise CheckpointError(f"transformers has no {HEADS[head]} model for model type "
@@ -73,7 +80,9 @@ def build(
                               key=name)  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
     _padding_never_scored(model)
-    if wanted.loss != "causal-lm":
+    if wanted.loss == "seq2seq-lm":
+        model = teacher_forced(model, checkpoint.path)
+    elif wanted.loss != "causal-lm":
         model = _Logits(model, channels_first=head == "token")
     if stamp_of(checkpoint.files) != checkpoint.opened:
         raise CheckpointError("changed while it was being read (a file's size or modification "

@@ -18,9 +18,10 @@ from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
 from evalloss.models import Checkpoint, Wanted, build, open_checkpoint, trainerrun
 from evalloss.models.folder import token_classifier
+from evalloss.models.seq2seq import refuse_causal
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
-from evalloss.sources import DataSource, chat, open_data
+from evalloss.sources import DataSource, chat, open_data, pairs
 from evalloss.sources.textlabels import IGNORE
 from evalloss.sources.tokenizer import identity
 
@@ -123,6 +124,8 @@ def _settled(
     loss = _loss(checkpoints, options.loss, ignore)
     if not target and loss.name == "cross-entropy":
         _labels_needed(checkpoints)
+    for checkpoint in checkpoints:
+        refuse_causal(checkpoint, loss.name)
     tokenizers = _tokenizers(checkpoints)
     tokenizer, pad = options.tokenizer, options.pad_id
     first = next((t for t in tokenizers if t is not None), None)
@@ -131,6 +134,9 @@ def _settled(
         tokenizer, pad = first, next((p for p in pads if type(p) is int and p >= 0), 0)
     settled = replace(options, target=target, ignore_index=ignore, loss=loss.name,
                       tokenizer=tokenizer, pad_id=pad)  # fmt: skip
+    if loss.name == pairs.LOSS:  # an encoder-decoder's pairs: their columns' defaults
+        settled = replace(settled, target=target or (pairs.TARGET,), text_column=(
+            options.text_column if options.text_column_given else pairs.INPUT))  # fmt: skip
     return settled, loss, tokenizers
 
 
@@ -167,6 +173,8 @@ def _contexts(
     found: list[Windowing] = []
     for checkpoint in checkpoints:
         declared = _declared_context(checkpoint) if loss.per_token else None
+        if loss.name == pairs.LOSS:  # T5's relative positions have no limit; BART's have
+            declared = pairs.declared_limit(checkpoint.config)
         if declared is not None and options.context is None:
             found.append((declared, declared))
             continue

@@ -1,8 +1,9 @@
 """Data sources: a ``--data`` path -> a `DataSource` that reads it as blocks of items.
 
 Each source module has ``accepts(path)`` and ``open_source(path, options)``; the first module
-in `SOURCES` that accepts a path opens it: `chat` (conversations, prompt-completion pairs and
-masked token ids: TRL's dataset formats), `text` (text, where the models have a tokenizer),
+in `SOURCES` that accepts a path opens it: `pairs` (input/target text for an encoder-decoder,
+``seq2seq-lm``), `chat` (conversations, prompt-completion pairs and masked token ids: TRL's
+dataset formats), `text` (text, where the models have a tokenizer),
 `tokenstream` (``.bin`` token ids), `documents`
 (JSON Lines, or Parquet with a list-of-token-ids column), `parquetfile` (``.parquet``/``.pq``),
 `tensors` (``.npz``/``.safetensors`` arrays), then `csvfile` (any other file, as CSV/TSV text).
@@ -26,6 +27,7 @@ from evalloss.sources import (
     documents,
     factory,
     masks,
+    pairs,
     parquetfile,
     tensors,
     text,
@@ -38,9 +40,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCES", "SPECS", "Block", "DataSource", "open_data"]
 
-# in this order: chat claims TRL's chat and instruction columns; text claims text where the
-# models have a tokenizer; documents claims Parquet with a list column; csvfile any other file
-SOURCES: tuple[ModuleType, ...] = (chat, text, tokenstream, documents, parquetfile, tensors,
+# in this order: pairs claims every file for an encoder-decoder (seq2seq-lm); chat claims
+# TRL's chat and instruction columns; text claims text where the models have a tokenizer;
+# documents claims Parquet with a list column; csvfile takes any other file
+SOURCES: tuple[ModuleType, ...] = (pairs, chat, text, tokenstream, documents, parquetfile, tensors,
                                    csvfile)  # fmt: skip
 SPECS: tuple[ModuleType, ...] = (factory,)  # --data that names code, not a file
 
