@@ -43,6 +43,18 @@ def build(
     checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any], wanted: Wanted
 ) -> nn.Module:
     """transformers' class for the folder's model type and the loss's head, weights loaded."""
+    model, head = load(checkpoint, wanted)
+    return with_head(model, wanted.loss, head)
+
+
+def with_head(model: nn.Module, loss: str, head: str) -> nn.Module:
+    """The model as the loss scores it: a causal LM as it is, a classifier's logits."""
+    return model if loss == "causal-lm" else _Logits(model, channels_first=head == "token")
+
+
+def load(checkpoint: Checkpoint, wanted: Wanted) -> tuple[nn.Module, str]:
+    """transformers' model for the folder's model type and the loss's head, weights loaded,
+    and that head's name (`with_head`)."""
     assert checkpoint.config is not None
     known_types(checkpoint.path)  # the one-line error naming the extra, if transformers is missing
     from transformers import PretrainedConfig
@@ -72,13 +84,11 @@ def build(
                               path=Path(checkpoint.path) / "config.json",
                               key=name)  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
-    if wanted.loss != "causal-lm":
-        model = _Logits(model, channels_first=head == "token")
     if stamp_of(checkpoint.files) != checkpoint.opened:
         raise CheckpointError("changed while it was being read (a file's size or modification "
                               "time); run again once it is written",
                               path=checkpoint.path)  # fmt: skip
-    return model
+    return model, head
 
 
 def _load(model_class: Any, config: Any, checkpoint: Checkpoint, wanted: Wanted) -> nn.Module:

@@ -16,8 +16,9 @@ from evalloss.errors import CheckpointError, LossError, OptionError, shown
 from evalloss.losses import ROWS as LOSS_ROWS
 from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
-from evalloss.models import Checkpoint, Wanted, build, open_checkpoint
+from evalloss.models import Checkpoint, Shelf, Wanted, build, open_checkpoint
 from evalloss.models.folder import token_classifier
+from evalloss.models.peftfolder import bases
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
 from evalloss.sources import DataSource, open_data
@@ -52,6 +53,7 @@ class Plan:
     mode: Mode = Mode.ONE_PASS
     groups: tuple[tuple[int, ...], ...] = ()  # the models' groups, in order: one in one pass
     contexts: tuple[Windowing, ...] = ()  # each model's (context, stride): `_contexts`
+    shelf: Shelf | None = None  # the adapters' bases, each built once for the run
 
     def sequence(self, index: int) -> Windowing:
         """Model ``index``'s (context, stride): its own, whatever else is in the run."""
@@ -64,7 +66,7 @@ class Plan:
 
     def build(self, checkpoint: Checkpoint) -> nn.Module:
         """The checkpoint's module, ready: weights loaded, eval mode, on the device, in dtype."""
-        wanted = Wanted(self.loss.name, self.device, self.dtype)
+        wanted = Wanted(self.loss.name, self.device, self.dtype, self.shelf)
         return build(checkpoint, self.options.model, dict(self.options.model_kwargs), wanted)
 
 
@@ -84,7 +86,11 @@ def resolve(
 
     if not paths:
         raise OptionError("give at least one checkpoint", key="CHECKPOINT")
-    checkpoints = tuple(open_checkpoint(p) for p in paths)
+    checkpoints = tuple(open_checkpoint(p, options.base) for p in paths)
+    shared = bases(checkpoints)
+    if options.base is not None and not shared:
+        raise OptionError("no checkpoint here is an adapter folder: --base is the base model of "
+                          "adapter folders (a model folder needs none)", key="--base")  # fmt: skip
     options, loss, tokenizers = _settled(checkpoints, options)
     contexts = _contexts(checkpoints, loss, options)
     options = replace(options, context=contexts[0][0], stride=contexts[0][1])
@@ -97,6 +103,7 @@ def resolve(
         options=options,
         tokenizers=tokenizers,
         contexts=contexts,
+        shelf=Shelf(shared) if shared else None,
     )
     _windows_agree(plan)
     groups = tuple(tuple(g) for g in sequential.groups(plan, one_at_a_time))
