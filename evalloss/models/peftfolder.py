@@ -80,11 +80,11 @@ def _checked_config(config: dict[str, Any], path: Path) -> str:
     kind = config.get("peft_type")
     if not isinstance(kind, str):
         raise CheckpointError("no peft_type", path=where, key="peft_type")
-    configs, tuners = _peft_types(where)
+    configs, layered = _peft_types(where)
     if kind not in configs:
         raise CheckpointError(f"adapter type {shown(kind)} is not one the installed peft knows",
                               path=where, key="peft_type")  # fmt: skip
-    if kind not in tuners:
+    if kind not in layered:
         raise CheckpointError(f"adapter type {shown(kind)} adds virtual tokens to every input "
                               "(prompt learning): not supported; evalloss scores adapters that "
                               "change the base's layers (LoRA, IA3, LoHa, ...)", path=where,
@@ -113,14 +113,20 @@ def _transformers_class(mapping: Any) -> bool:
 
 
 def _peft_types(path: str) -> tuple[frozenset[str], frozenset[str]]:
-    """The adapter types of the installed peft, and those that change the base's layers; a
-    one-line error naming the extra if peft is not installed."""
+    """The adapter types of the installed peft, and those that change the base's layers (not
+    prompt learning, which adds virtual tokens); a one-line error naming the extra if peft is
+    not installed."""
     try:
+        from peft.config import PromptLearningConfig
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
     except ImportError as exc:
         raise CheckpointError(f"an adapter folder needs peft: {INSTALL}", path=path) from exc
-    return (frozenset(str(k.value) for k in PEFT_TYPE_TO_CONFIG_MAPPING),
-            frozenset(str(k.value) for k in PEFT_TYPE_TO_TUNER_MAPPING))  # fmt: skip
+    layered = frozenset(
+        str(k.value) for k, config in PEFT_TYPE_TO_CONFIG_MAPPING.items()
+        if k in PEFT_TYPE_TO_TUNER_MAPPING and not issubclass(config, PromptLearningConfig)
+        and str(k.value) != "ADAPTION_PROMPT"
+    )  # fmt: skip
+    return frozenset(str(k.value) for k in PEFT_TYPE_TO_CONFIG_MAPPING), layered
 
 
 def _base(config: dict[str, Any], config_path: Path, given: str | None) -> Checkpoint:

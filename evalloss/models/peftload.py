@@ -66,7 +66,7 @@ def attach(peft: Any, model: nn.Module, name: str, checkpoint: Checkpoint) -> An
             else:
                 peft.add_adapter(name, config)
         except Exception as exc:  # target modules that match nothing, a layer peft cannot adapt
-            raise CheckpointError(f"does not fit its base {base} ({_first(exc)})",
+            raise CheckpointError(f"peft cannot attach it to its base {base} ({_first(exc)})",
                                   path=checkpoint.path) from exc  # fmt: skip
         _load(peft, name, checkpoint)
     peft.eval()
