@@ -31,7 +31,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     hf.tokenizer(base)
     llama = hf.llama(root / "llama", positions=512)
     hf.tokenizer(llama)
-    made = {
+    return {
         "root": root, "base": base, "llama": llama,
         "a": pf.lora(base, root / "a", seed=1),
         "b": pf.lora(base, root / "b", seed=2, r=2, target_modules=["c_attn", "c_proj"]),
@@ -43,7 +43,6 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                               target_modules=["q_proj", "v_proj", "down_proj"]),
         "data": hf.jsonl(root / "valid.jsonl", [{"text": d} for d in DOCS]),
     }  # fmt: skip
-    return made
 
 
 def _ids(base: Path) -> list[list[int]]:
@@ -291,7 +290,8 @@ def test_the_adapters_own_tokenizer_is_used(farm: dict[str, Path], tmp_path: Pat
     folder = _copy(farm["a"], tmp_path / "own-tok")
     hf.tokenizer(folder, vocab=290)  # merges past the byte alphabet: another tokenizer
     plan = resolve([str(folder), str(farm["a"])], Options.of(data=str(farm["data"])))
-    assert plan.tokenizers == (str(folder / "tokenizer.json"), str(farm["base"] / "tokenizer.json"))
+    own, theirs = folder / "tokenizer.json", farm["base"] / "tokenizer.json"
+    assert plan.tokenizers == (str(own), str(theirs))
     got = _compare([folder], farm).models[0]
     docs = pf.ids(folder / "tokenizer.json", DOCS)
     own = pf.loss_sum(pf.peft_model(farm["base"], folder), docs)

@@ -3,9 +3,10 @@
 `checkpoint` is the trust boundary (safetensors headers and tensors; everything else refused
 by name). Each builder module has ``accepts(checkpoint)`` and ``build(checkpoint, spec,
 kwargs, wanted)``; the first in `BUILDERS` that accepts a checkpoint builds it: `adapter` (a
-PEFT adapter folder over its base, `peftfolder` checks both; `shelf` keeps one copy of each
-base for the run), `hf` (a Hugging Face model folder, `folder` checks it), `layers` (the file's own allow-listed ``evalloss.layers``
-spec), then `user` (the ``--model`` the user typed). A new builder is one module here plus one
+PEFT adapter folder over its base, `peftfolder` checks both, `peftload` attaches it; its
+`Shelf` keeps one copy of each base for the run), `hf` (a Hugging Face model folder, `folder`
+checks it), `layers` (the file's own allow-listed ``evalloss.layers`` spec), then `user` (the
+``--model`` the user typed). A new builder is one module here plus one
 line in `BUILDERS`. `save` writes files they read.
 """
 
@@ -21,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from evalloss.errors import EvallossWarning
 from evalloss.io import remote
 from evalloss.models import adapter, hf, layers, user
+from evalloss.models.adapter import Shelf
 from evalloss.models.checkpoint import Checkpoint, open_file
 from evalloss.models.folder import open_folder
 from evalloss.models.peftfolder import is_adapter, open_adapter
-from evalloss.models.adapter import Shelf
 
 if TYPE_CHECKING:
     import torch

@@ -100,7 +100,7 @@ def _load(peft: Any, name: str, checkpoint: Checkpoint) -> None:
                               "adapter's config asks for", path=path)  # fmt: skip
     tensors = load_tensors(adapter.weights)
     try:
-        result = set_peft_model_state_dict(peft, tensors, adapter_name=name)
+        result: Any = set_peft_model_state_dict(peft, tensors, adapter_name=name)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"peft cannot load it ({_first(exc)})", path=path) from exc
     left = list(result.unexpected_keys)  # none, after the checks above: peft's own word
