@@ -217,7 +217,8 @@ def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
         return
     data = [str(options["data"])] if options.get("data") else []
     with contextlib.suppress(OSError):  # a bad path is for the run to name, not for this
-        files = [str(f) for c in checkpoints if Path(c).is_dir() for f in Path(c).iterdir()]
+        folders = [*checkpoints, *([options["base"]] if options.get("base") else [])]
+        files = [str(f) for c in folders if Path(c).is_dir() for f in Path(c).iterdir()]
         hash_ahead(data + files + list(checkpoints))
 
 
