@@ -55,7 +55,8 @@ def make(folder: Path, documents: int) -> tuple[Path, Path, list[Path], int]:
         trainer = trainers.BpeTrainer(vocab_size=4096, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
         tok.train_from_iterator(texts, trainer=trainer)
-        config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), **SHAPE)
+        config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), bos_token_id=0,
+                                         eos_token_id=0, **SHAPE)  # fmt: skip
         torch.manual_seed(0)
         transformers.GPT2LMHeadModel(config).save_pretrained(base, safe_serialization=True)
         tok.save(str(base / "tokenizer.json"))
@@ -85,12 +86,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="float32", help="evalloss's; the loops' dtype")
+    parser.add_argument("--batch-tokens", default="4096", help="evalloss's tokens per pass")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/evalloss-bench-adapters"))
     args = parser.parse_args()
     base, data, adapters, tokens = make(args.folder, args.documents)
     own = sum((a / "adapter_model.safetensors").stat().st_size for a in adapters)
     run = ["--data", str(data), "--no-progress", "--no-hash", "--device", args.device,
-           "--precision", args.precision, "--format", "json"]  # fmt: skip
+           "--precision", args.precision, "--format", "json",
+           "--batch-tokens", args.batch_tokens]  # fmt: skip
     commands = {"evalloss, base alone": [PY, "-m", "evalloss", "compare", str(base), *run]}
     for k in KS:
         chosen = [str(a) for a in adapters[:k]]
@@ -105,7 +108,8 @@ def main() -> None:
         }  # fmt: skip
     print(f"{platform.processor() or platform.machine()}, {args.documents} documents, {tokens} "
           f"scored tokens, GPT-2 {SHAPE}, LoRA r 8 (c_attn, c_proj, c_fc): "
-          f"{own / max(KS) / 2**20:.2f} MiB an adapter, {args.device}, {args.precision}",
+          f"{own / max(KS) / 2**20:.2f} MiB an adapter, {args.device}, {args.precision}, "
+          f"evalloss at {args.batch_tokens} tokens a pass, the loops at 8 documents",
           flush=True)  # fmt: skip
     results = interleaved(commands, args.repeat)
     alone = results["evalloss, base alone"]
