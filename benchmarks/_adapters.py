@@ -25,7 +25,7 @@ def _documents(base: str, data: str) -> list[list[int]]:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(f"{base}/tokenizer.json")
-    lines = open(data, encoding="utf-8").read().splitlines()  # noqa: PTH123, SIM115
+    lines = open(data, encoding="utf-8").read().splitlines()  # noqa: SIM115
     return [e.ids for e in tok.encode_batch(lines) if len(e.ids) > 1]
 
 

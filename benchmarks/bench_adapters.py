@@ -22,12 +22,10 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench import PY, interleaved  # noqa: E402
-from bench_text import WORDS  # noqa: E402
+from bench_text import byte_bpe, english  # noqa: E402
 
 SHAPE = {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_positions": 1024}
 KS = (1, 4, 8)
@@ -38,23 +36,15 @@ def make(folder: Path, documents: int) -> tuple[Path, Path, list[Path], int]:
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    lengths = np.clip(rng.lognormal(4.0, 0.9, size=documents).astype(int), 1, 700)
-    words = np.array(WORDS)
-    texts = [" ".join(words[rng.integers(0, len(words), size=n)]) for n in lengths]
+    texts = english(documents)
     data = folder / f"docs-{documents}.txt"
     data.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     base = folder / "base"
     if not (base / "model.safetensors").exists():
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=4096, show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-        tok.train_from_iterator(texts, trainer=trainer)
+        tok = byte_bpe(texts)
         config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), bos_token_id=0,
                                          eos_token_id=0, **SHAPE)  # fmt: skip
         torch.manual_seed(0)
@@ -68,8 +58,8 @@ def make(folder: Path, documents: int) -> tuple[Path, Path, list[Path], int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = transformers.GPT2LMHeadModel.from_pretrained(base)
-            lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=16,
-                                                    target_modules=["c_attn", "c_proj", "c_fc"]))  # fmt: skip
+            config = LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"])
+            lora = get_peft_model(model, config)
         with torch.no_grad():
             for p in lora.parameters():
                 if p.requires_grad:

@@ -327,3 +327,10 @@ def test_the_cache_key_follows_adapter_and_base(farm: dict[str, Path], tmp_path:
     hf.gpt2(base, positions=512, seed=5)  # the base retrained in place
     moved = _compare([folder], farm, cache=str(cache), base=str(base)).models[0]
     assert not moved.cached and moved.loss_sum != again.loss_sum
+
+
+def test_explain_scores_an_adapter_as_compare_does(farm: dict[str, Path]) -> None:
+    result = run("explain", farm["a"], "--data", farm["data"], "--precision", "float64",
+                 "--format", "json", "--batch-size", "4")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["loss_sum"] == _compare([farm["a"]], farm).models[0].loss_sum
