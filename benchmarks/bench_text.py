@@ -18,6 +18,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,25 +35,37 @@ WORDS = [
 ]
 
 
-def make(folder: Path, documents: int) -> tuple[Path, Path, Path, int]:
-    import torch
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    folder.mkdir(parents=True, exist_ok=True)
+def english(documents: int) -> list[str]:
+    """English-like documents with long-tailed lengths (a log-normal, 1 to 700 words)."""
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(4.0, 0.9, size=documents).astype(int), 1, 700)
     words = np.array(WORDS)
-    texts = [" ".join(words[rng.integers(0, len(words), size=n)]) for n in lengths]
-    text = folder / f"docs-{documents}.txt"
-    text.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
-    model = folder / "gpt2"
+    return [" ".join(words[rng.integers(0, len(words), size=n)]) for n in lengths]
+
+
+def byte_bpe(texts: list[str]) -> Any:
+    """A byte-level BPE tokenizer of up to 4096 tokens trained on ``texts``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=4096, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tok.train_from_iterator(texts[:2000], trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def make(folder: Path, documents: int) -> tuple[Path, Path, Path, int]:
+    import torch
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = english(documents)
+    text = folder / f"docs-{documents}.txt"
+    text.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    model = folder / "gpt2"
+    tok = byte_bpe(texts[:2000])
     config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=4096,
                                      n_embd=128, n_layer=2, n_head=4)  # fmt: skip
     torch.manual_seed(0)

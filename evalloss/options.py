@@ -29,6 +29,7 @@ class RunKeywords(TypedDict, total=False):
     data: Required[PathLike]
     model: str | None
     model_kwargs: str | Mapping[str, Any] | None
+    base: PathLike | None
     loss: str | None
     target: Sequence[str]
     feature: Sequence[str]
@@ -61,6 +62,7 @@ class Options:
     data: str
     model: str | None = None
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    base: str | None = None  # adapter folders' base model folder (--base)
     loss: str | None = None
     target: tuple[str, ...] = ()
     feature: tuple[str, ...] = ()
@@ -102,6 +104,7 @@ class Options:
             data=os.fspath(given["data"]),
             model=given.get("model"),
             model_kwargs=parse_kwargs(given.get("model_kwargs")),
+            base=None if given.get("base") is None else os.fspath(given["base"]),
             loss=given.get("loss"),
             target=_names(given.get("target", ()), "--target"),
             feature=_names(given.get("feature", ()), "--feature"),

@@ -224,7 +224,8 @@ def _hash_ahead(checkpoints: Sequence[str], options: dict[str, Any]) -> None:
     data = [str(options["data"])] if options.get("data") else []
     with contextlib.suppress(OSError):  # a bad path is for the run to name, not for this
         listed = trainerrun.expand(checkpoints)
-        files = [str(f) for c in listed if Path(c).is_dir() for f in Path(c).iterdir()
+        folders = [*listed, *([options["base"]] if options.get("base") else [])]
+        files = [str(f) for c in folders if Path(c).is_dir() for f in Path(c).iterdir()
                  if f.suffix in (".json", ".safetensors")]  # fmt: skip
         hash_ahead(data + files + [os.fspath(c) for c in listed])
 

@@ -227,6 +227,13 @@ def data_options(f: F) -> F:
                 help="Keyword arguments for --model, as a JSON object.",
             ),
             click.option(
+                "--base",
+                metavar="FOLDER",
+                help="The base model folder of every adapter folder (adapter_config.json) "
+                "here. Default: each adapter's base_model_name_or_path, where that is a local "
+                "folder. Refused when no checkpoint is an adapter folder.",
+            ),
+            click.option(
                 "--loss",
                 type=click.Choice(LOSSES),
                 help="Loss; default: the checkpoints' evalloss.loss metadata.",

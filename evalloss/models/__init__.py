@@ -2,9 +2,11 @@
 
 `checkpoint` is the trust boundary (safetensors headers and tensors; everything else refused
 by name). Each builder module has ``accepts(checkpoint)`` and ``build(checkpoint, spec,
-kwargs, wanted)``; the first in `BUILDERS` that accepts a checkpoint builds it: `hf` (a Hugging
-Face model folder, `folder` checks it), `layers` (the file's own allow-listed ``evalloss.layers``
-spec), then `user` (the ``--model`` the user typed). A new builder is one module here plus one
+kwargs, wanted)``; the first in `BUILDERS` that accepts a checkpoint builds it: `adapter` (a
+PEFT adapter folder over its base, `peftfolder` checks both, `peftload` attaches it; its
+`Shelf` keeps one copy of each base for the run), `hf` (a Hugging Face model folder, `folder`
+checks it), `layers` (the file's own allow-listed ``evalloss.layers`` spec), then `user` (the
+``--model`` the user typed). A new builder is one module here plus one
 line in `BUILDERS`. `save` writes files they read.
 """
 
@@ -13,23 +15,25 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from evalloss.errors import EvallossWarning
 from evalloss.io import remote
-from evalloss.models import hf, layers, user
+from evalloss.models import adapter, hf, layers, user
+from evalloss.models.adapter import Shelf
 from evalloss.models.checkpoint import Checkpoint, open_file
 from evalloss.models.folder import open_folder
+from evalloss.models.peftfolder import is_adapter, open_adapter
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["BUILDERS", "Checkpoint", "Wanted", "build", "open_checkpoint", "prepare"]
+__all__ = ["BUILDERS", "Checkpoint", "Shelf", "Wanted", "build", "open_checkpoint", "prepare"]
 
-BUILDERS: tuple[ModuleType, ...] = (hf, layers, user)  # in this order; `user` accepts any
+BUILDERS: tuple[ModuleType, ...] = (adapter, hf, layers, user)  # in order; `user` accepts any
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,16 @@ class Wanted:
     loss: str
     device: torch.device
     dtype: torch.dtype
+    shelf: Shelf | None = field(default=None, compare=False)  # the run's shared bases
 
 
-def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """A checkpoint by its headers alone: a Hugging Face model folder (`folder`), else a
-    safetensors file or object (`checkpoint`); anything else refused by name."""
+def open_checkpoint(path: str | os.PathLike[str], base: str | None = None) -> Checkpoint:
+    """A checkpoint by its headers alone: a PEFT adapter folder and its base (`peftfolder`;
+    ``base``: ``--base``), a Hugging Face model folder (`folder`), else a safetensors file or
+    object (`checkpoint`); anything else refused by name."""
     path = os.fspath(path)
     if not remote.is_uri(path) and os.path.isdir(path):  # noqa: PTH112 - False for a long name
-        return open_folder(path)
+        return open_adapter(path, base) if is_adapter(path) else open_folder(path)
     return open_file(path)
 
 
@@ -63,7 +69,10 @@ def build(
     checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any], wanted: Wanted
 ) -> nn.Module:
     """The checkpoint's module, weights loaded, by the first builder that accepts it: in eval
-    mode on the wanted device and dtype, gradients off (`prepare`)."""
+    mode on the wanted device and dtype, gradients off (`prepare`). A model folder that is
+    the base of the run's adapters is their shared base, adapters off (`shelf`)."""
+    if wanted.shelf is not None and wanted.shelf.shares(checkpoint):
+        return prepare(wanted.shelf.plain(checkpoint, wanted), wanted.device, wanted.dtype)
     module: nn.Module = builder_for(checkpoint).build(checkpoint, spec, kwargs, wanted)
     return prepare(module, wanted.device, wanted.dtype)
 

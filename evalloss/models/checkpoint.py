@@ -48,6 +48,7 @@ class Checkpoint:
     files: tuple[str, ...] = ()  # a model folder's files that the figure depends on
     config: dict[str, Any] | None = None  # a model folder's config.json
     tokenizer: str | None = None  # a model folder's tokenizer.json
+    adapter: Adapter | None = None  # an adapter folder's own part (`peftfolder`)
 
     @property
     def name(self) -> str:
@@ -57,6 +58,26 @@ class Checkpoint:
     def paths(self) -> tuple[str, ...]:
         """Every file the model is built from: the file itself, or a folder's files."""
         return self.files or (self.path,)
+
+    @property
+    def folders(self) -> dict[str, tuple[str, ...]]:
+        """Each model folder the model is built from -> its files: a model folder's own; an
+        adapter folder's and its base's (none for a file)."""
+        if self.adapter is not None:
+            return {self.path: self.adapter.files, **self.adapter.base.folders}
+        return {self.path: self.files} if self.files else {}
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """An adapter folder's own part (`peftfolder`): its ``adapter_config.json``, its peft type,
+    its own files, and the base model folder it adapts (``--base``, else the config's)."""
+
+    config: dict[str, Any]
+    peft_type: str
+    files: tuple[str, ...]  # adapter_config.json, adapter_model.safetensors, tokenizer.json
+    weights: Checkpoint  # adapter_model.safetensors: its header
+    base: Checkpoint
 
 
 def open_file(path: str) -> Checkpoint:

@@ -47,6 +47,21 @@ def build(
     checkpoint: Checkpoint, spec: str | None, kwargs: dict[str, Any], wanted: Wanted
 ) -> nn.Module:
     """transformers' class for the folder's model type and the loss's head, weights loaded."""
+    model, head = load(checkpoint, wanted)
+    return with_head(model, wanted.loss, head, checkpoint.path)
+
+
+def with_head(model: nn.Module, loss: str, head: str, path: str) -> nn.Module:
+    """The model as the loss scores it: a causal LM as it is, an encoder-decoder fed as its
+    ``labels=`` loss feeds it, a classifier's logits."""
+    if loss == "seq2seq-lm":
+        return teacher_forced(model, path)
+    return model if loss == "causal-lm" else _Logits(model, channels_first=head == "token")
+
+
+def load(checkpoint: Checkpoint, wanted: Wanted) -> tuple[nn.Module, str]:
+    """transformers' model for the folder's model type and the loss's head, weights loaded,
+    and that head's name (`with_head`)."""
     assert checkpoint.config is not None
     known_types(checkpoint.path)  # the one-line error naming the extra, if transformers is missing
     from transformers import PretrainedConfig
@@ -80,15 +95,11 @@ def build(
                               key=name)  # fmt: skip
     model = _load(mapping[config_class], config, checkpoint, wanted)
     _padding_never_scored(model)
-    if wanted.loss == "seq2seq-lm":
-        model = teacher_forced(model, checkpoint.path)
-    elif wanted.loss != "causal-lm":
-        model = _Logits(model, channels_first=head == "token")
     if stamp_of(checkpoint.files) != checkpoint.opened:
         raise CheckpointError("changed while it was being read (a file's size or modification "
                               "time); run again once it is written",
                               path=checkpoint.path)  # fmt: skip
-    return model
+    return model, head
 
 
 def trainer_counts_first_tokens(checkpoint: Checkpoint) -> bool:

@@ -16,8 +16,9 @@ from evalloss.errors import CheckpointError, LossError, OptionError, shown
 from evalloss.losses import ROWS as LOSS_ROWS
 from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
-from evalloss.models import Checkpoint, Wanted, build, open_checkpoint, trainerrun
+from evalloss.models import Checkpoint, Shelf, Wanted, build, open_checkpoint, trainerrun
 from evalloss.models.folder import token_classifier
+from evalloss.models.peftfolder import bases
 from evalloss.models.seq2seq import refuse_causal
 from evalloss.options import Options, PathLike
 from evalloss.run import distributed, sequential
@@ -55,6 +56,7 @@ class Plan:
     groups: tuple[tuple[int, ...], ...] = ()  # the models' groups, in order: one in one pass
     contexts: tuple[Windowing, ...] = ()  # each model's (context, stride): `_contexts`
     steps: tuple[trainerrun.Logged | None, ...] = ()  # each model's Trainer step, if it has one
+    shelf: Shelf | None = None  # the adapters' bases, each built once for the run
 
     def sequence(self, index: int) -> Windowing:
         """Model ``index``'s (context, stride): its own, whatever else is in the run."""
@@ -67,7 +69,7 @@ class Plan:
 
     def build(self, checkpoint: Checkpoint) -> nn.Module:
         """The checkpoint's module, ready: weights loaded, eval mode, on the device, in dtype."""
-        wanted = Wanted(self.loss.name, self.device, self.dtype)
+        wanted = Wanted(self.loss.name, self.device, self.dtype, self.shelf)
         return build(checkpoint, self.options.model, dict(self.options.model_kwargs), wanted)
 
 
@@ -87,7 +89,11 @@ def resolve(
 
     if not paths:
         raise OptionError("give at least one checkpoint", key="CHECKPOINT")
-    checkpoints = tuple(open_checkpoint(p) for p in paths)
+    checkpoints = tuple(open_checkpoint(p, options.base) for p in paths)
+    shared = bases(checkpoints)
+    if options.base is not None and not shared:
+        raise OptionError("no checkpoint here is an adapter folder: --base is the base model of "
+                          "adapter folders (a model folder needs none)", key="--base")  # fmt: skip
     options, loss, tokenizers = _settled(checkpoints, options)
     _prefix_fits(checkpoints, options.prefix_token)
     contexts = _contexts(checkpoints, loss, options)
@@ -102,6 +108,7 @@ def resolve(
         tokenizers=tokenizers,
         contexts=contexts,
         steps=trainerrun.logged([c.path for c in checkpoints]),
+        shelf=Shelf(shared) if shared else None,
     )
     _windows_agree(plan)
     chat.agree(plan.source, [c.tokenizer for c in checkpoints], tokenizers)

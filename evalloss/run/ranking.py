@@ -101,7 +101,7 @@ def build_report(
         slicing=() if slices is None else slices.columns,
         provenance=collect_provenance(
             checkpoints=[f for c in plan.checkpoints for f in c.paths],
-            folders={c.path: c.files for c in plan.checkpoints if c.files},
+            folders={k: v for c in plan.checkpoints for k, v in c.folders.items()},
             source=plan.source,
             device=plan.device,
             hashed=plan.source.checksum and (world is None or world.rank == 0),

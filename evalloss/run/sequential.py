@@ -13,6 +13,7 @@ UTF-8 bytes: the figure that compares is bits per byte.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from evalloss.errors import DataError, EvallossWarning
+from evalloss.models import peftfolder
 from evalloss.run import onepass
 from evalloss.run.batch import Batch, ItemKeys
 from evalloss.run.engine import Accumulator
@@ -44,9 +46,12 @@ STEP = 65536  # items replayed to the observers at once
 
 
 def groups(plan: Plan, one_at_a_time: bool) -> list[list[int]]:
-    """The models' groups, in order: one per tokenizer (text data) and context, and one per
-    model when asked or when their weights would not fit together."""
-    found = list(_by_reading(plan).values())
+    """The models' groups, in order: one per tokenizer (text data) and context, split where
+    adapters of another peft type share a base (`peftfolder.rounds`), and one per model when
+    asked or when their weights would not fit together."""
+    rounds = peftfolder.rounds(plan.checkpoints)
+    found = [[i for i in g if rounds[i] == r] for g in _by_reading(plan).values()
+             for r in sorted({rounds[i] for i in g})]  # fmt: skip
     if len(plan.checkpoints) > 1 and not one_at_a_time:
         need, have = weight_bytes(plan), available_bytes(plan.device)
         if have is not None and need > MEMORY_SHARE * have:
@@ -78,9 +83,12 @@ def reading(plan: Plan, index: int) -> Reading:
 
 
 def weight_bytes(plan: Plan) -> int:
-    """What every model's weights take in the run's dtype (from the headers' shapes)."""
+    """What every model's weights take in the run's dtype (from the headers' shapes): the
+    adapters' bases once each (the run keeps one copy), unless the base is in the run."""
     total = 0
-    for checkpoint in plan.checkpoints:
+    listed = {os.path.realpath(c.path) for c in plan.checkpoints if c.adapter is None}
+    shared = [b for p, b in peftfolder.bases(plan.checkpoints).items() if p not in listed]
+    for checkpoint in (*plan.checkpoints, *shared):
         for shape in checkpoint.shapes.values():
             count = 1
             for d in shape:
