@@ -167,12 +167,13 @@ def test_two_runs_with_the_same_checkpoint_names_stay_apart(trained: dict[str, A
 
 def test_the_docs_commands_run_and_show_this_run(trained: dict[str, Any], tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """docs/fine-tuning-runs.md: its commands run as written on this run (out/, base/,
+    """docs/fine-tuning.md's Trainer-run section: its commands run as written on this run (out/, base/,
     val.txt), and its tables and explain figures are this run's (float32 across machines)."""
     import shlex
     import shutil
 
-    page = (ROOT / "docs" / "fine-tuning-runs.md").read_text(encoding="utf-8")
+    page = (ROOT / "docs" / "fine-tuning.md").read_text(encoding="utf-8")
+    page = page[page.index("## Compare the checkpoints of a Trainer run"):]
     shutil.copytree(trained["out"], tmp_path / "out")
     shutil.copytree(trained["start"], tmp_path / "base")
     shutil.copy(trained["data"], tmp_path / "val.txt")

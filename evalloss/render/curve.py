@@ -1,5 +1,5 @@
 """A Trainer run's curve (`Report.stepped`): the models with a step, in step order, the exact
-figure beside the ``eval_loss`` the run logged at that step (docs/fine-tuning-runs.md).
+figure beside the ``eval_loss`` the run logged at that step (docs/fine-tuning.md).
 
 Every format shows the table (`table`) where some model has a step; the HTML report and
 ``--plot`` draw the two curves (`drawn`) where two or more have one. The ranking is not
