@@ -120,10 +120,12 @@ def trainer_counts_first_tokens(checkpoint: Checkpoint) -> bool:
 
     assert checkpoint.config is not None
     config_class = CONFIG_MAPPING[checkpoint.config["model_type"]]
+    if config_class not in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING:
+        return False  # an encoder-decoder: its labels are not shifted, all of them scored
+    model_class: Any = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
     try:
         config = config_class.from_dict(dict(checkpoint.config))
         with _quiet(), torch.device("meta"):
-            model_class: Any = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
             model = model_class(config)
     except Exception as exc:  # as building it for the pass would fail
         raise CheckpointError(f"transformers cannot build it ({type(exc).__name__}: {exc})",
