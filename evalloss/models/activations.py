@@ -147,3 +147,44 @@ def batch_limit(
             )
         limit = fits if limit is None else min(limit, fits)
     return limit
+
+
+MEASURED_PARAMETER_BYTES = 256 << 20  # a bigger --model is not built twice to be measured
+
+
+def measured_per_item(
+    spec: str, kwargs: dict[str, Any], item_shape: Sequence[int], dtype: Any
+) -> int | None:
+    """Peak activation elements one item needs in the ``--model`` module, measured: the module
+    is made on the meta device (no initialisation), given uninitialised CPU memory and one
+    item of zeros, and its leaf modules' input plus output elements are read by hooks (a real
+    forward: a meta run would import sympy). None where that cannot be told: the module is
+    big, fails on the item, or does its work outside leaf modules (no leaf seen)."""
+    import torch
+
+    from evalloss.models.user import from_spec
+
+    peak = 0
+
+    def hook(_module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal peak
+        outputs = output if isinstance(output, tuple) else (output,)
+        tensors = [t for t in (*inputs, *outputs) if isinstance(t, torch.Tensor)]
+        peak = max(peak, sum(t.numel() for t in tensors))
+
+    try:
+        with torch.device("meta"):
+            module = from_spec(spec, kwargs)
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        if size > MEASURED_PARAMETER_BYTES:
+            return None
+        module = module.to_empty(device="cpu").to(dtype).eval()
+        leaves = [m for m in module.modules() if not any(True for _ in m.children())]
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        with torch.inference_mode():
+            module(torch.zeros((1, *item_shape), dtype=dtype))
+        for handle in handles:
+            handle.remove()
+    except Exception:  # no bound known: the run's real forward names any problem
+        return None
+    return peak or None
