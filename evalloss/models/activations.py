@@ -159,7 +159,7 @@ def measured_per_item(
     is made on the meta device (no initialisation), given uninitialised CPU memory and one
     item of zeros, and its leaf modules' input plus output elements are read by hooks (a real
     forward: a meta run would import sympy). None where that cannot be told: the module is
-    big, fails on the item, or does its work outside leaf modules (no leaf seen)."""
+    big, fails on the item, or has no submodules (its work all in its own forward)."""
     import torch
 
     from evalloss.models.user import from_spec
@@ -180,6 +180,8 @@ def measured_per_item(
             return None
         module = module.to_empty(device="cpu").to(dtype).eval()
         leaves = [m for m in module.modules() if not any(True for _ in m.children())]
+        if leaves == [module]:
+            return None  # all its work in its own forward: unseen
         handles = [m.register_forward_hook(hook) for m in leaves]
         with torch.inference_mode():
             module(torch.zeros((1, *item_shape), dtype=dtype))
