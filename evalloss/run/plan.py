@@ -269,7 +269,9 @@ def fitted_batch_size(plan: Plan, wanted: int | None) -> int:
     size = wanted
     if size is None:
         shape = plan.source.item_shape
-        peaks = [per_item(c, shape) for c in plan.checkpoints] if shape is not None else [None]
+        peaks: list[int | None] = [None]
+        if shape is not None:
+            peaks = [per_item(c, shape) for c in plan.checkpoints]
         if shape is not None and None in peaks and plan.device.type == "cpu":
             peaks = _measured(plan, shape, peaks)
         known = [p for p in peaks if p]
