@@ -187,6 +187,6 @@ def measured_per_item(
             module(torch.zeros((1, *item_shape), dtype=dtype))
         for handle in handles:
             handle.remove()
-    except Exception:  # no bound known: the run's real forward names any problem
+    except (Exception, SystemExit):  # no bound known: the real forward names any problem
         return None
     return peak or None
