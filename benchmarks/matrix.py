@@ -4,9 +4,11 @@ a test).
     python benchmarks/matrix.py                                   # the whole matrix
     python benchmarks/matrix.py --rows 1000000 --features 8 --models 1 --width 16 --format csv
 
-Cells: rows (100k, 1M, 3M) x features (8, 32, 256) x models (1, 3) x MLP width (16, 256:
-features-W-W-10) x format (CSV, Parquet). In each cell four commands run as whole processes
-(start-up included), interleaved, ``--repeat`` rounds: ``evalloss compare``; the limit
+Cells: rows (600k, 1M, 3M) x features (8, 32, 256) x models (1, 3) x MLP width (16, 256:
+features-W-W-10) x format (CSV, Parquet). In each cell five commands run as whole processes
+(start-up included), interleaved, ``--repeat`` rounds: ``evalloss compare`` on the layers-spec
+checkpoints; ``evalloss compare`` on the same weights as a user's own ``nn.Module`` class
+(``--model usermlp.py:MLP``, a file the benchmark writes; its checkpoints have no spec); the limit
 (`limit.py`: pyarrow reads the file whole with float32 columns, then forward passes over the
 preloaded tensor at batch 2048, 2 threads); the pyarrow script (`pyarrow_script.py`:
 pyarrow's defaults, all rows in one forward pass a model); the pandas script
@@ -69,6 +71,50 @@ def make(folder: Path, rows: int, features: int, widths: list[int]) -> None:
             if not path.exists():
                 torch.manual_seed(i)
                 evalloss.save(mlp(features, width), path, loss="cross-entropy", target="label")
+    user_checkpoints(folder, features, widths)
+
+
+USER_MODULE = '''"""A user's own MLP (written by benchmarks/matrix.py)."""
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, features: int, width: int, classes: int = 10) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(features, width)
+        self.fc2 = nn.Linear(width, width)
+        self.out = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+'''
+
+
+def user_checkpoints(folder: Path, features: int, widths: list[int]) -> None:
+    """The user module's file and, a width, the spec checkpoints' weights under its names
+    (no ``evalloss.layers`` spec: the run needs ``--model``)."""
+    from safetensors.torch import load_file
+
+    import evalloss
+
+    module = folder / "usermlp.py"
+    if not module.exists():
+        module.write_text(USER_MODULE)
+    sys.path.insert(0, str(folder))
+    from usermlp import MLP
+
+    names = {"0": "fc1", "2": "fc2", "4": "out"}
+    for width in widths:
+        pairs = zip(checkpoint_paths(folder, features, width),
+                    user_checkpoint_paths(folder, features, width), strict=True)  # fmt: skip
+        for spec, user in pairs:
+            if not user.exists():
+                model = MLP(features, width)
+                tensors = load_file(spec)
+                model.load_state_dict({f"{names[k.split('.')[0]]}.{k.split('.')[1]}": v
+                                       for k, v in tensors.items()})  # fmt: skip
+                evalloss.save(model, user, loss="cross-entropy", target="label")
 
 
 def data_paths(folder: Path, rows: int, features: int) -> tuple[Path, Path]:
@@ -80,10 +126,19 @@ def checkpoint_paths(folder: Path, features: int, width: int) -> list[Path]:
     return [folder / f"mlp-{features}-{width}-{i}.safetensors" for i in range(3)]
 
 
-def commands(data: Path, ckpts: list[str]) -> dict[str, list[str]]:
+def user_checkpoint_paths(folder: Path, features: int, width: int) -> list[Path]:
+    return [folder / f"user-{features}-{width}-{i}.safetensors" for i in range(3)]
+
+
+def commands(data: Path, ckpts: list[str], users: list[str], features: int,
+             width: int) -> dict[str, list[str]]:
+    kwargs = json.dumps({"features": features, "width": width})
     return {
         "evalloss": [PY, "-m", "evalloss", "compare", *ckpts, "--data", str(data),
                      "--format", "json", "--no-progress"],
+        "user": [PY, "-m", "evalloss", "compare", *users, "--data", str(data), "--model",
+                 str(data.parent / "usermlp.py") + ":MLP", "--model-kwargs", kwargs,
+                 "--format", "json", "--no-progress"],
         "limit": [PY, "limit.py", str(data), "2048", "2", *ckpts],
         "pyarrow": [PY, "pyarrow_script.py", str(data), *ckpts],
         "pandas": [PY, "pandas_script.py", str(data), *ckpts],
@@ -96,22 +151,24 @@ def table(results: Path) -> None:
     for line in results.read_text().splitlines():
         r = json.loads(line)
         rows[(r["rows"], r["features"], r["models"], r["width"], r["format"])] = r
-    print("| rows | features | models x width | format | evalloss | limit | pyarrow | pandas "
-          "| / faster script | / limit | peak RSS MB (ev / limit / pa / pd) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    names = ("evalloss", "user", "limit", "pyarrow", "pandas")
+    print("| rows | features | models x width | format | spec | user module | limit | pyarrow "
+          "| pandas | spec / faster script | user / faster script | peak RSS MB (spec / user / "
+          "limit / pa / pd) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (rows_, features, models, width, kind), r in sorted(rows.items()):
-        names = ("evalloss", "limit", "pyarrow", "pandas")
         s = {k: r[k]["s"] if k in r else math.nan for k in names}  # a skipped command: nan
-        best = min(v for k, v in s.items() if k in ("pyarrow", "pandas") and k in r)
+        best = min((v for k, v in s.items() if k in ("pyarrow", "pandas") and k in r),
+                   default=math.nan)  # fmt: skip
         rss = " / ".join(f"{r[k]['rss_mb']:.0f}" if k in r else "-" for k in names)
         times = " | ".join("-" if math.isnan(v) else f"{v:.2f}" for v in s.values())
         print(f"| {rows_:,} | {features} | {models} x {width} | {kind} | {times} | "
-              f"{s['evalloss'] / best:.2f}x | {s['evalloss'] / s['limit']:.2f}x | {rss} |")
+              f"{s['evalloss'] / best:.2f}x | {s['user'] / best:.2f}x | {rss} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=ints, default=[100_000, 1_000_000, 3_000_000])
+    parser.add_argument("--rows", type=ints, default=[600_000, 1_000_000, 3_000_000])
     parser.add_argument("--features", type=ints, default=[8, 32, 256])
     parser.add_argument("--models", type=ints, default=[1, 3])
     parser.add_argument("--width", type=ints, default=[16, 256])
@@ -143,22 +200,25 @@ def main() -> None:
                                                      args.format.split(",")):  # fmt: skip
             data = csv if kind == "csv" else parquet
             ckpts = [str(p) for p in checkpoint_paths(args.folder, features, width)[:models]]
+            users = [str(p) for p in user_checkpoint_paths(args.folder, features, width)[:models]]
             cell = f"{rows} x {features}, {models} x width {width}, {kind}"
             print(f"## {cell} ({data.stat().st_size / 1e6:.0f} MB)", flush=True)
-            runs = {k: c for k, c in commands(data, ckpts).items() if k not in skip}
+            every = commands(data, ckpts, users, features, width)
+            runs = {k: c for k, c in every.items() if k not in skip}
             got = interleaved(runs, args.repeat)
             row = {"rows": rows, "features": features, "models": models, "width": width,
                    "format": kind, "load": os.getloadavg()[0]} | {
                    k: {"s": r["seconds"], "cpu": r["cpu"], "rss_mb": r["rss_mb"]}
                    for k, r in got.items()}  # fmt: skip
-            ours = got["evalloss"]["seconds"]
             scripts = [got[k]["seconds"] for k in ("pyarrow", "pandas") if k in got]
-            ratios = []
-            if scripts:
-                ratios.append(f"{ours / min(scripts):.2f}x the faster script")
-            if "limit" in got:
-                ratios.append(f"{ours / got['limit']['seconds']:.2f}x the limit")
-            print(f"=> {cell}: evalloss {', '.join(ratios)}", flush=True)
+            for ours in ("evalloss", "user"):
+                ratios, took = [], got.get(ours, {}).get("seconds")
+                if took and scripts:
+                    ratios.append(f"{took / min(scripts):.2f}x the faster script")
+                if took and "limit" in got:
+                    ratios.append(f"{took / got['limit']['seconds']:.2f}x the limit")
+                if ratios:
+                    print(f"=> {cell}: {ours} {', '.join(ratios)}", flush=True)
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
 

@@ -147,3 +147,46 @@ def batch_limit(
             )
         limit = fits if limit is None else min(limit, fits)
     return limit
+
+
+MEASURED_PARAMETER_BYTES = 256 << 20  # a bigger --model is not built twice to be measured
+
+
+def measured_per_item(
+    spec: str, kwargs: dict[str, Any], item_shape: Sequence[int], dtype: Any
+) -> int | None:
+    """Peak activation elements one item needs in the ``--model`` module, measured: the module
+    is made on the meta device (no initialisation), given uninitialised CPU memory and one
+    item of zeros, and its leaf modules' input plus output elements are read by hooks (a real
+    forward: a meta run would import sympy). None where that cannot be told: the module is
+    big, fails on the item, or has no submodules (its work all in its own forward)."""
+    import torch
+
+    from evalloss.models.user import from_spec
+
+    peak = 0
+
+    def hook(_module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal peak
+        outputs = output if isinstance(output, tuple) else (output,)
+        tensors = [t for t in (*inputs, *outputs) if isinstance(t, torch.Tensor)]
+        peak = max(peak, sum(t.numel() for t in tensors))
+
+    try:
+        with torch.device("meta"):
+            module = from_spec(spec, kwargs)
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        if size > MEASURED_PARAMETER_BYTES:
+            return None
+        module = module.to_empty(device="cpu").to(dtype).eval()
+        leaves = [m for m in module.modules() if not any(True for _ in m.children())]
+        if leaves == [module]:
+            return None  # all its work in its own forward: unseen
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        with torch.inference_mode():
+            module(torch.zeros((1, *item_shape), dtype=dtype))
+        for handle in handles:
+            handle.remove()
+    except (Exception, SystemExit):  # no bound known: the real forward names any problem
+        return None
+    return peak or None

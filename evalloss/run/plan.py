@@ -315,12 +315,28 @@ def fitted_batch_size(plan: Plan, wanted: int | None) -> int:
     size = wanted
     if size is None:
         shape = plan.source.item_shape
-        peaks = [per_item(c, shape) for c in plan.checkpoints] if shape is not None else [None]
+        peaks: list[int | None] = [None]
+        if shape is not None:
+            peaks = [per_item(c, shape) for c in plan.checkpoints]
+        if shape is not None and None in peaks and plan.device.type == "cpu":
+            peaks = _measured(plan, shape, peaks)
         known = [p for p in peaks if p]
         size = default_batch_size(plan.device, max(known) if len(known) == len(peaks) else None)
     element = plan.dtype.itemsize
     limit = batch_limit(plan.checkpoints, plan.source.item_shape, element)
     return size if limit is None else min(size, limit)
+
+
+def _measured(plan: Plan, shape: tuple[int, ...], peaks: list[int | None]) -> list[int | None]:
+    """``peaks`` with the unknown ones (checkpoints built by ``--model``: one architecture)
+    measured on one item (`models.activations.measured_per_item`), when the module allows."""
+    from evalloss.models.activations import measured_per_item
+
+    if plan.options.model is None:
+        return peaks
+    kwargs = dict(plan.options.model_kwargs)
+    measured = measured_per_item(plan.options.model, kwargs, shape, plan.dtype)
+    return [measured if p is None else p for p in peaks]
 
 
 CPU_BATCH_ELEMENTS = 2048 * 512  # measured: the 64-256-256-10 MLP's best batch, 2048 rows
