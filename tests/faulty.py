@@ -35,6 +35,21 @@ class Sleepy(_Base):
         return self.linear(x)
 
 
+class SwallowsSignal(_Base):
+    """Sends itself $EVALLOSS_TEST_SIGNAL and replaces the handler's exception with an error of
+    its own, as a C extension can (safetensors' loader did: "could not determine the shape")."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) == 1:  # the planner's measuring forward (one item of zeros), not the run
+            return self.linear(x)
+        try:
+            os.kill(os.getpid(), int(os.environ["EVALLOSS_TEST_SIGNAL"]))
+            time.sleep(5)  # the handler runs here
+        except BaseException:
+            raise RuntimeError("could not determine the shape of object type 'Storage'") from None
+        return self.linear(x)
+
+
 class Raises(_Base):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise ValueError("the model is broken\nsecond line of the message")

@@ -375,6 +375,26 @@ def test_signal_mid_run_exits_with_its_code_and_leaves_the_old_report(
     assert names == ["data.csv", "forward-ran", "m.safetensors", "report.json"]
 
 
+@pytest.mark.parametrize(
+    ("sig", "code", "line"),
+    [
+        (signal.SIGINT, 130, "evalloss: error: interrupted (SIGINT); no report written"),
+        (signal.SIGTERM, 143, "evalloss: error: terminated (SIGTERM); no report written"),
+    ],
+)
+def test_a_signal_whose_exception_a_library_replaced_still_ends_the_run_with_its_code(
+    ckpt: Path, data: Path, tmp_path: Path, sig: signal.Signals, code: int, line: str
+) -> None:
+    """Was (1 run in 20 of a burst of SIGTERM, under load): exit 2, "m.safetensors: cannot
+    load its tensors (could not determine the shape of object type 'UntypedStorage')"."""
+    out = tmp_path / "report.json"
+    args = ("compare", ckpt, "--data", data, "--model", spec("SwallowsSignal"), "-o", out)
+    proc = _cli(*args, EVALLOSS_TEST_SIGNAL=str(int(sig)))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert (proc.returncode, stdout, stderr.splitlines()) == (code, "", [line])
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_sigterm_under_torchrun_stops_every_rank(ckpt: Path, tmp_path: Path) -> None:
     """torchrun forwards SIGTERM to each worker: every rank exits 143 with its line, no report."""

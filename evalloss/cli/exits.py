@@ -112,7 +112,7 @@ class EvallossGroup(click.Group):
             super().main(args, standalone_mode=False, **extra)
             code = EXIT_OK
         except BaseException as exc:  # every outcome has its code, mapped here only
-            code = exit_code(exc)
+            code = exit_code(_signalled(exc))
         if not _received:  # after a signal, the rest of a burst stays ignored until the exit
             for held, handler in zip(_SIGNALS, previous, strict=False):
                 signal.signal(held, signal.SIG_DFL if handler is None else handler)
@@ -127,6 +127,16 @@ _OUTCOMES: tuple[tuple[tuple[type[BaseException], ...], int, str | None], ...] =
     ((_Terminated,), EXIT_SIGTERM, "terminated (SIGTERM); no report written"),
     ((BrokenPipeError, _PipeClosed), EXIT_PIPE, None),
 )  # fmt: skip
+
+
+def _signalled(exc: BaseException) -> BaseException:
+    """What ended the command: a signal that arrived wins over an error raised after it. A C
+    extension that runs Python while it works (safetensors' and torch's loaders do) can turn the
+    handler's exception into an error of its own ("could not determine the shape of object
+    type ..."): the signal, not that error, ended the run."""
+    if not _received or isinstance(exc, (GateFailed, _Terminated, _Interrupted, KeyboardInterrupt)):
+        return exc
+    return _Terminated() if _received[0] == signal.SIGTERM else _Interrupted()
 
 
 def exit_code(exc: BaseException) -> int:
