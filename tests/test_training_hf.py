@@ -62,6 +62,48 @@ def test_causal_lm_per_token_at_every_batch_size(docs: list[list[int]], adapter:
     assert abs(trainer_loss[1] - trainer_loss[16]) > 1e-3 * oracle  # Trainer's own moves
 
 
+def test_a_causal_lm_s_own_loss_is_reused_once_checked(
+    docs: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No second log-softmax but on the first batch (the check) and the last (its padding):
+    at batch 1, 2 of the 13 batches are scored from the logits."""
+    from evalloss.integrations import transformers as integration
+
+    scored: list[int] = []
+    real = integration.item_terms
+
+    def counting(loss: Any, logits: torch.Tensor, targets: torch.Tensor) -> Any:
+        scored.append(len(logits))
+        return real(loss, logits, targets)
+
+    monkeypatch.setattr(integration, "item_terms", counting)
+    model = training.gpt2()
+    oracle, _ = training.own_token_loss(model, docs)
+    assert _evaluate(model, _rows(docs), 1)["eval_loss_per_token"] == \
+        pytest.approx(oracle, rel=1e-6)  # fmt: skip
+    assert len(docs) > 2 and len(scored) == 2
+
+
+def test_a_loss_with_another_term_is_not_reused(docs: list[list[int]]) -> None:
+    """A model whose own loss is not the token mean (an auxiliary term, as a mixture of
+    experts' router loss): the check finds it out, every batch is scored from the logits."""
+    model = training.gpt2()
+    oracle, tokens = training.own_token_loss(model, docs)
+
+    class Auxiliary(type(model)):  # type: ignore[misc]
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            output = super().forward(*args, **kwargs)
+            output.loss = output.loss + 0.25
+            return output
+
+    model.__class__ = Auxiliary
+    callback = ExactEvalCallback(task="causal-lm")
+    metrics = training.trainer(model, _rows(docs), 4, callbacks=[callback]).evaluate()
+    assert callback._trusted is False
+    assert metrics["eval_loss_per_token"] == pytest.approx(oracle, rel=1e-6)
+    assert metrics["eval_tokens"] == tokens
+
+
 def test_classifier_per_item_at_every_batch_size() -> None:
     model = training.gpt2(classes=3)
     rng = random.Random(2)

@@ -4,6 +4,13 @@ How it observes Trainer's own pass (no second pass): a forward hook on ``trainer
 every evaluation forward (the model in eval mode, under ``no_grad``, called with ``labels=``)
 and turns its logits and labels into each item's float64 (sum, weight) on the device, no sync
 (`run.running.item_terms`: per token for a causal LM, per item for a classifier).
+A causal LM's batch costs less: its own loss is the batch's summed token losses over a divisor
+the hook sees (``num_items_in_batch`` where Trainer passes it, else the batch's scored tokens),
+so loss x divisor is the batch's sum (a float32 loss: 1 part in 10^7) with no second
+log-softmax. That holds for the model's own ``ForCausalLMLoss``, not for a loss with an
+auxiliary term (a mixture of experts' router loss) or a custom one: the first evaluation batch
+the callback sees is scored both ways, and only a model whose loss agrees (to 1e-4) is trusted
+from then on. The last batch is always scored per item (its padding duplicates are cut below).
 ``on_prediction_step`` files that step's items; accelerate's eval loader says which step is
 the last (``end_of_dataloader``) and how many of the last global batch are real
 (``remainder``): the padding duplicates of several processes are the tail of that batch in
@@ -22,7 +29,9 @@ they log the exact figures too.
 
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
@@ -96,12 +105,13 @@ class ExactEvalCallback(TrainerCallback):
         self.task = task
         self._model: nn.Module | None = None
         self._handle: Any = None
+        self._trusted: bool | None = None  # the causal LM's own loss, once checked
         self._first = self._warned = False
         self._reset()
 
     def _reset(self) -> None:
         self._sums = DeviceSums()
-        self._calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # this step's forwards
+        self._calls: list[_Forward] = []  # this step's evaluation forwards
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
         self._remainder = -1
         self._steps = 0
@@ -128,11 +138,12 @@ class ExactEvalCallback(TrainerCallback):
         if self._handle is not None:
             self._handle.remove()
         self._handle = model.register_forward_hook(self._observe, with_kwargs=True)
-        self._model = model
+        self._model, self._trusted = model, None
 
     def _observe(self, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
-        """An evaluation forward (eval mode, no grad, labels given): its items' terms."""
+        """An evaluation forward (eval mode, no grad, labels given): what its terms need."""
         import torch
+        import torch.nn.functional as F
 
         labels = kwargs.get("labels")
         if module.training or torch.is_grad_enabled() or labels is None:
@@ -141,16 +152,39 @@ class ExactEvalCallback(TrainerCallback):
         if logits is None:
             self._broken = "the model returned no logits"
             return
-        self._calls.append(self._terms(module, logits, labels, kwargs.get("shift_labels")))
+        if self.task != "causal-lm":
+            self._calls.append(_Forward(self._item_terms(module, logits, labels)))
+            return
+        shifted = kwargs.get("shift_labels")
+        if shifted is None:  # as the model's own loss: position p predicts label p + 1
+            shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+        shifted = shifted.to(logits.device)
+        own = getattr(output, "loss", None)
+        if not isinstance(own, torch.Tensor) or own.numel() != 1 or \
+                getattr(output, "aux_loss", None) is not None:  # fmt: skip
+            self._trusted, own = False, None
+        self._calls.append(_Forward(None, logits, shifted, own, kwargs.get("num_items_in_batch")))
 
-    def _terms(self, module: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
-               shifted: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        import torch.nn.functional as F
+    def _token_terms(self, forward: _Forward, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A causal LM's forward as (values, weights): its own loss x divisor as the batch's one
+        value where the model is trusted and the batch is not the last, else per document."""
+        import torch
 
-        if self.task == "causal-lm":
-            if shifted is None:  # as the model's own loss: position p predicts label p + 1
-                shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
-            return item_terms(get_loss("causal-lm"), logits, shifted.to(logits.device))
+        assert forward.logits is not None and forward.shifted is not None
+        scored = (forward.shifted != IGNORE).sum().reshape(1)
+        divisor = scored if forward.divisor is None else forward.divisor
+        own = None if forward.own is None else (
+            forward.own.double() * torch.as_tensor(divisor, device=scored.device).double())
+        if own is not None and self._trusted and not last:
+            return own.reshape(1), scored
+        terms = item_terms(get_loss("causal-lm"), forward.logits, forward.shifted)
+        if own is not None and self._trusted is None:  # the check: one sync, once
+            mine, theirs = float(terms[0].sum()), float(own)
+            self._trusted = math.isclose(mine, theirs, rel_tol=1e-4, abs_tol=1e-6)
+        return terms
+
+    def _item_terms(self, module: nn.Module, logits: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         config = getattr(_base(module), "config", None)
         problem = getattr(config, "problem_type", None) or "single_label_classification"
         single = problem.startswith("single")
@@ -185,10 +219,13 @@ class ExactEvalCallback(TrainerCallback):
                 if not calls else f"the model was called {len(calls)} times in one step")
             return
         loader = kwargs.get("eval_dataloader")
-        if getattr(loader, "end_of_dataloader", False):
-            self._last, self._remainder = calls[0], int(getattr(loader, "remainder", -1))
+        last = bool(getattr(loader, "end_of_dataloader", False))
+        forward = calls[0]
+        terms = forward.terms if forward.terms is not None else self._token_terms(forward, last)
+        if last:
+            self._last, self._remainder = terms, int(getattr(loader, "remainder", -1))
         else:
-            self._sums.add(*calls[0])
+            self._sums.add(*terms)
 
     # -- the figures, into what is logged --
 
@@ -251,6 +288,19 @@ class ExactEvalCallback(TrainerCallback):
             return {f"{prefix}_loss_per_token": loss, f"{prefix}_tokens": weight,
                     f"{prefix}_perplexity": _shards.perplexity(loss)}  # fmt: skip
         return {f"{prefix}_loss_per_item": loss, f"{prefix}_items": weight}
+
+
+@dataclass
+class _Forward:
+    """What one evaluation forward left: a classifier's per-item terms, or a causal LM's
+    logits, shifted labels, own loss (None: not usable) and the ``num_items_in_batch`` it was
+    given (None: the loss is the mean over the batch's scored tokens)."""
+
+    terms: tuple[torch.Tensor, torch.Tensor] | None
+    logits: torch.Tensor | None = None
+    shifted: torch.Tensor | None = None
+    own: torch.Tensor | None = None
+    divisor: Any = None
 
 
 def _prefix(logs: dict[str, Any]) -> str | None:
