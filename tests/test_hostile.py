@@ -343,13 +343,13 @@ def _cli(*args: object, **env: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize(
-    ("sig", "code", "line"),
-    [
-        (signal.SIGINT, 130, "evalloss: error: interrupted (SIGINT); no report written"),
-        (signal.SIGTERM, 143, "evalloss: error: terminated (SIGTERM); no report written"),
-    ],
-)
+SIGNALS = [
+    (signal.SIGINT, 130, "evalloss: error: interrupted (SIGINT); no report written"),
+    (signal.SIGTERM, 143, "evalloss: error: terminated (SIGTERM); no report written"),
+]
+
+
+@pytest.mark.parametrize(("sig", "code", "line"), SIGNALS)
 def test_signal_mid_run_exits_with_its_code_and_leaves_the_old_report(
     ckpt: Path, data: Path, tmp_path: Path, sig: signal.Signals, code: int, line: str
 ) -> None:
@@ -375,13 +375,7 @@ def test_signal_mid_run_exits_with_its_code_and_leaves_the_old_report(
     assert names == ["data.csv", "forward-ran", "m.safetensors", "report.json"]
 
 
-@pytest.mark.parametrize(
-    ("sig", "code", "line"),
-    [
-        (signal.SIGINT, 130, "evalloss: error: interrupted (SIGINT); no report written"),
-        (signal.SIGTERM, 143, "evalloss: error: terminated (SIGTERM); no report written"),
-    ],
-)
+@pytest.mark.parametrize(("sig", "code", "line"), SIGNALS)
 def test_a_signal_whose_exception_a_library_replaced_still_ends_the_run_with_its_code(
     ckpt: Path, data: Path, tmp_path: Path, sig: signal.Signals, code: int, line: str
 ) -> None:
