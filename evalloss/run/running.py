@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from evalloss.errors import LossError
 from evalloss.stats.exact import ExactSum
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import torch
 
     from evalloss.losses import Loss
+
+T = TypeVar("T")
 
 FOLD_ITEMS = 1 << 20  # waiting items (4-8 MiB on the device) before they are folded
 FOLD_BATCHES = 4096  # waiting batches before they are folded
@@ -96,6 +98,25 @@ class DeviceSums:
         self._values, self._weights, self._waiting = [], [], 0
 
 
+class _Folded(Generic[T]):
+    """A `RunningLoss` field: read, it folds what is waiting first; a merge sets it as is."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, meter: RunningLoss | None, owner: type | None = None) -> T:
+        if meter is None:  # the class's attribute (help, inspect): the descriptor
+            return self  # type: ignore[return-value]
+        meter._fold()
+        return getattr(meter, self.slot)  # type: ignore[no-any-return]
+
+    def __set__(self, meter: RunningLoss, merged: T) -> None:
+        setattr(meter, self.slot, merged)
+
+
 class RunningLoss(Reducible):
     """The seed's recipe for a training loop's summary, batch by batch: the exact loss per
     item beside the sum of batch means that ``epoch_loss += loss.item()`` shows.
@@ -104,6 +125,7 @@ class RunningLoss(Reducible):
     items)`` (the batch's mean loss and its actual batch size). No update syncs the device:
     see the module's rule. ``state()`` and ``merge(states)`` combine processes;
     ``all_reduce()`` does it under ``torch.distributed`` (uneven shards are fine).
+    ``items`` counts every per-item loss and each ``update(mean, items)``'s items.
     """
 
     FIELDS = fields(loss_sum=EXACT, means_sum=EXACT, items=SUM, batches=SUM, nonfinite=SUM,
@@ -114,8 +136,8 @@ class RunningLoss(Reducible):
 
     def reset(self) -> None:
         """Forget every batch (a new epoch)."""
-        self._loss, self._means = ExactSum(), ExactSum()
-        self._items = self.batches = self._nonfinite = self._nonfinite_batches = 0
+        self._loss_sum, self._means_sum = ExactSum(), ExactSum()
+        self.items = self.batches = self._nonfinite = self._nonfinite_batches = 0
         self._waiting: list[tuple[Any, int | None]] = []  # (losses, None) or (mean, items)
         self._waiting_items = 0
 
@@ -139,7 +161,7 @@ class RunningLoss(Reducible):
             mean = losses.detach() if hasattr(losses, "detach") else float(losses)
             self._waiting.append((mean, items))
             n = items
-        self._items += n
+        self.items += n
         self.batches += 1
         self._waiting_items += n
         if self._waiting_items >= FOLD_ITEMS or len(self._waiting) >= FOLD_BATCHES:
@@ -156,7 +178,7 @@ class RunningLoss(Reducible):
         tensors = [t for t, n in self._waiting if n is not None and isinstance(t, torch.Tensor)]
         means = iter(_host(tensors).tolist())
         finite = np.isfinite(per_item)
-        self._loss.add(per_item if finite.all() else per_item[finite])
+        self._loss_sum.add(per_item if finite.all() else per_item[finite])
         self._nonfinite += int(per_item.size - finite.sum())
         start = 0
         for losses, items in self._waiting:
@@ -177,60 +199,20 @@ class RunningLoss(Reducible):
             self._nonfinite_batches += 1
             self._nonfinite += items
             return
-        self._means.add([mean])
+        self._means_sum.add([mean])
         if items:
-            self._loss.add(_exact_product(mean, items))
+            self._loss_sum.add(_exact_product(mean, items))
 
     # -- the reducible fields (each read folds what is waiting first) --
 
-    @property
-    def loss_sum(self) -> ExactSum:
-        """The exact sum of every item's loss (for ``update(mean, items)``: mean x items)."""
-        self._fold()
-        return self._loss
-
-    @loss_sum.setter
-    def loss_sum(self, merged: ExactSum) -> None:
-        self._loss = merged
-
-    @property
-    def means_sum(self) -> ExactSum:
-        """The exact sum of the finite batches' means."""
-        self._fold()
-        return self._means
-
-    @means_sum.setter
-    def means_sum(self, merged: ExactSum) -> None:
-        self._means = merged
-
-    @property
-    def items(self) -> int:
-        """Items seen: every per-item loss, and each ``update(mean, items)``'s items."""
-        return self._items
-
-    @items.setter
-    def items(self, merged: int) -> None:
-        self._items = merged
-
-    @property
-    def nonfinite(self) -> int:
-        """Items whose loss was NaN or infinite: `loss_per_item` is then NaN."""
-        self._fold()
-        return self._nonfinite
-
-    @nonfinite.setter
-    def nonfinite(self, merged: int) -> None:
-        self._nonfinite = merged
-
-    @property
-    def nonfinite_batches(self) -> int:
-        """Batches with a non-finite loss: `sum_of_batch_means` is then NaN."""
-        self._fold()
-        return self._nonfinite_batches
-
-    @nonfinite_batches.setter
-    def nonfinite_batches(self, merged: int) -> None:
-        self._nonfinite_batches = merged
+    loss_sum = _Folded[ExactSum](
+        "The exact sum of every item's loss (for ``update(mean, items)``: mean x items)."
+    )
+    means_sum = _Folded[ExactSum]("The exact sum of the finite batches' means.")
+    nonfinite = _Folded[int]("Items whose loss was NaN or infinite: `loss_per_item` is then NaN.")
+    nonfinite_batches = _Folded[int](
+        "Batches with a non-finite loss: `sum_of_batch_means` is then NaN."
+    )
 
     # -- the figures --
 
@@ -239,9 +221,9 @@ class RunningLoss(Reducible):
         """The exact loss per item: the correctly rounded sum of every item's loss / items
         (NaN before any item, or when an item's loss is not finite)."""
         total = self.loss_sum
-        if not self._items or self.nonfinite or total.overflowed:
+        if not self.items or self.nonfinite or total.overflowed:
             return math.nan
-        return total.value / self._items
+        return total.value / self.items
 
     @property
     def sum_of_batch_means(self) -> float:
