@@ -16,6 +16,8 @@ of the per-round ratios:
   ``meter.update(loss, tokens)``.
 - ``trainer``: ``Trainer.evaluate()`` on 96 documents with and without `ExactEvalCallback`.
 - ``lightning``: ``lightning.Trainer.validate`` with and without `ExactValidation`.
+- ``lightning-lm``: the same on a GPT-2 whose forward is most of the work (not in the default
+  cases: ``--cases lightning-lm``).
 """
 
 from __future__ import annotations
@@ -185,6 +187,43 @@ def _lightning_case(device: str) -> Block:
     return block
 
 
+def _lightning_lm_case(device: str) -> Block:
+    """``lightning`` on a causal LM whose forward, not its head, is most of the work (GPT-2, 4
+    layers of width 256, a 8,000-token vocabulary, 64 documents of 128 tokens, batch 8), with
+    ``ExactValidation(loss="causal-lm")``."""
+    import lightning.pytorch as pl
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from evalloss.integrations.lightning import ExactValidation
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            config = GPT2Config(vocab_size=8000, n_positions=128, n_embd=256, n_layer=4,
+                                n_head=4, bos_token_id=0, eos_token_id=0)  # fmt: skip
+            self.net = GPT2LMHeadModel(config)
+
+        def validation_step(self, batch: dict[str, torch.Tensor], i: int) -> object:
+            out = self.net(input_ids=batch["input_ids"], labels=batch["labels"])
+            self.log("val_loss", out.loss)
+            return {"logits": out.logits, "labels": batch["labels"]}
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 8000, (64, 128))
+    rows = [{"input_ids": row, "labels": row} for row in ids]
+    loader = torch.utils.data.DataLoader(rows, batch_size=8)  # type: ignore[arg-type,var-annotated]
+    module = Module()
+    accelerator = "gpu" if device == "cuda" else "cpu"
+
+    def block(measured: bool) -> None:
+        callbacks = [ExactValidation(loss="causal-lm")] if measured else []
+        trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=callbacks,
+                             enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer.validate(module, loader, verbose=False)
+
+    return block
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -225,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         "gpt2": lambda: _gpt2_case(opts.device, opts.steps),
         "trainer": lambda: _trainer_case(opts.device),
         "lightning": lambda: _lightning_case(opts.device),
+        "lightning-lm": lambda: _lightning_lm_case(opts.device),
     }
     for name in opts.cases.split(","):
         case = cases[name]()
