@@ -116,6 +116,23 @@ def test_classifier_per_item_at_every_batch_size() -> None:
         assert "eval_loss_per_token" not in metrics
 
 
+VOCAB_OR_CLASSES = {"masked-lm": training.VOCAB, "token-classification": 5}
+
+
+@pytest.mark.parametrize("task", ["masked-lm", "token-classification"])
+def test_token_tasks_per_scored_token_at_every_batch_size(task: str) -> None:
+    """A masked LM and a token classifier: their labels are not shifted, -100 is not scored
+    (a document with no scored token among them)."""
+    model = training.bert(task)
+    rows = training.token_rows(training.documents(), VOCAB_OR_CLASSES[task])
+    oracle, tokens = training.own_labelled_loss(model, rows)
+    for batch in BATCHES:
+        metrics = _evaluate(model, rows, batch)
+        assert metrics["eval_loss_per_token"] == pytest.approx(oracle, rel=1e-6)
+        assert metrics["eval_tokens"] == tokens
+        assert ("eval_perplexity" in metrics) == (task == "masked-lm")
+
+
 class Spy(TrainerCallback):  # type: ignore[misc]
     """A reporting callback: what its on_log saw."""
 
@@ -186,7 +203,7 @@ def test_unobservable_labels_give_a_warning_not_a_figure(docs: list[list[int]]) 
 
 
 def test_an_unknown_model_asks_for_the_task() -> None:
-    with pytest.raises(evalloss.OptionError, match="pass task= one of causal-lm, classification"):
+    with pytest.raises(evalloss.OptionError, match="pass task= one of causal-lm, masked-lm, token-classification, classification"):
         ExactEvalCallback()._hook(torch.nn.Linear(2, 2))
     with pytest.raises(evalloss.OptionError, match="must be one of"):
         ExactEvalCallback(task="seq2seq")

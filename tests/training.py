@@ -37,6 +37,10 @@ def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         mask[row, : len(f["input_ids"])] = 1
     if "label" in features[0]:
         labels = torch.tensor([f["label"] for f in features])
+    elif "labels" in features[0]:  # a label a token (-100: not scored), padded with -100
+        labels = torch.full_like(ids, -100)
+        for row, f in enumerate(features):
+            labels[row, : len(f["labels"])] = torch.tensor(f["labels"])
     else:
         labels = ids.masked_fill(mask == 0, -100)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
@@ -52,6 +56,48 @@ def gpt2(seed: int = 0, classes: int | None = None) -> nn.Module:
         return GPT2LMHeadModel(config).eval()
     config.num_labels = classes
     return GPT2ForSequenceClassification(config).eval()
+
+
+def bert(task: str, seed: int = 0) -> nn.Module:
+    """A one-layer BERT: a masked LM, or a token classifier of 5 classes."""
+    from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
+                        num_labels=5, pad_token_id=0)  # fmt: skip
+    kind = BertForMaskedLM if task == "masked-lm" else BertForTokenClassification
+    return kind(config).eval()
+
+
+def token_rows(docs: list[list[int]], classes: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Each token labelled (a class below ``classes``) or not scored (-100), about half and
+    half; the third document has no scored token."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i, ids in enumerate(docs):
+        labels = torch.randint(0, classes, (len(ids),), generator=g)
+        unscored = torch.rand(len(ids), generator=g) < 0.5
+        if i == 2:
+            unscored[:] = True
+        rows.append({"input_ids": ids, "labels": labels.masked_fill(unscored, -100).tolist()})
+    return rows
+
+
+def own_labelled_loss(model: nn.Module, rows: list[dict[str, Any]]) -> tuple[float, int]:
+    """(loss per scored token, scored tokens): the model's own ``labels=`` loss x the row's
+    scored tokens, float64, one row at a time (a row with none adds nothing), math.fsum."""
+    twin = copy.deepcopy(model).double().eval()
+    terms, tokens = [], 0
+    with torch.no_grad():
+        for row in rows:
+            scored = sum(label != -100 for label in row["labels"])
+            if scored:
+                out = twin(input_ids=torch.tensor([row["input_ids"]]),
+                           labels=torch.tensor([row["labels"]]))  # fmt: skip
+                terms.append(float(out.loss) * scored)
+                tokens += scored
+    return math.fsum(terms) / tokens, tokens
 
 
 def lora(model: nn.Module) -> nn.Module:

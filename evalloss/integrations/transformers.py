@@ -3,11 +3,12 @@
 How it observes Trainer's own pass (no second pass): a forward hook on ``trainer.model`` sees
 every evaluation forward (the model in eval mode, under ``no_grad``, called with ``labels=``)
 and turns its logits and labels into each item's float64 (sum, weight) on the device, no sync
-(`run.running.item_terms`: per token for a causal LM, per item for a classifier).
-A causal LM's batch costs less: its own loss is the batch's summed token losses over a divisor
-the hook sees (``num_items_in_batch`` where Trainer passes it, else the batch's scored tokens),
-so loss x divisor is the batch's sum (a float32 loss: 1 part in 10^7) with no second
-log-softmax. That holds for the model's own ``ForCausalLMLoss``, not for a loss with an
+(`run.running.item_terms`: per token for a causal or masked LM and a token classifier, per
+item for a sequence classifier). A token task's batch costs less: its own loss is the
+batch's summed token losses over a divisor the hook sees (``num_items_in_batch`` where Trainer
+passes it, else the batch's scored tokens), so loss x divisor is the batch's sum (a float32
+loss: 1 part in 10^7) with no second log-softmax. That holds for the model's own token
+cross-entropy (``ForCausalLMLoss`` and the like), not for a loss with an
 auxiliary term (a mixture of experts' router loss) or a custom one: the first evaluation batch
 the callback sees is scored both ways, and only a model whose loss agrees (to 1e-4) is trusted
 from then on. The last batch is always scored per item (its padding duplicates are cut below).
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
-TASKS = ("causal-lm", "classification")
+TASKS = ("causal-lm", "masked-lm", "token-classification", "classification")
+_PER_TOKEN = ("causal-lm", "masked-lm", "token-classification")  # the token is the unit
 _CLASSIFIER_LOSSES = {"regression": "mse", "single_label_classification": "cross-entropy",
                       "multi_label_classification": "bce-logits"}  # fmt: skip
 
@@ -59,23 +61,24 @@ def _base(model: Any) -> Any:
 
 
 def task_of(model: Any) -> str:
-    """``causal-lm`` or ``classification``, from transformers' own model tables."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-    )
+    """One of `TASKS`, from transformers' own model tables (or the model's ``loss_type``)."""
+    from transformers.models.auto import modeling_auto as auto
 
     base = _base(model)
     name = type(base).__name__
     loss_type = getattr(base, "loss_type", None) or ""
-    if name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() or loss_type == "ForCausalLM":
-        return "causal-lm"
-    if (name in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values()
-            or loss_type == "ForSequenceClassification"):  # fmt: skip
-        return "classification"
+    tables = (("causal-lm", auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "ForCausalLM"),
+              ("masked-lm", auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES, "ForMaskedLM"),
+              ("token-classification", auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+               "ForTokenClassification"),
+              ("classification", auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+               "ForSequenceClassification"))  # fmt: skip
+    for task, table, loss in tables:
+        if name in table.values() or loss_type == loss:
+            return task
     raise OptionError(
-        f"{name} is neither a causal language model nor a sequence classifier; pass task= "
-        f"one of {', '.join(TASKS)}",
+        f"{name} is not a causal or masked language model, a token or a sequence classifier; "
+        f"pass task= one of {', '.join(TASKS)}",
         key="ExactEvalCallback",
     )
 
@@ -92,10 +95,12 @@ def _logits(output: Any) -> torch.Tensor | None:
 class ExactEvalCallback(TrainerCallback):
     """Give it to ``Trainer(callbacks=[ExactEvalCallback()])`` (or `attach` it): every
     evaluation returns and logs ``eval_loss_per_token``, ``eval_tokens`` and
-    ``eval_perplexity`` for a causal LM (``eval_loss_per_item`` and ``eval_items`` for a
-    classifier), exact whatever ``per_device_eval_batch_size`` and the number of processes.
+    ``eval_perplexity`` for a causal or masked LM (a token classifier: no perplexity;
+    ``eval_loss_per_item`` and ``eval_items`` for a sequence classifier), exact whatever
+    ``per_device_eval_batch_size`` and the number of processes.
 
-    ``task``: ``"causal-lm"`` or ``"classification"``; by default read off the model's class.
+    ``task``: one of `TASKS` (``"causal-lm"``, ``"masked-lm"``, ``"token-classification"``,
+    ``"classification"``); by default read off the model's class.
     """
 
     def __init__(self, task: str | None = None) -> None:
@@ -105,7 +110,7 @@ class ExactEvalCallback(TrainerCallback):
         self.task = task
         self._model: nn.Module | None = None
         self._handle: Any = None
-        self._trusted: bool | None = None  # the causal LM's own loss, once checked
+        self._trusted: bool | None = None  # a token task's own loss, once checked
         self._first = self._warned = False
         self._reset()
 
@@ -152,10 +157,10 @@ class ExactEvalCallback(TrainerCallback):
         if logits is None:
             self._broken = "the model returned no logits"
             return
-        if self.task != "causal-lm":
+        if self.task not in _PER_TOKEN:
             self._calls.append(_Forward(self._item_terms(module, logits, labels)))
             return
-        shifted = kwargs.get("shift_labels")
+        shifted = kwargs.get("shift_labels") if self.task == "causal-lm" else labels
         if shifted is None:  # as the model's own loss: position p predicts label p + 1
             shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
         shifted = shifted.to(logits.device)
@@ -166,15 +171,16 @@ class ExactEvalCallback(TrainerCallback):
         self._calls.append(_Forward(None, logits, shifted, own, kwargs.get("num_items_in_batch")))
 
     def _token_terms(self, forward: _Forward, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """A causal LM's forward as (values, weights): its own loss x divisor as the batch's one
-        value where the model is trusted and the batch is not the last, else per document."""
+        """A token task's forward as (values, weights): its own loss x divisor as the batch's
+        one value where the model is trusted and the batch is not the last, else per document
+        (the causal LM's labels already shifted: the same token loss for every task)."""
         import torch
 
         assert forward.logits is not None and forward.shifted is not None
         scored = (forward.shifted != IGNORE).sum().reshape(1)
         divisor = scored if forward.divisor is None else forward.divisor
-        own = None if forward.own is None else (
-            forward.own.double() * torch.as_tensor(divisor, device=scored.device).double())
+        own = None if forward.own is None else torch.where(  # no scored token: NaN, not 0
+            scored > 0, forward.own.double() * torch.as_tensor(divisor, device=scored.device), 0.0)
         if own is not None and self._trusted and not last:
             return own.reshape(1), scored
         terms = item_terms(get_loss("causal-lm"), forward.logits, forward.shifted)
@@ -284,7 +290,9 @@ class ExactEvalCallback(TrainerCallback):
             kept_values, kept_weights = kept_values[:remainder], kept_weights[:remainder]
         _shards.add_exactly(tail, kept_values, kept_weights)
         loss, weight = _shards.figures([*(g[0] for g in gathered), _shards.dump(tail)])
-        if self.task == "causal-lm":
+        if self.task == "token-classification":
+            return {f"{prefix}_loss_per_token": loss, f"{prefix}_tokens": weight}
+        if self.task in _PER_TOKEN:
             return {f"{prefix}_loss_per_token": loss, f"{prefix}_tokens": weight,
                     f"{prefix}_perplexity": _shards.perplexity(loss)}  # fmt: skip
         return {f"{prefix}_loss_per_item": loss, f"{prefix}_items": weight}
@@ -292,9 +300,9 @@ class ExactEvalCallback(TrainerCallback):
 
 @dataclass
 class _Forward:
-    """What one evaluation forward left: a classifier's per-item terms, or a causal LM's
-    logits, shifted labels, own loss (None: not usable) and the ``num_items_in_batch`` it was
-    given (None: the loss is the mean over the batch's scored tokens)."""
+    """What one evaluation forward left: a sequence classifier's per-item terms, or a token
+    task's logits, labels (a causal LM's shifted), own loss (None: not usable) and the
+    ``num_items_in_batch`` it was given (None: the loss is the mean over the scored tokens)."""
 
     terms: tuple[torch.Tensor, torch.Tensor] | None
     logits: torch.Tensor | None = None
