@@ -202,6 +202,18 @@ def test_unobservable_labels_give_a_warning_not_a_figure(docs: list[list[int]]) 
     assert "eval_loss_per_token" not in metrics
 
 
+def test_drop_last_is_named_and_the_rest_is_exact(docs: list[list[int]]) -> None:
+    """13 documents at eval batch 4 with dataloader_drop_last: the last one is left out."""
+    model = training.gpt2()
+    trainer = training.trainer(model, _rows(docs), 4, callbacks=[ExactEvalCallback()],
+                               dataloader_drop_last=True)  # fmt: skip
+    with pytest.warns(evalloss.EvallossWarning, match="leaves out the last 1 of 13 eval items"):
+        metrics = trainer.evaluate()
+    oracle, tokens = training.own_token_loss(model, docs[:12])
+    assert metrics["eval_loss_per_token"] == pytest.approx(oracle, rel=1e-6)
+    assert metrics["eval_tokens"] == tokens
+
+
 def test_an_unknown_model_asks_for_the_task() -> None:
     with pytest.raises(evalloss.OptionError, match="pass task= one of causal-lm, masked-lm, token-classification, classification"):
         ExactEvalCallback()._hook(torch.nn.Linear(2, 2))

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 import evalloss
-from evalloss.integrations.lightning import ExactValidation, _owned
+from evalloss.integrations.lightning import ExactValidation, _dropped, _owned
 from tests import training, training_pl
 
 pytestmark = [  # Lightning's advice (workers, logging) and its use of a torch API torch deprecates
@@ -127,6 +127,27 @@ def test_the_padding_rule_of_a_distributed_sampler() -> None:
         assert order[: owned[-1]] == [i for j, i in enumerate(order) if rank + 2 * j < 13]
     assert owned == [7, 6]
     assert _owned(torch.utils.data.DataLoader(data)) is None
+
+
+def test_what_drop_last_leaves_out_is_counted() -> None:
+    """13 items: a distributed sampler with drop_last on 2 processes yields 6 each (1 left
+    out); a loader with drop_last and batch 4 yields 12 (1 left out)."""
+    data = list(range(13))
+    samplers = [DistributedSampler(data, num_replicas=2, rank=r, drop_last=True) for r in (0, 1)]
+    dropped = [_dropped(torch.utils.data.DataLoader(data, sampler=s)) for s in samplers]
+    assert sum(dropped) == 1
+    assert _dropped(torch.utils.data.DataLoader(data, batch_size=4, drop_last=True)) == 1
+    assert _dropped(torch.utils.data.DataLoader(data, batch_size=4)) == 0
+
+
+def test_a_loader_that_drops_items_is_named_and_the_rest_is_exact(docs: list[list[int]]) -> None:
+    model = training_pl.TinyLM()
+    dropping = torch.utils.data.DataLoader(docs, batch_size=4, drop_last=True,  # type: ignore[arg-type,var-annotated]
+                                           collate_fn=training_pl.collate)  # fmt: skip
+    with pytest.warns(evalloss.EvallossWarning, match="val_exact_loss leaves out 1 validation"):
+        found = _validate(model, dropping, loss="causal-lm")
+    kept = docs[: len(docs) - len(docs) % 4]
+    assert found["val_exact_loss"] == pytest.approx(training_pl.token_oracle(model, kept), rel=1e-6)
 
 
 @pytest.mark.slow

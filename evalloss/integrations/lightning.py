@@ -15,12 +15,13 @@ gathered (one ``all_gather_object``) and merged in rank order, and every process
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.callbacks import Callback
 
-from evalloss.errors import OptionError
+from evalloss.errors import EvallossWarning, OptionError
 from evalloss.integrations import _shards
 from evalloss.losses import Loss
 from evalloss.losses import get as get_loss
@@ -86,6 +87,26 @@ def _owned(loader: Any) -> int | None:
     return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]
 
 
+def _dropped(loader: Any) -> int:
+    """This process's share of the data set its loader never yields (``drop_last=True``: a
+    distributed sampler's tail, the last incomplete batch); 0 where that cannot be told."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = getattr(loader, "sampler", None)
+    try:
+        if isinstance(sampler, DistributedSampler):
+            share = len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]
+        else:
+            share = len(loader.dataset)
+        yielded = len(sampler)  # type: ignore[arg-type]
+    except TypeError:  # an iterable data set or sampler: no length
+        return 0
+    batch = getattr(loader, "batch_size", None)
+    if getattr(loader, "drop_last", False) and batch:
+        yielded -= yielded % batch
+    return max(0, share - yielded)
+
+
 class ExactValidation(Callback):
     """Give it to ``lightning.Trainer(callbacks=[ExactValidation(loss="cross-entropy")])``:
     after every validation epoch, ``val_exact_loss`` is the exact loss per item (per token for
@@ -127,14 +148,19 @@ class ExactValidation(Callback):
         import torch
 
         loaders = sorted(self._sums)
-        mine = {k: _shards.dump(self._sums[k]) for k in loaders}
+        mine = {k: (_shards.dump(self._sums[k]), _dropped(_loader(trainer, k))) for k in loaders}
         gathered = _shards.gather(mine)
         if trainer.sanity_checking:  # a few batches only: not a figure
             return
         several = len(_loaders(trainer)) > 1
         for k in sorted({k for g in gathered for k in g}):
-            loss, _ = _shards.figures([g[k] for g in gathered if k in g])
+            loss, _ = _shards.figures([g[k][0] for g in gathered if k in g])
             key = f"{self.name}/dataloader_idx_{k}" if several else self.name
+            dropped = sum(g[k][1] for g in gathered if k in g)
+            if dropped and _shards.world()[0] == 0:
+                warnings.warn(f"ExactValidation: {key} leaves out {dropped} validation item(s) "
+                              "the loader drops (drop_last=True): set drop_last=False to "
+                              "score them all", EvallossWarning, stacklevel=2)  # fmt: skip
             pl_module.log(key, torch.tensor(loss, dtype=torch.float64), on_step=False,
                           on_epoch=True, batch_size=1, sync_dist=False, prog_bar=self.prog_bar,
                           add_dataloader_idx=False)  # fmt: skip

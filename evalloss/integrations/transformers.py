@@ -119,6 +119,7 @@ class ExactEvalCallback(TrainerCallback):
         self._calls: list[_Forward] = []  # this step's evaluation forwards
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
         self._remainder = -1
+        self._held: int | None = None  # the eval data set's items, where it has a length
         self._steps = 0
         self._broken: str | None = None
 
@@ -230,6 +231,7 @@ class ExactEvalCallback(TrainerCallback):
         terms = forward.terms if forward.terms is not None else self._token_terms(forward, last)
         if last:
             self._last, self._remainder = terms, int(getattr(loader, "remainder", -1))
+            self._held = _length(getattr(loader, "dataset", None))
         else:
             self._sums.add(*terms)
 
@@ -273,6 +275,7 @@ class ExactEvalCallback(TrainerCallback):
         last = self._last
         values, weights = ([], []) if last is None else (last[0].tolist(), last[1].tolist())
         mine = (_shards.dump(self._sums), values, weights, self._remainder, self._broken)
+        held = self._held
         self._reset()
         gathered = _shards.gather(mine)
         broken = next((g[4] for g in gathered if g[4]), None)
@@ -283,6 +286,13 @@ class ExactEvalCallback(TrainerCallback):
             warnings.warn(f"ExactEvalCallback: no exact figures: {broken}", EvallossWarning,
                           stacklevel=3)  # fmt: skip
             return {}
+        if args.dataloader_drop_last and held and _shards.world()[0] == 0:
+            dropped = held % (args.per_device_eval_batch_size * len(gathered))
+            if dropped:  # accelerate drops the last incomplete global batch
+                warnings.warn(f"ExactEvalCallback: dataloader_drop_last=True leaves out the last "
+                              f"{dropped} of {held} eval items: the exact figures cover the "
+                              "rest; set dataloader_drop_last=False to score them all",
+                              EvallossWarning, stacklevel=3)  # fmt: skip
         tail = _shards.DeviceSums()
         kept_values = [v for g in gathered for v in g[1]]
         kept_weights = [w for g in gathered for w in g[2]]
@@ -309,6 +319,13 @@ class _Forward:
     shifted: torch.Tensor | None = None
     own: torch.Tensor | None = None
     divisor: Any = None
+
+
+def _length(dataset: Any) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # an iterable data set
+        return None
 
 
 def _prefix(logs: dict[str, Any]) -> str | None:
