@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -159,8 +160,6 @@ def _trainer_case(device: str) -> Block:
 def _lightning_case(device: str) -> Block:
     import lightning.pytorch as pl
 
-    from evalloss.integrations.lightning import ExactValidation
-
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
@@ -176,15 +175,7 @@ def _lightning_case(device: str) -> Block:
                                           torch.randint(0, CLASSES, (8192,)))  # fmt: skip
     loader = torch.utils.data.DataLoader(data, batch_size=256)
     module = Module()
-    accelerator = "gpu" if device == "cuda" else "cpu"
-
-    def block(measured: bool) -> None:
-        callbacks = [ExactValidation(loss="cross-entropy")] if measured else []
-        trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=callbacks,
-                             enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
-        trainer.validate(module, loader, verbose=False)
-
-    return block
+    return _validating(module, loader, device, "cross-entropy")
 
 
 def _lightning_lm_case(device: str) -> Block:
@@ -194,8 +185,6 @@ def _lightning_lm_case(device: str) -> Block:
     import lightning.pytorch as pl
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from evalloss.integrations.lightning import ExactValidation
-
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
@@ -204,19 +193,30 @@ def _lightning_lm_case(device: str) -> Block:
             self.net = GPT2LMHeadModel(config)
 
         def validation_step(self, batch: dict[str, torch.Tensor], i: int) -> object:
-            out = self.net(input_ids=batch["input_ids"], labels=batch["labels"])
+            out = self.net(input_ids=batch["input_ids"], labels=batch["input_ids"])
             self.log("val_loss", out.loss)
             return {"logits": out.logits, "labels": batch["labels"]}
 
     torch.manual_seed(0)
     ids = torch.randint(0, 8000, (64, 128))
-    rows = [{"input_ids": row, "labels": row} for row in ids]
+    shifted = nn.functional.pad(ids[:, 1:], (0, 1), value=-100)  # position p predicts p + 1
+    rows = [{"input_ids": row, "labels": labels} for row, labels in zip(ids, shifted, strict=True)]
     loader = torch.utils.data.DataLoader(rows, batch_size=8)  # type: ignore[arg-type,var-annotated]
     module = Module()
+    return _validating(module, loader, device, "causal-lm")
+
+
+def _validating(module: Any, loader: Any, device: str, loss: str) -> Block:
+    """``lightning.Trainer.validate`` of ``module``, with ``ExactValidation(loss=loss)`` when
+    measured."""
+    import lightning.pytorch as pl
+
+    from evalloss.integrations.lightning import ExactValidation
+
     accelerator = "gpu" if device == "cuda" else "cpu"
 
     def block(measured: bool) -> None:
-        callbacks = [ExactValidation(loss="causal-lm")] if measured else []
+        callbacks = [ExactValidation(loss=loss)] if measured else []
         trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=callbacks,
                              enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
         trainer.validate(module, loader, verbose=False)
