@@ -84,7 +84,12 @@ def _owned(loader: Any) -> int | None:
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
         return None
-    return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]
+    return _share(sampler)
+
+
+def _share(sampler: Any) -> int:
+    """A distributed sampler's process's items of the data set, its padding or cut aside."""
+    return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
 
 
 def _dropped(loader: Any) -> int:
@@ -94,10 +99,8 @@ def _dropped(loader: Any) -> int:
 
     sampler = getattr(loader, "sampler", None)
     try:
-        if isinstance(sampler, DistributedSampler):
-            share = len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]
-        else:
-            share = len(loader.dataset)
+        distributed = isinstance(sampler, DistributedSampler)
+        share = _share(sampler) if distributed else len(loader.dataset)
         yielded = len(sampler)  # type: ignore[arg-type]
     except TypeError:  # an iterable data set or sampler: no length
         return 0
